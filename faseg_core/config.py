@@ -1,0 +1,129 @@
+"""FA-Seg configuration: the paper's defaults, as data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# Background thresholds of the paper (Table 4; FASEG_REFERENCE.md §8).
+THRESHOLDS: dict[str, float] = {"voc": 0.55, "context": 0.5, "coco_object": 0.6}
+THRESHOLDS["coco"] = THRESHOLDS["coco_object"]
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _default_cross_weights() -> dict[int, float]:
+    return {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
+
+
+def _default_self_weights() -> dict[int, float]:
+    return {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
+
+
+@dataclass(frozen=True)
+class FASegConfig:
+    """Every knob of FA-Seg, with the paper's values as defaults.
+
+    Args:
+        image_size (`int`, defaults to 512): side of the square the image is resized to
+            (PIL bicubic) before the VAE.
+        cross_weights (`dict[int, float]`): weight of each attention grid resolution in
+            the cross-attention fusion. Keys are token-grid sides (64 is the latent grid
+            of a 512 px image).
+        self_weights (`dict[int, float]`): weight of each resolution's self-attention
+            refinement in HARD.
+        tau (`int`, defaults to 2): power of the self-attention affinity.
+        threshold (`float`, defaults to 0.55): background threshold on the refined scores.
+        flip (`bool`, defaults to `True`): test-time flip (TTF).
+        batch_size (`int`, defaults to 4): images per UNet call (each image is two
+            latents when `flip` is on).
+        dtype (`str`, defaults to `"auto"`): model precision; `"auto"` is float16 on CUDA
+            and float32 elsewhere.
+        store_dtype (`str`, *optional*): precision of the running attention sums.
+            `None` keeps them in float32 when the model runs in float32 and in (scaled)
+            float16 when it runs in half precision, which halves the largest buffer.
+        vae_sample (`bool`, defaults to `True`): sample the VAE posterior with a CPU
+            generator seeded `seed` per image pair, as the reference does; `False` uses
+            its mean.
+        seed (`int`, defaults to 0): seed of that generator.
+        run_inversion (`bool`, defaults to `False`): run the reference's one-step DDIM
+            inversion UNet call. With one step at t=0 it returns its input, so it is
+            skipped by default (half the UNet work, same masks).
+        timestep (`int`, defaults to 0): diffusion timestep of the recorded UNet pass.
+        attention_chunk (`int`, defaults to 2**27): most attention-probability
+            elements materialised at once in a recorded layer (bounds peak memory).
+    """
+
+    image_size: int = 512
+    cross_weights: dict[int, float] = field(default_factory=_default_cross_weights)
+    self_weights: dict[int, float] = field(default_factory=_default_self_weights)
+    tau: int = 2
+    threshold: float = 0.55
+    flip: bool = True
+    batch_size: int = 4
+    dtype: str = "auto"
+    store_dtype: str | None = None
+    vae_sample: bool = True
+    seed: int = 0
+    run_inversion: bool = False
+    timestep: int = 0
+    attention_chunk: int = 2**27
+
+    def __post_init__(self):
+        if self.image_size <= 0 or self.image_size % 8:
+            raise ValueError(f"`image_size` must be a positive multiple of 8 but is {self.image_size}.")
+        for name in ("cross_weights", "self_weights"):
+            weights = getattr(self, name)
+            if not weights or any(int(r) != r or r <= 0 for r in weights):
+                raise ValueError(f"`{name}` must map positive grid sides to weights but is {weights}.")
+            if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"`{name}` must be >= 0 with a positive sum but is {weights}.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"`threshold` must be in [0, 1] but is {self.threshold}.")
+        if int(self.tau) != self.tau or self.tau < 1:
+            raise ValueError(f"`tau` must be an integer >= 1 but is {self.tau}.")
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1 but is {self.batch_size}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {DTYPES} but is {self.dtype!r}.")
+        if self.store_dtype not in (None, *DTYPES[1:]):
+            raise ValueError(f"`store_dtype` must be None or one of {DTYPES[1:]} but is {self.store_dtype!r}.")
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Grid sides whose attention is recorded (a non-zero weight somewhere), finest first."""
+        used = {r for r, w in self.cross_weights.items() if w > 0}
+        used |= {r for r, w in self.self_weights.items() if w > 0}
+        return sorted(used, reverse=True)
+
+    @classmethod
+    def for_dataset(cls, name: str, **overrides) -> "FASegConfig":
+        """The paper's configuration for a benchmark: `"voc"`, `"context"` or `"coco_object"`."""
+        if name not in THRESHOLDS:
+            raise ValueError(f"unknown dataset preset {name!r}: choose one of {sorted(THRESHOLDS)}")
+        return cls(threshold=THRESHOLDS[name], **overrides)
+
+    def replace(self, **changes) -> "FASegConfig":
+        """A copy with some fields changed (the config is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def at_image_size(self, image_size: int) -> "FASegConfig":
+        """The same weights moved to the attention grids of another image size.
+
+        The weights are keyed by grid side at `self.image_size`; a 128 px image has grids
+        four times smaller, so `{64: .3}` becomes `{16: .3}`.
+        """
+        if self.image_size % image_size and image_size % self.image_size:
+            raise ValueError(f"cannot rescale grids from {self.image_size} px to {image_size} px")
+
+        def move(weights):
+            moved = {r * image_size // self.image_size: w for r, w in weights.items()}
+            if any(r < 1 for r in moved):
+                raise ValueError(f"{image_size} px is too small for the grids {sorted(weights)}")
+            return moved
+
+        return self.replace(
+            image_size=image_size,
+            cross_weights=move(self.cross_weights),
+            self_weights=move(self.self_weights),
+        )
