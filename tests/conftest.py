@@ -33,3 +33,27 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A tiny random SD-1.5-shaped checkpoint (unet, vae, text_encoder, real CLIP tokenizer) on disk."""
+    from faseg_core.testing import save_diffusion_checkpoint
+
+    return save_diffusion_checkpoint(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The paper's settings moved to 128 px images (grids 16/8/4/2): fast on a CPU."""
+    from faseg_core import FASegConfig
+
+    return FASegConfig().at_image_size(128)
+
+
+@pytest.fixture(scope="session")
+def tiny_faseg(tiny_sd_dir, tiny_config):
+    """`FASeg` loaded through `from_pretrained` from the tiny checkpoint, on the CPU."""
+    from faseg_core import FASeg
+
+    return FASeg.from_pretrained(tiny_sd_dir, config=tiny_config, device="cpu")

@@ -1,0 +1,197 @@
+"""Recording attention during one UNet pass, with diffusers attention processors.
+
+`AttentionRecorder` is one processor instance installed on every attention layer of the
+UNet. On the layers whose token grid is recorded it keeps **running sums** of head-mean
+attention probabilities per `(kind, grid side)` — never a list of per-layer maps — and
+computes those probabilities once per layer (they also give the layer's output). The
+cross-attention layers additionally score their queries against keys made from the
+class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`.
+Every other layer keeps fast (SDPA) attention.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+SELF, CROSS = "self", "cross"
+
+
+class AttentionRecorder:
+    r"""Attention processor that accumulates attention probabilities per grid side.
+
+    Args:
+        self_resolutions (`set[int]`): grid sides whose self-attention (`attn1`) is recorded.
+        cross_resolutions (`set[int]`): grid sides whose class-prompt cross-attention
+            (`attn2`) is recorded.
+        store_dtype (`torch.dtype`, defaults to `torch.float32`): dtype of the self-attention
+            sums, the largest buffers. Sums are kept scaled by the number of keys so that a
+            float16 store holds values near 1, far from its subnormal range.
+        chunk (`int`, defaults to 2**27): most probability elements materialised at once.
+
+    After a UNet pass, `mean(kind, r)` gives `[B, N, N]` self-attention (rows = queries) or
+    `[B, N, T]` cross-attention against the T class-prompt tokens, averaged over heads and
+    layers.
+    """
+
+    def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27):
+        self.self_resolutions = set(self_resolutions)
+        self.cross_resolutions = set(cross_resolutions)
+        self.store_dtype = store_dtype
+        self.chunk = chunk
+        self.fallback = AttnProcessor2_0()
+        self.sums: dict[tuple[str, int], torch.Tensor] = {}
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def reset(self):
+        """Free the sums of the last pass."""
+        self.sums.clear()
+        self.counts.clear()
+
+    def mean(self, kind: str, r: int, rows: slice | None = None) -> torch.Tensor:
+        """Head- and layer-mean float32 attention of grid side `r` (see the class docstring).
+
+        `rows` picks some latents of the batch, so a large self-attention store is
+        converted to float32 only a few rows at a time.
+        """
+        key = (kind, r)
+        if key not in self.sums:
+            raise KeyError(f"no {kind}-attention was recorded at grid {r}; recorded: {sorted(self.sums)}")
+        total = self.sums[key] if rows is None else self.sums[key][rows]
+        scale = self.counts[key] * (total.shape[-1] if kind == SELF else 1)
+        return total.float() / scale
+
+    def _buffer(self, kind, r, shape, device) -> torch.Tensor:
+        """The running sum of `(kind, r)`, allocated with `shape` on first use in a pass."""
+        key = (kind, r)
+        if key not in self.sums:
+            dtype = self.store_dtype if kind == SELF else torch.float32
+            self.sums[key] = torch.zeros(shape, dtype=dtype, device=device)
+            self.counts[key] = 0
+        return self.sums[key]
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        class_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        is_cross = encoder_hidden_states is not None
+        n = hidden_states.shape[1] if hidden_states.ndim == 3 else math.prod(hidden_states.shape[2:])
+        r = math.isqrt(n)
+        wanted = self.cross_resolutions if is_cross else self.self_resolutions
+        if r * r != n or r not in wanted or (is_cross and class_embeds is None):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if is_cross:
+            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, attention_mask, r)
+        else:
+            hidden_states = self._self(attn, query, hidden_states, attention_mask, r)
+
+        hidden_states = attn.to_out[0](hidden_states)  # linear proj
+        hidden_states = attn.to_out[1](hidden_states)  # dropout
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _self(self, attn, query, hidden_states, attention_mask, r):
+        """Self-attention whose probabilities are computed once: they give the output and the record."""
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        query, key, value = (attn.head_to_batch_dim(t) for t in (query, key, value))  # [B*H, N, d]
+        if attn.norm_q is not None:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+        batch_heads, n, _ = query.shape
+        heads = attn.heads
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, n, batch_heads // heads)
+
+        out = torch.empty_like(query)
+        store = self._buffer(SELF, r, (batch_heads // heads, n, n), query.device)  # [B, N, N]
+        step = max(1, min(heads, self.chunk // (n * n)))  # heads per chunk, within one image
+        for b in range(batch_heads // heads):
+            probs_sum = None
+            for h in range(b * heads, (b + 1) * heads, step):
+                sl = slice(h, min(h + step, (b + 1) * heads))
+                mask = None if attention_mask is None else attention_mask[sl]
+                probs = attn.get_attention_scores(query[sl], key[sl], mask)  # [h, N, N]
+                out[sl] = torch.bmm(probs, value[sl])
+                part = probs.sum(dim=0, dtype=torch.float32)  # [N, N]
+                probs_sum = part if probs_sum is None else probs_sum + part
+            store[b] += (probs_sum * (n / heads)).to(store.dtype)
+        self.counts[(SELF, r)] += 1
+        return attn.batch_to_head_dim(out)
+
+    def _cross(self, attn, query, encoder_hidden_states, class_embeds, attention_mask, r):
+        """Cross-attention: the output from the reconstruction prompt, the record from the class prompts."""
+        hidden_states = self._sdpa(attn, query, encoder_hidden_states, attention_mask)
+
+        batch_size, prompts, tokens, _ = class_embeds.shape  # [B, P, 77, D]
+        class_embeds = class_embeds.reshape(batch_size, prompts * tokens, -1).to(query.dtype)
+        if attn.norm_cross:
+            class_embeds = attn.norm_encoder_hidden_states(class_embeds)
+        class_keys = attn.head_to_batch_dim(attn.to_k(class_embeds))  # [B*H, P*77, d]
+        queries = attn.head_to_batch_dim(query)  # [B*H, N, d]
+        if attn.norm_q is not None:
+            queries, class_keys = attn.norm_q(queries), attn.norm_k(class_keys)
+        heads = attn.heads
+        parts = []
+        for p in range(prompts):  # softmax over each prompt's own 77 tokens
+            keys = class_keys[:, p * tokens : (p + 1) * tokens]
+            probs = attn.get_attention_scores(queries, keys, None)  # [B*H, N, 77]
+            parts.append(probs.unflatten(0, (batch_size, heads)).sum(dim=1, dtype=torch.float32))
+        probs_sum = torch.cat(parts, dim=-1)  # [B, N, P*77]
+        self._buffer(CROSS, r, probs_sum.shape, probs_sum.device).add_(probs_sum / heads)
+        self.counts[(CROSS, r)] += 1
+        return hidden_states
+
+    @staticmethod
+    def _sdpa(attn, query, encoder_hidden_states, attention_mask):
+        """The layer's usual output, with fused attention (as `AttnProcessor2_0`)."""
+        batch_size = query.shape[0]
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        q, k, v = (t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, k.shape[2], batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+
+@contextmanager
+def recording(unet, recorder: AttentionRecorder):
+    """Install `recorder` on every attention layer of `unet`; restore the previous processors after."""
+    previous = unet.attn_processors
+    unet.set_attn_processor(recorder)
+    try:
+        yield recorder
+    finally:
+        unet.set_attn_processor(previous)

@@ -1,0 +1,371 @@
+"""FA-Seg: segmentation read out of one pass of a pretrained diffusion UNet."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import hard
+from .attention import CROSS, SELF, AttentionRecorder, recording
+from .config import FASegConfig
+from .images import as_image_list, describe, load_image, resize_labels, to_pixels
+from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class FASegResult:
+    """Segmentation of one image.
+
+    Attributes:
+        label_map: `(H, W)` integer array at the original image size; 0 = background,
+            `i + 1` = `classes[i]`.
+        scores: `(K, h, w)` float32 refined score maps in [0, 1] (h = w = latent grid side).
+        classes: the classes, in order.
+        prompt: the reconstruction prompt the UNet saw.
+    """
+
+    label_map: np.ndarray
+    scores: np.ndarray
+    classes: list[str]
+    prompt: str = ""
+
+
+@dataclass
+class _Job:
+    """One image on its way through a batch."""
+
+    index: int
+    image: object  # RGB PIL image
+    classes: list[str]
+    prompts: list[ClassPrompt]
+    prompt: str
+
+
+def _label_dtype(num_classes: int):
+    return np.uint8 if num_classes < 255 else np.uint16 if num_classes < 65535 else np.int32
+
+
+def _placed(module, device, dtype):
+    """`module` in eval mode on `device`, cast only when its dtype differs."""
+    module = module.to(device)
+    if module.dtype != dtype:
+        module = module.to(dtype)
+    return module.eval()
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    """`"auto"` is float16 on CUDA and float32 elsewhere; names map to torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+def _is_oom(error: Exception) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class FASeg:
+    r"""Training-free open-vocabulary segmentation with a Stable-Diffusion-1.x-shaped model.
+
+    Args:
+        unet (`UNet2DConditionModel`), vae (`AutoencoderKL`), text_encoder (`CLIPTextModel`),
+        tokenizer (`CLIPTokenizer`): the model's components.
+        config (`FASegConfig`, *optional*): the method's settings (paper defaults).
+        device (`str` or `torch.device`, *optional*): defaults to CUDA when available.
+        dtype (`torch.dtype`, *optional*): defaults to `config.dtype` ("auto": float16 on
+            CUDA, float32 elsewhere).
+
+    Example::
+
+        seg = FASeg.from_pretrained("XCLiu/2_rectified_flow_from_sd_1_5")
+        result = seg(image, ["cat", "dog", "sofa"], captions="a cat and a dog on a sofa")[0]
+        result.label_map  # (H, W): 0 background, 1 cat, 2 dog, 3 sofa
+    """
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, config: FASegConfig | None = None, device=None, dtype=None):
+        from diffusers import DDIMScheduler
+
+        self.config = config or FASegConfig()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = _resolve_dtype(self.config.dtype if dtype is None else dtype, self.device)
+        self.dtype = dtype
+        self.unet, self.vae, self.text_encoder = (_placed(m, self.device, dtype) for m in (unet, vae, text_encoder))
+        self.tokenizer = tokenizer
+        # The reference's scheduler; with one step its only timestep is 0.
+        self.scheduler = DDIMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False,
+        )
+        self.scheduler.set_timesteps(1)
+        store = self.config.store_dtype
+        self.store_dtype = _DTYPES[store] if store else (torch.float32 if dtype == torch.float32 else torch.float16)
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._warned_truncation = False
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, config: FASegConfig | None = None, device=None,
+                        dtype=None, **kwargs) -> "FASeg":
+        """Load the four components FA-Seg uses from a Hub id or a local folder.
+
+        Only `unet/`, `vae/`, `text_encoder/` and `tokenizer/` are read, so nothing unused
+        (the safety checker, a custom pipeline class) is downloaded; any SD-1.x layout loads.
+        `kwargs` (`revision`, `cache_dir`, `local_files_only`, `token`, ...) go to every
+        `from_pretrained` call.
+        """
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        model = os.fspath(model)
+        config = config or FASegConfig()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = _resolve_dtype(config.dtype if dtype is None else dtype, device)
+        if os.path.isdir(model):
+            missing = [c for c in COMPONENTS if not os.path.isdir(os.path.join(model, c))]
+            if missing:
+                raise FileNotFoundError(
+                    f"'{model}' is not an SD-1.x checkpoint folder: it lacks {', '.join(missing)}/ "
+                    f"(expected subfolders: {', '.join(COMPONENTS)})"
+                )
+        try:
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **kwargs)
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype, **kwargs)
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", model_max_length=77, **kwargs)
+        except OSError as e:
+            raise OSError(
+                f"could not load the diffusion model '{model}': {e}\n"
+                "Pass a local folder holding unet/, vae/, text_encoder/ and tokenizer/, or a Hugging Face "
+                "Hub id on a machine that reaches the Hub (or with the model already in its cache and "
+                "HF_HUB_OFFLINE=1)."
+            ) from e
+        return cls(unet, vae, text_encoder, tokenizer, config=config, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(self, images: list, classes, captions) -> tuple[list[list[str]], list[str | None]]:
+        """Per-image class lists and captions, or a clear error."""
+        n = len(images)
+        if n == 0:
+            raise ValueError("`images` is empty: pass a PIL image, an (H, W, C) uint8 array, a path, or a list")
+        if classes is None or isinstance(classes, str):
+            raise ValueError(
+                f"`classes` must be a list of class names (or one list per image) but is {classes!r}: "
+                "pass classes=['cat', 'dog', ...]"
+            )
+        classes = list(classes)
+        per_image = bool(classes) and all(isinstance(c, (list, tuple)) for c in classes)
+        if per_image and len(classes) != n:
+            raise ValueError(f"`classes` has {len(classes)} lists for {n} images: pass one list per image")
+        lists = [clean_classes(c) for c in classes] if per_image else [clean_classes(classes)] * n
+        for i, names in enumerate(lists):
+            if not names:
+                raise ValueError(
+                    f"no candidate classes for {describe(images[i], i)}: pass classes=[...] "
+                    "(one list for all images or one per image), or propose them with faseg_core.candidates"
+                )
+        if captions is None or isinstance(captions, str):
+            captions = [captions] * n
+        captions = list(captions)
+        if len(captions) != n:
+            raise ValueError(f"`captions` has {len(captions)} entries for {n} images: pass one per image")
+        for i, caption in enumerate(captions):
+            if caption is not None and not isinstance(caption, str):
+                raise TypeError(f"caption {i} must be a string or None, not {type(caption).__name__}")
+        return lists, captions
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str], cache: bool = False) -> torch.Tensor:
+        """`[len(prompts), 77, D]` last hidden states of the text encoder."""
+        todo = [p for p in dict.fromkeys(prompts) if not (cache and p in self._text_cache)]
+        fresh = {}
+        if todo:
+            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            states = self.text_encoder(ids)[0]  # [n, 77, D]
+            fresh = dict(zip(todo, states))
+            if cache:
+                self._text_cache.update(fresh)
+                while len(self._text_cache) > 512:
+                    self._text_cache.popitem(last=False)
+        return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
+
+    def _prepare(self, index, image, classes, caption) -> _Job:
+        prompts = build_class_prompts(self.tokenizer, classes)
+        all_classes = ", ".join(classes)
+        prompt, shortened = reconstruction_prompt(self.tokenizer, caption, all_classes)
+        if shortened and not self._warned_truncation:
+            logger.warning("caption of %s shortened so that the prompt holds every class (77 CLIP tokens)",
+                           describe(image, index))
+            self._warned_truncation = True
+        return _Job(index, load_image(image, index), classes, prompts, prompt)
+
+    # ------------------------------------------------------------------ image
+    @torch.no_grad()
+    def encode_images(self, images: list) -> torch.Tensor:
+        """RGB images → `[B * V, 4, h, w]` scaled latents, V = 2 views (image, mirror) with `flip`."""
+        pixels = to_pixels(images, self.config.image_size)  # [B, 3, S, S]
+        if self.config.flip:
+            pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [B*2, 3, S, S]
+        posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        latents = posterior.mean
+        if self.config.vae_sample:
+            # As the reference: each image pair samples with its own CPU generator seeded
+            # `seed`, so every pair gets the same noise whatever the batch.
+            views = 2 if self.config.flip else 1
+            generator = torch.Generator("cpu").manual_seed(self.config.seed)
+            noise = torch.randn((views, *latents.shape[1:]), generator=generator, dtype=latents.dtype)
+            noise = noise.to(self.device).repeat(latents.shape[0] // views, 1, 1, 1)
+            latents = latents + posterior.std * noise
+        return latents * self.vae.config.scaling_factor
+
+    def invert(self, latents: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The reference's one-step DDIM inversion at t=0 (an identity up to rounding)."""
+        t = int(self.scheduler.timesteps[0])
+        eps = self.unet(latents, t, encoder_hidden_states=text).sample
+        alphas = self.scheduler.alphas_cumprod
+        prev = t - self.scheduler.config.num_train_timesteps // self.scheduler.num_inference_steps
+        alpha = alphas[prev] if prev >= 0 else self.scheduler.final_alpha_cumprod
+        alpha_next = alphas[t]
+        original = (latents - (1 - alpha) ** 0.5 * eps) / alpha**0.5
+        return alpha_next**0.5 * original + (1 - alpha_next) ** 0.5 * eps
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(self, images, classes, captions=None, progress=False) -> list[FASegResult]:
+        """Segment images into the given classes.
+
+        Args:
+            images: a PIL image, an `(H, W, C)` uint8 array, a path, or a list of them.
+            classes: `list[str]` for all images, or `list[list[str]]`, one list per image.
+            captions: `None`, one string, or one string per image. `None` makes the
+                reconstruction prompt the class prompt.
+            progress: `True` for a progress bar, or a callable `(done, total)`.
+        Returns:
+            one `FASegResult` per image, in order.
+        """
+        # 0. Check inputs
+        images = as_image_list(images)
+        class_lists, captions = self.check_inputs(images, classes, captions)
+        total = len(images)
+        results: list[FASegResult | None] = [None] * total
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="FA-Seg")
+        done = 0
+        for start in range(0, total, self.config.batch_size):
+            # 1. Read images, build prompts
+            jobs = [
+                self._prepare(i, images[i], class_lists[i], captions[i])
+                for i in range(start, min(start + self.config.batch_size, total))
+            ]
+            for result, job in zip(self._segment_splitting_on_oom(jobs), jobs):
+                results[job.index] = result
+            done += len(jobs)
+            if bar is not None:
+                bar.update(len(jobs))
+            elif callable(progress):
+                progress(done, total)
+        if bar is not None:
+            bar.close()
+        return results
+
+    def _segment_splitting_on_oom(self, jobs: list[_Job]) -> list[FASegResult]:
+        """Segment a batch; on out-of-memory, retry it as two halves (down to one image)."""
+        try:
+            return self._segment(jobs)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not _is_oom(e) or len(jobs) == 1:
+                raise
+            logger.warning("out of memory on a batch of %d images: retrying as two halves", len(jobs))
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(jobs) // 2
+            return self._segment_splitting_on_oom(jobs[:half]) + self._segment_splitting_on_oom(jobs[half:])
+
+    def _segment(self, jobs: list[_Job]) -> list[FASegResult]:
+        cfg = self.config
+        views = 2 if cfg.flip else 1
+
+        # 2. Encode prompts: the reconstruction prompt per image, the class prompts per image
+        text = self.encode_text([job.prompt for job in jobs]).repeat_interleave(views, dim=0)  # [B*V, 77, D]
+        width = max(len(job.prompts) for job in jobs)
+        class_texts = [[p.text for p in job.prompts] + [""] * (width - len(job.prompts)) for job in jobs]
+        class_embeds = self.encode_text([t for row in class_texts for t in row], cache=True)
+        class_embeds = class_embeds.unflatten(0, (len(jobs), width)).repeat_interleave(views, dim=0)  # [B*V, P, 77, D]
+
+        # 3. Encode images (+ mirror)
+        latents = self.encode_images([job.image for job in jobs])  # [B*V, 4, h, w]
+
+        # 4. One-step inversion (an identity at t=0: skipped unless asked for)
+        if cfg.run_inversion:
+            latents = self.invert(latents, text)
+
+        # 5. Record attention during one UNet pass
+        recorder = AttentionRecorder(
+            self_resolutions=[r for r, w in cfg.self_weights.items() if w > 0],
+            cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
+            store_dtype=self.store_dtype,
+            chunk=cfg.attention_chunk,
+        )
+        with recording(self.unet, recorder):
+            self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs={"class_embeds": class_embeds})
+        self._check_recorded(recorder)
+        del latents, text, class_embeds
+
+        # 6. Refine (HARD), 7. unflip + threshold, per image
+        results = [self._result(job, recorder, b * views, views) for b, job in enumerate(jobs)]
+        recorder.reset()
+        return results
+
+    def _check_recorded(self, recorder: AttentionRecorder):
+        cfg = self.config
+        wanted = {(SELF, r) for r, w in cfg.self_weights.items() if w > 0}
+        wanted |= {(CROSS, r) for r, w in cfg.cross_weights.items() if w > 0}
+        missing = sorted(wanted - set(recorder.sums))
+        if missing:
+            grids = sorted({r for _, r in recorder.sums}, reverse=True)
+            raise ValueError(
+                f"the model has no attention at grids {sorted({r for _, r in missing})} for "
+                f"image_size={cfg.image_size} (it attends at {grids}): use config.at_image_size(...) "
+                "or weights keyed by the model's grids"
+            )
+
+    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, views: int) -> FASegResult:
+        cfg = self.config
+        rows = slice(row, row + views)
+        cross_maps = {}
+        for r, w in cfg.cross_weights.items():
+            if w > 0:
+                cross_maps[r] = self._class_maps(recorder.mean(CROSS, r, rows), job.prompts, r, self.tokenizer.model_max_length)  # [V, K, r, r]
+        self_maps = {r: recorder.mean(SELF, r, rows) for r, w in cfg.self_weights.items() if w > 0}  # [V, N, N]
+        scores = hard.refine(cross_maps, self_maps, cfg.cross_weights, cfg.self_weights, cfg.tau)  # [V, K, S, S]
+        scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
+        labels = hard.to_label_map(scores, cfg.threshold, cfg.image_size)  # [image_size, image_size]
+        labels = labels.to("cpu", torch.int32).numpy().astype(_label_dtype(len(job.classes)))
+        labels = resize_labels(labels, job.image.width, job.image.height)
+        return FASegResult(labels, scores.cpu().numpy().astype(np.float32), list(job.classes), job.prompt)
+
+    @staticmethod
+    def _class_maps(cross: torch.Tensor, prompts: list[ClassPrompt], r: int, length: int) -> torch.Tensor:
+        """`[V, N, P*length]` token maps → `[V, K, r, r]`: each class the mean of its tokens' maps."""
+        maps = []
+        for p, prompt in enumerate(prompts):
+            for span in prompt.spans:
+                index = torch.tensor([p * length + t for t in span], device=cross.device)
+                maps.append(cross.index_select(-1, index).mean(dim=-1))  # [V, N]
+        return torch.stack(maps, dim=1).unflatten(-1, (r, r))

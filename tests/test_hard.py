@@ -1,0 +1,147 @@
+"""HARD: the fast right-to-left evaluation against the dense formulation, and an oracle."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from faseg_core import hard
+
+CROSS_W = {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
+SELF_W = {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
+
+
+def dense_affinity(self_map: torch.Tensor, size: int) -> torch.Tensor:
+    """A_r (size², size²): bicubic upsampling of the query grid, nearest repetition of the keys."""
+    n = self_map.shape[0]
+    r = int(n**0.5)
+    query_maps = self_map.T.reshape(n, 1, r, r)  # (keys, 1, r, r) maps over queries
+    up = F.interpolate(query_maps, size=(size, size), mode="bicubic", align_corners=False)
+    rows = up.reshape(n, size * size).T  # (size² queries, r² keys)
+    f = size // r
+    key_of = (torch.arange(size)[:, None] // f * r + torch.arange(size)[None, :] // f).reshape(-1)
+    return rows[:, key_of]  # (size² queries, size² keys)
+
+
+def dense_refine(cross_maps, self_maps, cross_w, self_w, tau):
+    """FASEG_REFERENCE.md §6 written out with 4096×4096 matrices and a matrix power."""
+    size = max(r for r, w in self_w.items() if w > 0)
+    fused = sum(
+        w * F.interpolate(cross_maps[r][None], size=(size, size), mode="nearest")[0]
+        for r, w in cross_w.items()
+        if w > 0
+    )  # (K, size, size)
+    c = fused.reshape(fused.shape[0], -1).T  # (size², K)
+    out = 0
+    for r, w in self_w.items():
+        if w == 0:
+            continue
+        a = self_maps[r] if r == size else dense_affinity(self_maps[r], size)
+        s = (torch.linalg.matrix_power(a, tau) @ c).T.reshape(-1, size, size)
+        lo, hi = s.amin((1, 2), keepdim=True), s.amax((1, 2), keepdim=True)
+        out = out + w * (s - lo) / (hi - lo)
+    return out
+
+
+def random_maps(k, sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cross = {r: torch.rand(k, r, r, generator=g) for r in sizes}
+    selfm = {r: torch.softmax(4 * torch.randn(r * r, r * r, generator=g), dim=-1) for r in sizes}
+    return cross, selfm
+
+
+@pytest.mark.parametrize("tau", [1, 2, 3])
+def test_refine_equals_dense_formulation_at_32(tau):
+    cross_w = {4: 0.15, 8: 0.7, 16: 0.15, 32: 0.0}
+    self_w = {4: 0.1, 8: 0.1, 16: 0.5, 32: 0.3}
+    cross, selfm = random_maps(5, (4, 8, 16, 32), seed=tau)
+    fast = hard.refine(cross, selfm, cross_w, self_w, tau=tau)
+    dense = dense_refine(cross, selfm, cross_w, self_w, tau)
+    assert fast.shape == (5, 32, 32)
+    assert torch.allclose(fast, dense, rtol=1e-4, atol=1e-5), (fast - dense).abs().max()
+
+
+def test_refine_equals_dense_formulation_paper_grids():
+    cross, selfm = random_maps(20, (8, 16, 32, 64), seed=7)
+    fast = hard.refine(cross, selfm)  # paper weights by default
+    dense = dense_refine(cross, selfm, CROSS_W, SELF_W, 2)
+    assert fast.shape == (20, 64, 64)
+    rel = ((fast - dense).abs() / dense.abs().clamp_min(1e-3)).max()
+    assert rel < 1e-4, rel
+
+
+def test_refine_batched_equals_per_item():
+    cross, selfm = random_maps(3, (4, 8), seed=1)
+    cw, sw = {4: 0.5, 8: 0.5}, {4: 0.4, 8: 0.6}
+    cross2, selfm2 = random_maps(3, (4, 8), seed=2)
+    batched = hard.refine(
+        {r: torch.stack([cross[r], cross2[r]]) for r in cross},
+        {r: torch.stack([selfm[r], selfm2[r]]) for r in selfm}, cw, sw,
+    )
+    assert torch.allclose(batched[0], hard.refine(cross, selfm, cw, sw), atol=1e-6)
+    assert torch.allclose(batched[1], hard.refine(cross2, selfm2, cw, sw), atol=1e-6)
+
+
+def test_identity_affinity_returns_normalised_cross_attention():
+    cross = {8: torch.rand(4, 8, 8)}
+    selfm = {8: torch.eye(64)}
+    out = hard.refine(cross, selfm, {8: 1.0}, {8: 1.0}, tau=2)
+    assert torch.allclose(out, hard.minmax(cross[8]), atol=1e-6)
+
+
+def test_constant_maps_give_zeros_not_nan():
+    out = hard.refine({4: torch.ones(2, 4, 4)}, {4: torch.full((16, 16), 1 / 16)}, {4: 1.0}, {4: 1.0})
+    assert torch.isfinite(out).all() and (out == 0).all()
+
+
+def test_missing_self_grid_is_named():
+    with pytest.raises(ValueError, match="no grid \\[8\\]"):
+        hard.refine({4: torch.rand(1, 4, 4)}, {4: torch.eye(16)}, {4: 1.0}, {4: 0.5, 8: 0.5})
+
+
+def test_unflip_average_of_mirrored_pair_is_identity():
+    s = torch.rand(3, 8, 8)
+    assert torch.equal(hard.unflip_average(torch.stack([s, s.flip(-1)])), s)
+
+
+def test_to_label_map_thresholds_background():
+    scores = torch.tensor([[[0.9, 0.2], [0.5, 0.6]], [[0.1, 0.7], [0.54, 0.3]]])  # (2, 2, 2)
+    labels = hard.to_label_map(scores, threshold=0.55)
+    assert labels.tolist() == [[1, 2], [0, 1]]
+
+
+def planted_scene(size=32):
+    """Three rectangles (classes 1..3) and background; a self-attention that stays in each region."""
+    labels = torch.zeros(size, size, dtype=torch.long)
+    labels[2:14, 2:20] = 1
+    labels[18:30, 4:14] = 2
+    labels[16:30, 18:30] = 3
+    return labels
+
+
+def planted_maps(labels, r, peaks, noise, g):
+    """Self-attention at grid r uniform within each planted region; cross peaks at `peaks`."""
+    size = labels.shape[0]
+    grid = labels[size // r // 2 :: size // r, size // r // 2 :: size // r].reshape(-1)  # (r²,)
+    same = (grid[:, None] == grid[None, :]).float()
+    self_map = same / same.sum(-1, keepdim=True)
+    cross = noise * torch.rand(len(peaks), r, r, generator=g)
+    for k, (y, x) in enumerate(peaks):
+        cross[k, y * r // size, x * r // size] += 1.0
+    return cross, self_map
+
+
+def test_oracle_planted_regions_come_back():
+    labels = planted_scene(32)
+    peaks = [(8, 10), (24, 8), (22, 24)]
+    g = torch.Generator().manual_seed(0)
+    cross, selfm = {}, {}
+    for r in (4, 8, 16, 32):
+        cross[r], selfm[r] = planted_maps(labels, r, peaks, noise=0.05, g=g)
+    cw = {4: 0.15, 8: 0.7, 16: 0.15, 32: 0.0}
+    sw = {4: 0.1, 8: 0.1, 16: 0.5, 32: 0.3}
+    scores = hard.refine(cross, selfm, cw, sw, tau=2)
+    pred = hard.to_label_map(scores, threshold=0.55)
+    for k in (0, 1, 2, 3):
+        inter = ((pred == k) & (labels == k)).sum().item()
+        union = ((pred == k) | (labels == k)).sum().item()
+        assert inter / union >= 0.9, (k, inter / union)
