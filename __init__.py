@@ -6,4 +6,6 @@ diffusers are imported only when an operator runs, so the plugin always register
 
 
 def register(p):
-    pass
+    from .operators import evaluate
+
+    evaluate.register(p)

@@ -136,7 +136,7 @@ class FASeg:
             missing = [c for c in COMPONENTS if not os.path.isdir(os.path.join(model, c))]
             if missing:
                 raise FileNotFoundError(
-                    f"'{model}' is not an SD-1.x checkpoint folder: it lacks {', '.join(missing)}/ "
+                    f"'{model}' is not an SD-1.x checkpoint folder: it lacks {', '.join(m + '/' for m in missing)} "
                     f"(expected subfolders: {', '.join(COMPONENTS)})"
                 )
         try:

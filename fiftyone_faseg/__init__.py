@@ -1,0 +1,23 @@
+"""FiftyOne SDK of FA-Seg: ``fiftyone_faseg``.
+
+Kept light: importing this package imports neither torch nor FiftyOne, so that
+``fiftyone_faseg.metrics`` (pure numpy) serves the benchmark harness without them.
+Public names are resolved on first use.
+"""
+
+_LAZY = {
+    "evaluate_faseg": "fiftyone_faseg.evaluation",
+    "FASegResults": "fiftyone_faseg.evaluation",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'fiftyone_faseg' has no attribute %r" % name)
+
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,195 @@
+"""Semantic segmentation metrics in pure numpy: pixel confusion matrices and mIoU.
+
+The rule is the one of the FA-Seg paper's protocol (FASEG_REFERENCE.md §9) and of
+MMSegmentation's ``IoUMetric``:
+
+-   the confusion matrix is accumulated over **every pixel of every image** (rows =
+    ground truth class, columns = predicted class) and IoU is computed once, at the
+    end, from the summed counts: ``IoU_c = TP / (GT + Pred - TP)``;
+-   ground truth pixels equal to ``ignore_index`` (255, VOC's void border) are not
+    counted;
+-   a prediction whose size differs from its ground truth is resized to the ground
+    truth size with nearest-neighbour sampling (:func:`resize_nearest`);
+-   classes whose union is empty (absent from both ground truth and prediction) have
+    no IoU (``nan``) and are left out of the mean.
+
+Nothing here imports FiftyOne or torch, so the benchmark harness can use it as is.
+
+Example usage::
+
+    from fiftyone_faseg.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes=21)
+    for gt, pred in pairs:  # integer arrays of class indices
+        cm.update(gt, pred)
+
+    print(cm.miou(), cm.iou())
+"""
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def resize_nearest(mask, shape):
+    """Resizes a 2D label mask to ``shape`` with nearest-neighbour sampling.
+
+    Output pixel ``(i, j)`` takes the input pixel ``(floor(i * H / h),
+    floor(j * W / w))``, the convention of OpenCV's ``INTER_NEAREST`` and of
+    ``torch.nn.functional.interpolate(mode="nearest")``; labels are never blended.
+
+    Args:
+        mask: a ``(H, W)`` integer array
+        shape: the target ``(h, w)``
+
+    Returns:
+        a ``(h, w)`` array of the same dtype
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(
+            "Expected a 2D label mask, got shape %s; RGB masks are not supported"
+            % (mask.shape,)
+        )
+
+    h, w = int(shape[0]), int(shape[1])
+    if mask.shape == (h, w):
+        return mask
+
+    rows = (np.arange(h) * mask.shape[0]) // h
+    cols = (np.arange(w) * mask.shape[1]) // w
+    return mask[rows[:, None], cols[None, :]]
+
+
+def remap(mask, mapping, default=-1):
+    """Maps the pixel values of a label mask through a ``{value: index}`` dict.
+
+    Args:
+        mask: an integer array
+        mapping: a dict mapping pixel values to new values
+        default (-1): the value given to pixels whose value is not in ``mapping``
+
+    Returns:
+        an ``int64`` array of the same shape
+    """
+    mask = np.asarray(mask)
+    if mask.size == 0:
+        return np.full(mask.shape, default, dtype=np.int64)
+
+    if mask.dtype.kind not in "iu":
+        raise ValueError("Expected an integer label mask, got dtype %s" % mask.dtype)
+
+    values, inverse = np.unique(mask, return_inverse=True)
+    mapped = np.array(
+        [mapping.get(int(v), default) for v in values], dtype=np.int64
+    )
+    return mapped[inverse].reshape(mask.shape)
+
+
+def confusion_matrix(gt, pred, num_classes, ignore_index=IGNORE_INDEX):
+    """Pixel confusion matrix of one image (rows: ground truth, columns: prediction).
+
+    ``pred`` is resized to the size of ``gt`` (nearest) when the two differ. Ground
+    truth pixels equal to ``ignore_index`` or outside ``[0, num_classes)`` (e.g. the
+    ``-1`` that :func:`remap` gives unknown values) are not counted.
+
+    Args:
+        gt: a ``(H, W)`` integer array of ground truth class indices
+        pred: a ``(h, w)`` integer array of predicted class indices in
+            ``[0, num_classes)``
+        num_classes: the number of classes
+        ignore_index (255): a ground truth value to ignore, or None
+
+    Returns:
+        a ``(num_classes, num_classes)`` ``int64`` array
+    """
+    gt = np.asarray(gt)
+    pred = resize_nearest(pred, np.shape(gt))
+
+    valid = (gt >= 0) & (gt < num_classes)
+    if ignore_index is not None:
+        valid &= gt != ignore_index
+
+    gt = gt[valid].astype(np.int64)
+    pred = pred[valid].astype(np.int64)
+
+    bad = (pred < 0) | (pred >= num_classes)
+    if bad.any():
+        raise ValueError(
+            "Predicted values %s are not class indices in [0, %d): map them to a "
+            "class first (an unknown class must still count as a wrong prediction)"
+            % (sorted(set(np.unique(pred[bad]).tolist())), num_classes)
+        )
+
+    counts = np.bincount(gt * num_classes + pred, minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes)
+
+
+def iou_per_class(confusion):
+    """Per-class IoU ``TP / (GT + Pred - TP)`` from a confusion matrix.
+
+    Args:
+        confusion: a ``(K, K)`` array (rows: ground truth, columns: prediction)
+
+    Returns:
+        a ``(K,)`` float array; ``nan`` for classes whose union is empty
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    union = confusion.sum(axis=1) + confusion.sum(axis=0) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def mean_iou(confusion, num_classes=None):
+    """Mean IoU over the classes whose union is not empty.
+
+    Args:
+        confusion: a ``(K, K)`` array (rows: ground truth, columns: prediction)
+        num_classes (None): average over the first ``num_classes`` classes only
+            (the rest, e.g. predicted classes that have no ground truth
+            counterpart, still lower the IoU of the ground truth classes they
+            cover, through the rows). By default all ``K`` classes are averaged
+
+    Returns:
+        a float, or ``nan`` if no class has a non-empty union
+    """
+    iou = iou_per_class(confusion)
+    if num_classes is not None:
+        iou = iou[:num_classes]
+
+    iou = iou[~np.isnan(iou)]
+    if iou.size == 0:
+        return float("nan")
+
+    return float(iou.mean())
+
+
+class ConfusionMatrix(object):
+    """Accumulates a dataset-level pixel confusion matrix, image by image.
+
+    Args:
+        num_classes: the number of classes ``K``; masks hold indices in ``[0, K)``
+        ignore_index (255): a ground truth value that is not counted
+    """
+
+    def __init__(self, num_classes, ignore_index=IGNORE_INDEX):
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
+
+    def update(self, gt, pred):
+        """Adds one image; returns its own confusion matrix."""
+        conf = confusion_matrix(
+            gt, pred, self.num_classes, ignore_index=self.ignore_index
+        )
+        self.confusion += conf
+        return conf
+
+    def iou(self):
+        """Per-class IoU (``nan`` for classes with an empty union)."""
+        return iou_per_class(self.confusion)
+
+    def miou(self):
+        """Dataset mIoU over the classes with a non-empty union."""
+        return mean_iou(self.confusion)
