@@ -8,7 +8,14 @@ Public names are resolved on first use.
 _LAZY = {
     "evaluate_faseg": "fiftyone_faseg.evaluation",
     "FASegResults": "fiftyone_faseg.evaluation",
+    "FASegModel": "fiftyone_faseg.model",
+    "FASegModelConfig": "fiftyone_faseg.model",
+    "segment_samples": "fiftyone_faseg.run",
+    "RunSummary": "fiftyone_faseg.run",
+    "load_segmenter": "fiftyone_faseg.run",
+    "DEFAULT_MODEL": "fiftyone_faseg.run",
 }
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name):

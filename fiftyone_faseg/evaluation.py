@@ -44,6 +44,7 @@ import fiftyone.operators as foo
 import fiftyone.utils.eval.segmentation as fous
 
 from . import metrics as fm
+from .fields import get_mask_targets, int_targets, label_mask, validate_segmentation_field
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ def evaluate_faseg(
         )
 
     for field in (gt_field, pred_field):
-        _validate_segmentation_field(samples, field)
+        validate_segmentation_field(samples, field)
 
     matching = match_classes(
-        _get_mask_targets(samples, gt_field),
-        _get_mask_targets(samples, pred_field),
+        get_mask_targets(samples, gt_field),
+        get_mask_targets(samples, pred_field),
         vocabulary=vocabulary,
     )
 
@@ -197,8 +198,8 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=fm.IGN
         ``num_gt_classes`` (the classes in the mean are ``classes[:num_gt_classes]``)
     """
     canon = _canonicalizer(vocabulary)
-    gt_targets = _int_targets(gt_targets, "ground truth")
-    pred_targets = _int_targets(pred_targets, "prediction")
+    gt_targets = int_targets(gt_targets, "ground truth")
+    pred_targets = int_targets(pred_targets, "prediction")
 
     classes = [gt_targets.get(0) or BACKGROUND]
     gt_values = [[0, 0]]
@@ -385,8 +386,8 @@ class FASegEvaluation(fous.SegmentationEvaluation):
                 warnings.warn("Skipping sample with missing prediction mask")
                 continue
 
-            gt_mask = _label_mask(gt_seg, gt_field, sample.id)
-            pred_mask = _label_mask(pred_seg, pred_field, sample.id)
+            gt_mask = label_mask(gt_seg, gt_field, sample.id)
+            pred_mask = label_mask(pred_seg, pred_field, sample.id)
 
             gt = fm.remap(gt_mask, gt_map, default=-1)
             pred = fm.remap(pred_mask, pred_map, default=unnamed)
@@ -613,48 +614,6 @@ def _get_miou_metric():
         return None
 
 
-def _validate_segmentation_field(samples, field_name):
-    field = samples.get_field(field_name)
-    if not (
-        isinstance(field, fof.EmbeddedDocumentField)
-        and issubclass(field.document_type, fol.Segmentation)
-    ):
-        kind = "absent" if field is None else "a %s" % type(field).__name__
-        raise ValueError(
-            "field '%s' is not a Segmentation field of dataset '%s' (it is %s); "
-            "Segmentation fields: %s"
-            % (
-                field_name,
-                samples._dataset.name,
-                kind,
-                sorted(samples.get_field_schema(embedded_doc_type=fol.Segmentation)),
-            )
-        )
-
-
-def _get_mask_targets(samples, field_name):
-    targets = samples.mask_targets.get(field_name) or samples.default_mask_targets
-    if not targets:
-        raise ValueError(
-            "no mask_targets for '%s': classes are matched by name, so set "
-            "dataset.mask_targets['%s'] = {1: 'cat', 2: 'dog', ...} (or "
-            "dataset.default_mask_targets) and call dataset.save()"
-            % (field_name, field_name)
-        )
-
-    return targets
-
-
-def _int_targets(targets, which):
-    if fof.is_rgb_mask_targets(targets):
-        raise ValueError(
-            "The %s mask_targets use RGB colors %s: FA-Seg evaluation needs integer "
-            "pixel values" % (which, sorted(targets)[:3])
-        )
-
-    return {int(k): v for k, v in targets.items()}
-
-
 def _canonicalizer(vocabulary):
     if vocabulary is not None and not callable(getattr(vocabulary, "canonical", None)):
         raise TypeError(
@@ -672,15 +631,3 @@ def _canonicalizer(vocabulary):
         return " ".join(name.split()).lower()
 
     return canon
-
-
-def _label_mask(seg, field_name, sample_id):
-    mask = seg.get_mask()
-    if mask.ndim != 2:
-        raise ValueError(
-            "The mask of '%s' of sample %s has shape %s: FA-Seg evaluation needs "
-            "2D masks of integer class values, not RGB masks"
-            % (field_name, sample_id, mask.shape)
-        )
-
-    return mask

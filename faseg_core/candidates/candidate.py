@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCES = ("caption", "tagger", "caption+tagger", "vocabulary", "user")
+SOURCES = ("caption", "tagger", "caption+tagger", "vocabulary", "user", "mask_targets", "ground_truth")
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,9 @@ class Candidate:
         name (`str`): the vocabulary's canonical class name.
         confidence (`float`): in [0, 1]; 1.0 for a class the caption names, the tagger's score for a
             tag, 0.0 for a class added by the `"vocabulary"` fallback.
-        source (`str`): `"caption"`, `"tagger"`, `"caption+tagger"`, `"vocabulary"` (fallback) or `"user"`.
+        source (`str`): `"caption"`, `"tagger"`, `"caption+tagger"`, `"vocabulary"` (fallback),
+            `"user"` (given), `"mask_targets"` (a label field's classes) or `"ground_truth"`
+            (the classes present in the image's ground truth).
     """
 
     name: str

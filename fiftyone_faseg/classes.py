@@ -1,0 +1,106 @@
+"""Which classes each sample is segmented into, and one pixel value per class name.
+
+Class sources (``classes_from``):
+
+-   ``"list"``: the ``classes`` given, for every sample
+-   ``"mask_targets"``: every class of the ground truth field's ``mask_targets``
+-   ``"gt_field"``: per sample, the classes present in its ground truth mask (the
+    paper's "Ground Truth" candidates)
+-   ``"tagger"``: per sample, proposed by the BLIP captioner and the CLIP tagger over a
+    vocabulary (``classes``, else the ground truth's mask_targets, else PASCAL VOC)
+"""
+
+import numpy as np
+
+from faseg_core.tokens import clean_classes
+
+from .fields import get_mask_targets, int_targets, label_mask
+
+CLASS_SOURCES = ("list", "mask_targets", "gt_field", "tagger")
+BACKGROUND = "background"
+IGNORE = 255
+
+
+def parse_classes_from(classes, classes_from, gt_field):
+    """The class source to use, or a clear error when there is nothing to use."""
+    if classes_from is None:
+        classes_from = "list" if classes else None
+    if classes_from not in CLASS_SOURCES:
+        raise ValueError(
+            "no candidate classes: pass classes=[...] or classes_from=one of %s" % (CLASS_SOURCES,)
+            if classes_from is None
+            else "unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES)
+        )
+    if classes_from == "list" and not clean_classes(classes or []):
+        raise ValueError("classes_from='list' needs classes=['cat', 'dog', ...]")
+    if classes_from in ("mask_targets", "gt_field") and not gt_field:
+        raise ValueError("classes_from=%r needs gt_field=<a Segmentation field with mask_targets>" % classes_from)
+    return classes_from
+
+
+def gt_classes(samples, gt_field):
+    """`{pixel value: name}` of the ground truth's classes (background and 255 left out)."""
+    targets = int_targets(get_mask_targets(samples, gt_field), "ground truth")
+    return {v: n for v, n in targets.items() if v not in (0, IGNORE) and str(n).lower() != BACKGROUND}
+
+
+def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):
+    """Every class name the run may predict, in order (for the tagger: its vocabulary)."""
+    if classes_from == "list":
+        return clean_classes(classes)
+    if classes_from in ("mask_targets", "gt_field"):
+        return clean_classes(gt_classes(samples, gt_field).values())
+    return list(tagger_vocabulary(samples, classes, gt_field, vocabulary).names)
+
+
+def tagger_vocabulary(samples, classes, gt_field, vocabulary=None):
+    """The vocabulary the tagger chooses from: given, else `classes`, else the GT's targets, else VOC."""
+    from faseg_core.candidates import Vocabulary
+
+    if vocabulary is not None:
+        return vocabulary
+    if classes:
+        return Vocabulary.from_names(clean_classes(classes))
+    if gt_field:
+        return Vocabulary.from_mask_targets(gt_classes(samples, gt_field))
+    return Vocabulary.voc()
+
+
+def assign_ids(names, existing=None, preferred=None):
+    """`{name: pixel value}`: one value per class name, stable across runs.
+
+    Args:
+        names: the class names of this run.
+        existing (None): the label field's current ``{value: name}`` mask_targets; its
+            values are kept.
+        preferred (None): ``{value: name}`` whose values a name takes when free (the
+            ground truth's, so that predictions and ground truth share values).
+    """
+    ids = {str(n): int(v) for v, n in (existing or {}).items() if int(v) != 0}
+    taken = set(ids.values()) | {0}
+    by_name = {str(n).lower(): int(v) for v, n in (preferred or {}).items()}
+    for name in names:
+        if name in ids:
+            continue
+        value = by_name.get(name.lower())
+        if value is None or value in taken or value == IGNORE:
+            value = next(v for v in range(1, 1 << 16) if v not in taken and v != IGNORE)
+        ids[name] = value
+        taken.add(value)
+    return ids
+
+
+def present_classes(sample, gt_field, names_by_value):
+    """Names of the ground-truth classes present in a sample's mask (empty when there is none)."""
+    seg = sample[gt_field]
+    if seg is None:
+        return []
+    values = np.unique(label_mask(seg, gt_field, sample.id))
+    return [names_by_value[v] for v in values.tolist() if v in names_by_value]
+
+
+def to_mask(label_map, classes, ids):
+    """A result's label map (i + 1 = classes[i]) in the run's pixel values."""
+    lut = np.array([0] + [ids[name] for name in classes], dtype=np.int64)
+    dtype = np.uint8 if lut.max() < 256 else np.uint16
+    return lut.astype(dtype)[label_map]

@@ -1,0 +1,58 @@
+"""Reading Segmentation fields and their mask_targets, shared by runs and evaluations."""
+
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+
+
+def validate_segmentation_field(samples, field_name):
+    field = samples.get_field(field_name)
+    if not (
+        isinstance(field, fof.EmbeddedDocumentField)
+        and issubclass(field.document_type, fol.Segmentation)
+    ):
+        kind = "absent" if field is None else "a %s" % type(field).__name__
+        raise ValueError(
+            "field '%s' is not a Segmentation field of dataset '%s' (it is %s); "
+            "Segmentation fields: %s"
+            % (
+                field_name,
+                samples._dataset.name,
+                kind,
+                sorted(samples.get_field_schema(embedded_doc_type=fol.Segmentation)),
+            )
+        )
+
+
+def get_mask_targets(samples, field_name):
+    targets = samples.mask_targets.get(field_name) or samples.default_mask_targets
+    if not targets:
+        raise ValueError(
+            "no mask_targets for '%s': classes are matched by name, so set "
+            "dataset.mask_targets['%s'] = {1: 'cat', 2: 'dog', ...} (or "
+            "dataset.default_mask_targets) and call dataset.save()"
+            % (field_name, field_name)
+        )
+
+    return targets
+
+
+def int_targets(targets, which):
+    if fof.is_rgb_mask_targets(targets):
+        raise ValueError(
+            "The %s mask_targets use RGB colors %s: FA-Seg evaluation needs integer "
+            "pixel values" % (which, sorted(targets)[:3])
+        )
+
+    return {int(k): v for k, v in targets.items()}
+
+
+def label_mask(seg, field_name, sample_id):
+    mask = seg.get_mask()
+    if mask.ndim != 2:
+        raise ValueError(
+            "The mask of '%s' of sample %s has shape %s: FA-Seg evaluation needs "
+            "2D masks of integer class values, not RGB masks"
+            % (field_name, sample_id, mask.shape)
+        )
+
+    return mask

@@ -1,0 +1,309 @@
+"""Running FA-Seg over a FiftyOne collection: :func:`segment_samples`.
+
+Each batch is written as soon as it is segmented (masks first, to a temporary name and
+renamed, then the database), so an interrupted run keeps everything it finished and
+``skip_existing=True`` picks up the rest. A sample whose image cannot be read gets no
+mask and its reason in ``<label_field>_error``; the run goes on.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import fiftyone as fo
+import fiftyone.core.labels as fol
+
+from . import classes as fcl
+from . import storage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "XCLiu/2_rectified_flow_from_sd_1_5"
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+DEFAULT_TAGGER = ("ViT-B-16", "openai")
+
+_CACHE = {}
+
+
+def load_segmenter(model_path=DEFAULT_MODEL, device=None, dtype=None):
+    """A :class:`faseg_core.FASeg`, cached per (checkpoint, device, dtype) in this process."""
+    import torch
+
+    from faseg_core import FASeg
+
+    device = str(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    key = ("faseg", os.fspath(model_path), device, str(dtype))
+    if key not in _CACHE:
+        _CACHE[key] = FASeg.from_pretrained(model_path, device=device, dtype=dtype)
+    return _CACHE[key]
+
+
+def load_proposer(captioner_path=DEFAULT_CAPTIONER, tagger_model=DEFAULT_TAGGER, device=None):
+    """`(Captioner, Tagger)`, cached per checkpoint and device in this process."""
+    from faseg_core.candidates import Captioner, Tagger
+
+    name, pretrained = tagger_model
+    key = ("proposer", os.fspath(captioner_path), name, pretrained, str(device))
+    if key not in _CACHE:
+        _CACHE[key] = (
+            Captioner.from_pretrained(captioner_path, device=device),
+            Tagger.from_pretrained(name, pretrained=pretrained, device=device),
+        )
+    return _CACHE[key]
+
+
+def clear_cache():
+    """Forget the cached models (frees their memory once nothing else holds them)."""
+    _CACHE.clear()
+
+
+@dataclass
+class RunSummary:
+    """What a run did: sample ids processed, skipped (already labelled) and failed (with reasons)."""
+
+    label_field: str
+    processed: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
+    mask_targets: dict = field(default_factory=dict)
+
+    def __str__(self):
+        return "%s: %d processed, %d skipped, %d failed" % (
+            self.label_field, len(self.processed), len(self.skipped), len(self.failed)
+        )
+
+
+def segment_samples(
+    samples,
+    label_field="faseg",
+    classes=None,
+    classes_from=None,
+    gt_field=None,
+    vocabulary=None,
+    caption_field=None,
+    use_captioner=False,
+    model_path=DEFAULT_MODEL,
+    config=None,
+    threshold=None,
+    batch_size=None,
+    skip_existing=False,
+    overwrite=False,
+    output_dir=None,
+    store_scores=False,
+    device=None,
+    dtype=None,
+    segmenter=None,
+    proposer=None,
+    progress=None,
+):
+    """Segments the images of a collection with FA-Seg.
+
+    Example usage::
+
+        import fiftyone_faseg as ff
+
+        ff.segment_samples(dataset, label_field="faseg", classes=["cat", "dog", "sofa"])
+        dataset.mask_targets["faseg"]  # {1: "cat", 2: "dog", 3: "sofa"}
+
+    Stored on each processed sample:
+
+    -   ``<label_field>``: an :class:`fiftyone.core.labels.Segmentation` (its mask on
+        disk under ``output_dir`` when given), 0 = background
+    -   ``<label_field>_candidates``: :class:`fiftyone.core.labels.Classifications` of the
+        candidate classes, each with its ``confidence`` and ``source``
+    -   ``<label_field>_caption``: the caption used in the prompt, or None
+    -   ``<label_field>_error``: None, or why the sample has no mask
+    -   ``<label_field>_scores``: path of the stored score maps, with ``store_scores``
+
+    ``dataset.mask_targets[label_field]`` maps one pixel value to each class name for
+    the whole dataset (values seen in earlier runs are kept; with a ground truth field,
+    a class takes the ground truth's value when free).
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        label_field ("faseg"): the field to store masks in
+        classes (None): class names (``classes_from="list"``), or the tagger's vocabulary
+        classes_from (None): ``"list"``, ``"mask_targets"``, ``"gt_field"`` or
+            ``"tagger"`` (see :mod:`fiftyone_faseg.classes`); defaults to ``"list"``
+            when ``classes`` are given
+        gt_field (None): a ground truth Segmentation field with ``mask_targets``
+        vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
+        caption_field (None): a string field holding each sample's caption
+        use_captioner (False): caption images with BLIP (always on with the tagger)
+        model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
+        config (None): a :class:`faseg_core.FASegConfig` (paper defaults)
+        threshold (None): background threshold (overrides ``config``)
+        batch_size (None): images per UNet call (overrides ``config``)
+        skip_existing (False): process only samples without ``label_field``
+        overwrite (False): replace existing labels; without it (and without
+            ``skip_existing``) a collection that already has labels raises an error
+        output_dir (None): write masks as PNGs here instead of in the database
+        store_scores (False): keep each sample's refined score maps (float16 ``.npz``)
+        device (None), dtype (None): where and how the model runs
+        segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
+        proposer (None): a loaded ``(Captioner, Tagger)`` for ``classes_from="tagger"``
+        progress (None): ``callable(done, total)``, or True for a progress bar
+
+    Returns:
+        a :class:`RunSummary`
+    """
+    from faseg_core import FASegConfig
+    from faseg_core.images import ImageError, load_image
+
+    classes_from = fcl.parse_classes_from(classes, classes_from, gt_field)
+    dataset = samples._dataset
+    summary = RunSummary(label_field)
+
+    # 1. Which samples: never overwrite silently
+    targets = samples
+    if skip_existing:
+        targets = samples.exists(label_field, False)
+        summary.skipped = samples.exists(label_field).values("id")
+    elif not overwrite and label_field in dataset.get_field_schema():
+        count = samples.exists(label_field).count()
+        if count:
+            raise ValueError(
+                "field '%s' already has labels on %d samples: pass overwrite=True to replace them "
+                "or skip_existing=True to process only the others" % (label_field, count)
+            )
+    ids = targets.values("id")
+
+    # 2. One pixel value per class name, fixed before any worker writes
+    names = fcl.run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
+    preferred = fcl.gt_classes(samples, gt_field) if gt_field else None
+    class_ids = fcl.assign_ids(names, dataset.mask_targets.get(label_field), preferred)
+    summary.mask_targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
+    if dataset.mask_targets.get(label_field) != summary.mask_targets:
+        dataset.mask_targets = {**dataset.mask_targets, label_field: summary.mask_targets}
+        dataset.save()
+    if not ids:
+        return summary
+
+    # 3. Models
+    seg = segmenter or load_segmenter(model_path, device=device, dtype=dtype)
+    cfg = config or seg.config or FASegConfig()
+    changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size)) if v is not None}
+    seg.config = cfg.replace(**changes) if changes else cfg
+    tagging = classes_from == "tagger"
+    if tagging or use_captioner:
+        proposer = proposer or load_proposer(device=device)
+    vocab = fcl.tagger_vocabulary(samples, classes, gt_field, vocabulary) if tagging else None
+    gt_names = fcl.gt_classes(samples, gt_field) if classes_from == "gt_field" else None
+    fixed = names if classes_from in ("list", "mask_targets") else None
+    _declare_fields(dataset, label_field)
+
+    # 4. Batches: read, propose, segment, write
+    fields = ["filepath"] + [f for f in (gt_field, caption_field) if f]
+    bar = fo.ProgressBar(total=len(ids), progress=progress is True) if progress is True else None
+    step = seg.config.batch_size
+    done = 0
+    for start in range(0, len(ids), step):
+        batch_ids = ids[start : start + step]
+        batch = samples.select(batch_ids, ordered=True).select_fields(fields)
+        good, failed = [], {}
+        for sample in batch:
+            try:
+                good.append((sample, load_image(sample.filepath)))
+            except (ImageError, TypeError) as e:
+                failed[sample.id] = str(e)
+        outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
+                                 proposer if (tagging or use_captioner) else None, vocab, failed)
+        _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary)
+        done += len(batch_ids)
+        if bar is not None:
+            bar.update(len(batch_ids))
+        elif callable(progress):
+            progress(done, len(ids))
+    if bar is not None:
+        bar.close()
+    return summary
+
+
+def _declare_fields(dataset, label_field):
+    """Typed fields for the run's side outputs, so all-None batches still have a schema."""
+    schema = dataset.get_field_schema()
+    for suffix in ("_caption", "_error", "_scores"):
+        if label_field + suffix not in schema:
+            dataset.add_sample_field(label_field + suffix, fo.StringField)
+
+
+def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field, proposer, vocab, failed):
+    """`[(sample, result, candidates, caption)]` for the readable samples; failures go to `failed`."""
+    from faseg_core.candidates import Candidate, propose_candidates
+
+    if not good:
+        return []
+    images = [image for _, image in good]
+    proposals, captions = None, [None] * len(good)
+    if proposer is not None:
+        captioner, tagger = proposer
+        if classes_from == "tagger":
+            proposals = propose_candidates(images, vocab, captioner=captioner, tagger=tagger, fallback="empty")
+            captions = [p.caption for p in proposals]
+        else:
+            captions = captioner(images)
+    jobs = []
+    for i, (sample, image) in enumerate(good):
+        if proposals is not None:
+            cands = list(proposals[i])
+        else:
+            names = fixed if fixed is not None else fcl.present_classes(sample, gt_field, gt_names)
+            source = {"list": "user", "gt_field": "ground_truth"}.get(classes_from, classes_from)
+            cands = [Candidate(name, 1.0, source) for name in names]
+        caption = sample[caption_field] if caption_field else captions[i]
+        if not cands:
+            failed[sample.id] = (
+                "no candidate classes for sample %s: pass classes=[...], use another classes_from, "
+                "or check its ground truth / the tagger's vocabulary" % sample.id
+            )
+            continue
+        jobs.append((sample, image, cands, caption))
+    if not jobs:
+        return []
+    try:
+        results = seg([j[1] for j in jobs], [[c.name for c in j[2]] for j in jobs], [j[3] for j in jobs])
+    except Exception:
+        # isolate the sample that fails; the others still get their masks
+        results = []
+        for sample, image, cands, caption in jobs:
+            try:
+                results.append(seg(image, [c.name for c in cands], caption)[0])
+            except Exception as e:
+                logger.warning("sample %s failed: %s", sample.id, e)
+                failed[sample.id] = "segmentation failed: %s" % e
+                results.append(None)
+    return [(s, r, cands, cap) for (s, _, cands, cap), r in zip(jobs, results) if r is not None]
+
+
+def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary):
+    """Files first (atomic), then one bulk database write per field."""
+    masks, candidates, captions, errors, scores = {}, {}, {}, {}, {}
+    for sample, result, cands, caption in outputs:
+        mask = fcl.to_mask(result.label_map, result.classes, class_ids)
+        if output_dir:
+            path = storage.write_mask(os.path.join(output_dir, label_field, sample.id + ".png"), mask)
+            masks[sample.id] = fol.Segmentation(mask_path=path)
+        else:
+            masks[sample.id] = fol.Segmentation(mask=mask)
+        if store_scores:
+            folder = output_dir or os.path.join(fo.config.default_dataset_dir, "faseg", dataset.name)
+            path = os.path.join(folder, label_field + "_scores", sample.id + ".npz")
+            scores[sample.id] = storage.save_scores(path, result.scores, result.classes)
+        candidates[sample.id] = fol.Classifications(
+            classifications=[fol.Classification(label=c.name, confidence=c.confidence, source=c.source) for c in cands]
+        )
+        captions[sample.id] = caption
+        errors[sample.id] = None
+        summary.processed.append(sample.id)
+    for sample_id, reason in failed.items():
+        errors[sample_id] = reason
+        summary.failed[sample_id] = reason
+    for name, values in (
+        (label_field, masks),
+        (label_field + "_candidates", candidates),
+        (label_field + "_caption", captions),
+        (label_field + "_scores", scores),
+        (label_field + "_error", errors),
+    ):
+        if values:
+            dataset.set_values(name, values, key_field="id")
