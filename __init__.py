@@ -4,8 +4,19 @@ Operators live in ``operators/`` and are thin over the ``fiftyone_faseg`` SDK; t
 diffusers are imported only when an operator runs, so the plugin always registers.
 """
 
+import os
+import sys
+
+try:
+    import fiftyone_faseg  # noqa: F401
+except ImportError:
+    # Installed as a plugin folder without `pip install`: the SDK packages sit beside this
+    # file. They must stay importable, since stored evaluation runs name their classes.
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+
 
 def register(p):
-    from .operators import evaluate
+    from .operators import evaluate, run
 
+    run.register(p)
     evaluate.register(p)

@@ -11,9 +11,10 @@ _LAZY = {
     "FASegModel": "fiftyone_faseg.model",
     "FASegModelConfig": "fiftyone_faseg.model",
     "segment_samples": "fiftyone_faseg.run",
+    "iter_segment_samples": "fiftyone_faseg.run",
     "RunSummary": "fiftyone_faseg.run",
     "load_segmenter": "fiftyone_faseg.run",
-    "DEFAULT_MODEL": "fiftyone_faseg.run",
+    "DEFAULT_MODEL": "fiftyone_faseg.constants",
 }
 __all__ = sorted(_LAZY)
 

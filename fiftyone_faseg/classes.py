@@ -14,9 +14,9 @@ import numpy as np
 
 from faseg_core.tokens import clean_classes
 
+from .constants import CLASS_SOURCES
 from .fields import get_mask_targets, int_targets, label_mask
 
-CLASS_SOURCES = ("list", "mask_targets", "gt_field", "tagger")
 BACKGROUND = "background"
 IGNORE = 255
 

@@ -6,7 +6,8 @@ import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
 
 from . import classes as fcl
-from .run import DEFAULT_MODEL, load_segmenter
+from .constants import DEFAULT_MODEL
+from .run import load_segmenter
 
 
 @dataclass

@@ -15,12 +15,10 @@ import fiftyone.core.labels as fol
 
 from . import classes as fcl
 from . import storage
+from .constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "XCLiu/2_rectified_flow_from_sd_1_5"
-DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
-DEFAULT_TAGGER = ("ViT-B-16", "openai")
 
 _CACHE = {}
 
@@ -73,7 +71,40 @@ class RunSummary:
         )
 
 
-def segment_samples(
+def segment_samples(samples, label_field="faseg", progress=None, **kwargs):
+    """Segments the images of a collection with FA-Seg (see :func:`iter_segment_samples`
+    for every argument and what is stored).
+
+    Example usage::
+
+        import fiftyone_faseg as ff
+
+        ff.segment_samples(dataset, label_field="faseg", classes=["cat", "dog", "sofa"])
+        dataset.mask_targets["faseg"]  # {1: "cat", 2: "dog", 3: "sofa"}
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        label_field ("faseg"): the field to store masks in
+        progress (None): True for a progress bar, or ``callable(done, total)``
+        **kwargs: see :func:`iter_segment_samples`
+
+    Returns:
+        a :class:`RunSummary`
+    """
+    summary = RunSummary(label_field)
+    bar = None
+    for done, total, summary in iter_segment_samples(samples, label_field=label_field, **kwargs):
+        if progress is True:
+            bar = bar or fo.ProgressBar(total=total)
+            bar.set_iteration(done)
+        elif callable(progress):
+            progress(done, total)
+    if bar is not None:
+        bar.close()
+    return summary
+
+
+def iter_segment_samples(
     samples,
     label_field="faseg",
     classes=None,
@@ -86,6 +117,7 @@ def segment_samples(
     config=None,
     threshold=None,
     batch_size=None,
+    image_size=None,
     skip_existing=False,
     overwrite=False,
     output_dir=None,
@@ -94,16 +126,12 @@ def segment_samples(
     dtype=None,
     segmenter=None,
     proposer=None,
-    progress=None,
 ):
-    """Segments the images of a collection with FA-Seg.
+    """Segments the images of a collection with FA-Seg, one batch at a time.
 
-    Example usage::
-
-        import fiftyone_faseg as ff
-
-        ff.segment_samples(dataset, label_field="faseg", classes=["cat", "dog", "sofa"])
-        dataset.mask_targets["faseg"]  # {1: "cat", 2: "dog", 3: "sofa"}
+    A generator: after each batch is written it yields ``(done, total, summary)``, so
+    callers can report progress (operators) or stop early; everything yielded so far is
+    stored.
 
     Stored on each processed sample:
 
@@ -134,6 +162,8 @@ def segment_samples(
         config (None): a :class:`faseg_core.FASegConfig` (paper defaults)
         threshold (None): background threshold (overrides ``config``)
         batch_size (None): images per UNet call (overrides ``config``)
+        image_size (None): resize images to this side (the paper's 512 by default);
+            the attention-grid weights move with it (``FASegConfig.at_image_size``)
         skip_existing (False): process only samples without ``label_field``
         overwrite (False): replace existing labels; without it (and without
             ``skip_existing``) a collection that already has labels raises an error
@@ -142,10 +172,9 @@ def segment_samples(
         device (None), dtype (None): where and how the model runs
         segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
         proposer (None): a loaded ``(Captioner, Tagger)`` for ``classes_from="tagger"``
-        progress (None): ``callable(done, total)``, or True for a progress bar
 
-    Returns:
-        a :class:`RunSummary`
+    Yields:
+        ``(done, total, summary)``: samples done, samples to do, a :class:`RunSummary`
     """
     from faseg_core import FASegConfig
     from faseg_core.images import ImageError, load_image
@@ -177,13 +206,16 @@ def segment_samples(
         dataset.mask_targets = {**dataset.mask_targets, label_field: summary.mask_targets}
         dataset.save()
     if not ids:
-        return summary
+        yield 0, 0, summary
+        return
 
-    # 3. Models
+    # 3. Models (a cached segmenter gets this run's settings, restored afterwards)
     seg = segmenter or load_segmenter(model_path, device=device, dtype=dtype)
-    cfg = config or seg.config or FASegConfig()
+    run_config = config or (segmenter.config if segmenter is not None else FASegConfig())
+    if image_size and image_size != run_config.image_size:
+        run_config = run_config.at_image_size(image_size)
     changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size)) if v is not None}
-    seg.config = cfg.replace(**changes) if changes else cfg
+    run_config = run_config.replace(**changes) if changes else run_config
     tagging = classes_from == "tagger"
     if tagging or use_captioner:
         proposer = proposer or load_proposer(device=device)
@@ -194,29 +226,24 @@ def segment_samples(
 
     # 4. Batches: read, propose, segment, write
     fields = ["filepath"] + [f for f in (gt_field, caption_field) if f]
-    bar = fo.ProgressBar(total=len(ids), progress=progress is True) if progress is True else None
-    step = seg.config.batch_size
-    done = 0
-    for start in range(0, len(ids), step):
-        batch_ids = ids[start : start + step]
-        batch = samples.select(batch_ids, ordered=True).select_fields(fields)
-        good, failed = [], {}
-        for sample in batch:
-            try:
-                good.append((sample, load_image(sample.filepath)))
-            except (ImageError, TypeError) as e:
-                failed[sample.id] = str(e)
-        outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
-                                 proposer if (tagging or use_captioner) else None, vocab, failed)
-        _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary)
-        done += len(batch_ids)
-        if bar is not None:
-            bar.update(len(batch_ids))
-        elif callable(progress):
-            progress(done, len(ids))
-    if bar is not None:
-        bar.close()
-    return summary
+    step = run_config.batch_size
+    previous, seg.config = seg.config, run_config
+    try:
+        for start in range(0, len(ids), step):
+            batch_ids = ids[start : start + step]
+            batch = samples.select(batch_ids, ordered=True).select_fields(fields)
+            good, failed = [], {}
+            for sample in batch:
+                try:
+                    good.append((sample, load_image(sample.filepath)))
+                except (ImageError, TypeError) as e:
+                    failed[sample.id] = str(e)
+            outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
+                                     proposer if (tagging or use_captioner) else None, vocab, failed)
+            _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary)
+            yield start + len(batch_ids), len(ids), summary
+    finally:
+        seg.config = previous
 
 
 def _declare_fields(dataset, label_field):

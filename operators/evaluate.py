@@ -3,22 +3,12 @@
 Both are thin over :mod:`fiftyone_faseg.evaluation` (numpy + FiftyOne only: no torch).
 """
 
-import sys
-from pathlib import Path
-
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-try:
-    import fiftyone_faseg.evaluation as ffe
-except ImportError:
-    # The plugin folder is the repository: when the package is not installed, its SDK
-    # sits beside this folder. It must stay importable, since stored runs name
-    # fiftyone_faseg.evaluation.FASegEvaluationConfig
-    sys.path.append(str(Path(__file__).resolve().parents[1]))
-    import fiftyone_faseg.evaluation as ffe
+import fiftyone_faseg.evaluation as ffe
 
 
 class EvaluateFASeg(foo.Operator):

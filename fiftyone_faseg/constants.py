@@ -1,0 +1,6 @@
+"""Defaults shared by the SDK and the operators (importing this loads no torch)."""
+
+DEFAULT_MODEL = "XCLiu/2_rectified_flow_from_sd_1_5"
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+DEFAULT_TAGGER = ("ViT-B-16", "openai")
+CLASS_SOURCES = ("list", "mask_targets", "gt_field", "tagger")

@@ -1,0 +1,183 @@
+"""The whole protocol in one call: import, segment (resumably), evaluate, sweep, report."""
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from .benchmarks import get_benchmark
+from .importers import GT_FIELD, ID_FIELD, INFO_KEY, import_benchmark
+from .segment import CAPTION_FIELD, CLASS_SOURCES, segment, store_protocol_inputs
+from .sweep import PAPER_THRESHOLDS, sweep
+
+logger = logging.getLogger(__name__)
+
+
+def make_config(benchmark, threshold=None, image_size=None, batch_size=None):
+    """The paper's :class:`faseg_core.FASegConfig` of a benchmark, with overrides.
+
+    ``image_size`` moves the attention-grid weights with
+    :meth:`faseg_core.FASegConfig.at_image_size` (tiny test models use 128).
+    """
+    from faseg_core import FASegConfig
+
+    config = FASegConfig.for_dataset(get_benchmark(benchmark).key)
+    if image_size:
+        config = config.at_image_size(int(image_size))
+    changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size)) if v is not None}
+    return config.replace(**changes) if changes else config
+
+
+def _check_run_record(dataset, label_field, record, overwrite):
+    runs = dict(dataset.info.get(INFO_KEY, {}).get("runs", {}))
+    old = runs.get(label_field)
+    if old and old != record and not overwrite and dataset.exists(label_field).count():
+        diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        raise ValueError(
+            "field '%s' of dataset '%s' holds a run with other settings (%s: %s, now %s): pass "
+            "--overwrite to redo it, or another --label-field"
+            % (label_field, dataset.name, ", ".join(diff), [old.get(k) for k in diff], [record.get(k) for k in diff])
+        )
+    runs[label_field] = record
+    dataset.info = {**dataset.info, INFO_KEY: {**dataset.info.get(INFO_KEY, {}), "runs": runs}}
+    dataset.save()
+
+
+def run_protocol(benchmark, root, classes_from="json", candidates=None, captions=None,
+                 model_path=None, device=None, dtype=None, batch_size=None, threshold=None,
+                 image_size=None, output_dir="faseg-protocol", dataset_name=None, label_field=None,
+                 limit=None, split=None, thresholds=PAPER_THRESHOLDS, overwrite=False, progress=True,
+                 segmenter=None, evaluate=True):
+    """Runs the FA-Seg protocol on a benchmark and returns its report (a JSON-able dict).
+
+    Example usage::
+
+        from fiftyone_faseg.protocol import run_protocol
+
+        report = run_protocol(
+            "voc", "/data/VOCdevkit/VOC2012",
+            candidates="faseg-protocol/candidate_classes_voc.json",
+            captions="faseg-protocol/caption_voc_blip1.json",
+        )
+        report["miou"]  # in %
+
+    Args:
+        benchmark: ``"voc"``, ``"context"`` or ``"coco_object"``
+        root: the benchmark's folder
+        classes_from ("json"): ``"json"`` (the paper's files), ``"gt"`` or ``"tagger"``
+        candidates (None), captions (None): the paper's JSON files
+        model_path (None): Hub id or SD-1.x folder (default: the paper's 2-RF model)
+        device (None), dtype (None): where and how the model runs
+        batch_size (None), threshold (None), image_size (None): config overrides
+            (default: the benchmark's preset)
+        output_dir ("faseg-protocol"): masks, score maps, ground truth copies, reports
+        dataset_name (None), label_field (None): default ``faseg-protocol-<bench>-<split>``
+            and ``faseg_<classes_from>``
+        limit (None): the first ``limit`` images of the split only
+        split (None): the split
+        thresholds (PAPER_THRESHOLDS): the sweep (the run's threshold is added)
+        overwrite (False): segment every image again
+        progress (True): progress bars
+        segmenter (None): a loaded :class:`faseg_core.FASeg` (then ``model_path``,
+            ``device`` and ``dtype`` are not used)
+        evaluate (True): also store a FiftyOne evaluation run (``<label_field>_eval``)
+
+    Returns:
+        a dict (see the keys of the JSON report in the CLI's help)
+    """
+    from ..run import DEFAULT_MODEL, load_segmenter
+    from .scoring import ConsistentSegmenter
+
+    bench = get_benchmark(benchmark)
+    if classes_from not in CLASS_SOURCES:
+        raise ValueError("unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES))
+    if classes_from == "json" and not candidates:
+        raise ValueError(
+            "classes_from='json' needs the paper's candidate file: pass --candidates "
+            "<folder>/candidate_classes_%s.json (or --classes-from gt / tagger)" % bench.key.split("_")[0]
+        )
+    output_dir = os.path.abspath(output_dir)
+    label_field = label_field or "faseg_" + classes_from
+    config = make_config(bench.key, threshold, image_size, batch_size)
+    model_path = os.fspath(model_path or DEFAULT_MODEL)
+
+    dataset, ids = import_benchmark(bench.key, root, dataset_name, output_dir, split, limit, progress)
+    view = dataset.select_by(ID_FIELD, ids, ordered=True)
+    vocabulary = bench.vocabulary()
+    record = {"classes_from": classes_from, "model": model_path, "threshold": config.threshold,
+              "image_size": config.image_size, "candidates": os.path.abspath(candidates) if candidates else None,
+              "captions": os.path.abspath(captions) if captions else None}
+    _check_run_record(dataset, label_field, record, overwrite)
+    if candidates or captions:
+        store_protocol_inputs(view, vocabulary, candidates if classes_from == "json" else None, captions)
+
+    pending = view.count() if overwrite else view.exists(label_field, False).count()
+    timing = {"processed": 0, "failed": 0, "wall_s": None, "model_s_per_image": None,
+              "wall_s_per_image": None, "gpu_max_memory_bytes": None}
+    device_name = dtype_name = None
+    if pending:
+        import torch
+
+        seg = segmenter or load_segmenter(model_path, device=device, dtype=dtype)
+        seg.config = config
+        wrapped = ConsistentSegmenter(seg)
+        device_name, dtype_name = str(seg.device), str(seg.dtype).replace("torch.", "")
+        cuda = seg.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(seg.device)
+        start = time.perf_counter()
+        summary = segment(view, wrapped, classes_from, label_field, vocabulary, output_dir,
+                          caption_field=CAPTION_FIELD if captions else None, progress=progress,
+                          overwrite=overwrite)
+        wall = time.perf_counter() - start
+        logger.info("%s", summary)
+        done = len(summary.processed)
+        timing.update(processed=done, failed=len(summary.failed), wall_s=wall,
+                      model_s_per_image=wrapped.model_seconds / done if done else None,
+                      wall_s_per_image=wall / done if done else None,
+                      gpu_max_memory_bytes=int(torch.cuda.max_memory_allocated(seg.device)) if cuda else None)
+
+    result = sweep(view, label_field, sorted(set(float(t) for t in thresholds) | {config.threshold}),
+                   config.image_size, vocabulary=vocabulary, progress=progress)
+    report = {
+        "benchmark": bench.key,
+        "title": bench.title,
+        "dataset": dataset.name,
+        "label_field": label_field,
+        "classes_from": classes_from,
+        "model": model_path,
+        "device": device_name,
+        "dtype": dtype_name,
+        "image_size": config.image_size,
+        "threshold": config.threshold,
+        "batch_size": config.batch_size,
+        "candidates": record["candidates"],
+        "captions": record["captions"],
+        "num_images": len(ids),
+        "num_evaluated": result.num_samples,
+        "num_without_mask": len(ids) - view.exists(label_field).count(),
+        "miou": _pct(result.miou()),
+        "class_iou": {c: _pct(v) for c, v in result.class_iou().items()},
+        "sweep": {"%.2f" % t: _pct(result.miou(t)) for t in sorted(result.by_threshold)},
+        "paper_miou": dict(zip(("candidates", "ground_truth"), bench.paper_miou)),
+        "timing": timing,
+    }
+    if evaluate:
+        report["fiftyone_eval_key"] = _fiftyone_evaluation(view, label_field, vocabulary)
+    return report
+
+
+def _fiftyone_evaluation(view, label_field, vocabulary):
+    """Stores the run as a FiftyOne evaluation (App's Model Evaluation panel); returns its key."""
+    from ..evaluation import evaluate_faseg
+
+    key = label_field + "_eval"
+    if view._dataset.has_evaluation(key):
+        view._dataset.delete_evaluation(key)
+    evaluate_faseg(view, label_field, gt_field=GT_FIELD, eval_key=key, vocabulary=vocabulary, progress=False)
+    return key
+
+
+def _pct(value):
+    return None if value is None or np.isnan(value) else 100.0 * float(value)

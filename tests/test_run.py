@@ -1,0 +1,193 @@
+"""Running FA-Seg over FiftyOne datasets: segment_samples, FASegModel, the run_faseg operator."""
+
+import os
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from PIL import Image
+
+import fiftyone_faseg as ff
+from fiftyone_faseg import classes as fcl
+
+RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
+
+
+def write_image(path, h=40, w=60, seed=0):
+    rng = np.random.RandomState(seed)
+    img = np.full((h, w, 3), rng.randint(0, 255, 3), np.uint8)
+    img[h // 4 : h // 2, w // 3 :] = rng.randint(0, 255, 3)
+    Image.fromarray(img).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    ds = fo.Dataset()
+    samples = [fo.Sample(filepath=write_image(tmp_path / f"img{i}.png", 40 + 8 * i, 60, seed=i)) for i in range(4)]
+    (tmp_path / "text.jpg").write_text("not an image")
+    samples.append(fo.Sample(filepath=str(tmp_path / "text.jpg")))
+    samples.append(fo.Sample(filepath=str(tmp_path / "missing.png")))
+    ds.add_samples(samples)
+    yield ds
+    ds.delete()
+
+
+def test_segment_samples_stores_masks_candidates_errors(dataset, tiny_faseg):
+    summary = ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg)
+    assert len(summary.processed) == 4 and len(summary.failed) == 2
+    assert dataset.mask_targets["faseg"] == {1: "cat", 2: "dog"}
+    good = dataset.exists("faseg")
+    assert good.count() == 4
+    for sample in good:
+        mask = sample.faseg.get_mask()
+        assert mask.shape == (sample.metadata.height, sample.metadata.width) if sample.metadata else mask.ndim == 2
+        assert set(np.unique(mask)) <= {0, 1, 2}
+        assert [c.label for c in sample.faseg_candidates.classifications] == ["cat", "dog"]
+        assert all(c.source == "user" for c in sample.faseg_candidates.classifications)
+        assert sample.faseg_error is None and sample.faseg_caption is None
+    errors = dataset.exists("faseg_error")
+    assert sorted(os.path.basename(p) for p in errors.values("filepath")) == ["missing.png", "text.jpg"]
+    assert "not a readable image" in errors.match(fo.ViewField("filepath").ends_with("text.jpg")).first().faseg_error
+    assert "does not exist" in errors.match(fo.ViewField("filepath").ends_with("missing.png")).first().faseg_error
+
+
+def test_masks_equal_the_core_results(dataset, tiny_faseg):
+    # batch 1 on both sides: batched convolutions round differently (see test_pipeline)
+    ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg, batch_size=1)
+    sample = dataset.exists("faseg").first()
+    (result,) = tiny_faseg(sample.filepath, ["cat", "dog"])
+    assert np.array_equal(sample.faseg.get_mask(), result.label_map)
+
+
+def test_output_dir_masks_on_disk(dataset, tiny_faseg, tmp_path):
+    out = tmp_path / "masks"
+    ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg, output_dir=str(out))
+    ff.segment_samples(dataset, label_field="inline", classes=["cat", "dog"], segmenter=tiny_faseg)
+    for sample in dataset.exists("faseg"):
+        assert sample.faseg.mask is None and os.path.isfile(sample.faseg.mask_path)
+        assert np.array_equal(sample.faseg.get_mask(), sample.inline.get_mask())
+    assert not [f for f in os.listdir(out / "faseg") if f.startswith(".tmp")]
+
+
+def test_existing_labels_are_never_overwritten_silently(dataset, tiny_faseg, tmp_path):
+    ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg)
+    before = {s.id: s.faseg.get_mask().copy() for s in dataset.exists("faseg")}
+    with pytest.raises(ValueError, match="already has labels on 4 samples: pass overwrite=True"):
+        ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg)
+
+    # the unreadable image is fixed: skip_existing processes only samples without a mask
+    bad = dataset.match(fo.ViewField("filepath").ends_with("text.jpg")).first()
+    os.remove(bad.filepath)
+    write_image(bad.filepath.replace(".jpg", ".png"), seed=9)
+    os.rename(bad.filepath.replace(".jpg", ".png"), bad.filepath)
+    summary = ff.segment_samples(dataset, classes=["cat", "dog", "bird"], segmenter=tiny_faseg, skip_existing=True)
+    assert len(summary.skipped) == 4 and len(summary.processed) == 1 and len(summary.failed) == 1
+    bad.reload()
+    assert bad.faseg is not None and bad.faseg_error is None  # error cleared by the later success
+    for sample in dataset.select(list(before)):
+        assert np.array_equal(sample.faseg.get_mask(), before[sample.id])
+    assert dataset.mask_targets["faseg"] == {1: "cat", 2: "dog", 3: "bird"}  # ids kept, bird added
+
+    summary = ff.segment_samples(dataset, classes=["dog"], segmenter=tiny_faseg, overwrite=True)
+    assert len(summary.processed) == 5
+    assert dataset.mask_targets["faseg"][2] == "dog"
+    assert set(np.unique(dataset.exists("faseg").first().faseg.get_mask())) <= {0, 2}
+
+
+def test_classes_from_ground_truth_use_its_values(tmp_path, tiny_faseg):
+    ds = fo.Dataset()
+    gt_targets = {0: "background", 1: "cat", 2: "dog", 5: "bird"}
+    samples = []
+    for i, present in enumerate([(1, 5), (2,), ()]):
+        mask = np.zeros((40, 60), np.uint8)
+        for j, v in enumerate(present):
+            mask[j * 10 : j * 10 + 8] = v
+        mask[-1, -1] = 255
+        samples.append(fo.Sample(filepath=write_image(tmp_path / f"g{i}.png", seed=i), gt=fo.Segmentation(mask=mask)))
+    ds.add_samples(samples)
+    ds.mask_targets = {"gt": gt_targets}
+    ds.save()
+    summary = ff.segment_samples(ds, classes_from="gt_field", gt_field="gt", segmenter=tiny_faseg)
+    assert ds.mask_targets["faseg"] == {1: "cat", 2: "dog", 5: "bird"}
+    cands = [[c.label for c in s.faseg_candidates.classifications] if s.faseg_candidates else None for s in ds]
+    assert cands == [["cat", "bird"], ["dog"], None]
+    assert "no candidate classes for sample" in summary.failed[ds.last().id]
+    assert set(np.unique(ds.first().faseg.get_mask())) <= {0, 1, 5}
+
+    ff.segment_samples(ds, label_field="all", classes_from="mask_targets", gt_field="gt", segmenter=tiny_faseg)
+    assert [c.label for c in ds.last()["all_candidates"].classifications] == ["cat", "dog", "bird"]
+
+
+def test_classes_are_required(dataset, tiny_faseg):
+    with pytest.raises(ValueError, match="no candidate classes: pass classes="):
+        ff.segment_samples(dataset, segmenter=tiny_faseg)
+    with pytest.raises(ValueError, match="needs gt_field"):
+        ff.segment_samples(dataset, classes_from="gt_field", segmenter=tiny_faseg)
+
+
+def test_assign_ids_keeps_existing_and_prefers_ground_truth():
+    ids = fcl.assign_ids(["dog", "cat", "zebra"], existing={1: "cat"}, preferred={7: "Dog", 1: "zebra"})
+    assert ids == {"cat": 1, "dog": 7, "zebra": 2}
+    assert fcl.assign_ids([f"c{i}" for i in range(300)])["c299"] == 301  # 255 is never a class
+
+
+def test_fasegmodel_with_apply_model(dataset, tiny_sd_dir, tiny_config):
+    model = ff.FASegModel(model_path=str(tiny_sd_dir), classes=["cat", "dog", "bird"], config=tiny_config)
+    view = dataset.match(fo.ViewField("filepath").ends_with(".png")).exists("filepath").limit(3)
+    view = view.match(fo.ViewField("filepath").re_match(".*img.*"))
+    view.apply_model(model, label_field="am", batch_size=1)
+    assert dataset.count("am") == 3 and model.mask_targets == {1: "cat", 2: "dog", 3: "bird"}
+    sample = dataset.exists("am").first()
+    with model:  # the model's settings (128 px) apply inside its context, as in apply_model
+        (expected,) = model.segmenter(sample.filepath, ["cat", "dog", "bird"])
+    assert np.array_equal(sample.am.mask, expected.label_map)
+
+
+def test_fasegmodel_per_sample_classes_from_a_field(dataset, tiny_sd_dir, tiny_config):
+    view = dataset.match(fo.ViewField("filepath").re_match(".*img.*"))
+    view.set_values("names", [["cat"], ["dog", "cat"], ["bird"], ["dog"]])
+    model = ff.FASegModel(model_path=str(tiny_sd_dir), classes_field="names", config=tiny_config)
+    view.apply_model(model, label_field="pf", batch_size=2)
+    assert model.mask_targets == {1: "cat", 2: "dog", 3: "bird"}
+    masks = [s.pf.mask for s in view]
+    assert set(np.unique(masks[2])) <= {0, 3} and set(np.unique(masks[0])) <= {0, 1}
+
+
+# ---------------------------------------------------------------- operator
+
+
+def test_operator_registers_without_torch():
+    assert foo.get_operator(RUN_URI).config.name == "run_faseg"
+
+
+def test_run_operator_immediate_and_delegated(dataset, tiny_sd_dir):
+    params = dict(classes=["cat", "dog"], model_path=str(tiny_sd_dir), image_size=128, threshold=0.5,
+                  batch_size=2, label_field="op", view_target="CURRENT_VIEW")
+    view = dataset.limit(3)
+    result = foo.execute_operator(RUN_URI, ctx=dict(dataset=dataset, view=view, params=params))
+    assert result.error is None, result.error
+    assert dataset.count("op") == 3 and dataset.mask_targets["op"] == {1: "cat", 2: "dog"}
+
+    # selected samples, delegated: queued, then run as a `fiftyone delegated launch` worker does
+    ids = dataset.skip(3).values("id")
+    params = dict(params, label_field="op2", view_target="SELECTED_SAMPLES")
+    foo.execute_operator(RUN_URI, ctx=dict(dataset=dataset, view=dataset.view(), selected=ids, params=params),
+                         request_delegation=True)
+    assert "op2" not in dataset.get_field_schema()  # queued, not run
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    DelegatedOperationService().execute_queued_operations(dataset_name=dataset.name)
+    dataset.reload()
+    assert dataset.count("op2") == 1 and dataset.exists("op2_error").count() == 2
+
+
+def test_run_operator_sdk_call_matches(dataset, tiny_sd_dir, tiny_faseg):
+    run_faseg = foo.get_operator(RUN_URI)
+    view = dataset.limit(2)
+    result = run_faseg(view, classes=["cat"], model_path=str(tiny_sd_dir), image_size=128, label_field="sdk")
+    assert result.error is None, result.error
+    ff.segment_samples(view, label_field="direct", classes=["cat"], segmenter=tiny_faseg)
+    for sample in view:
+        assert np.array_equal(sample.sdk.get_mask(), sample.direct.get_mask())
