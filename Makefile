@@ -32,8 +32,9 @@ browser: install
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# MODEL=/path/to/checkpoint for a local SD-1.x folder (default: the 2-RF Hub id, downloaded once)
 demo: install
-	$(PY) -m fiftyone_faseg.demo
+	$(PY) -m fiftyone_faseg.demo $(if $(MODEL),--model-path "$(MODEL)")
 
 bench: install
 	$(PY) -m benchmarks.run_all
