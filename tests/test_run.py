@@ -191,3 +191,30 @@ def test_run_operator_sdk_call_matches(dataset, tiny_sd_dir, tiny_faseg):
     ff.segment_samples(view, label_field="direct", classes=["cat"], segmenter=tiny_faseg)
     for sample in view:
         assert np.array_equal(sample.sdk.get_mask(), sample.direct.get_mask())
+
+
+def test_fasegmodel_apply_model_with_output_dir(dataset, tiny_sd_dir, tiny_config, tmp_path):
+    model = ff.FASegModel(model_path=str(tiny_sd_dir), classes=["cat", "dog"], config=tiny_config)
+    view = dataset.match(fo.ViewField("filepath").re_match(".*img.*")).limit(2)
+    view.apply_model(model, label_field="disk", batch_size=1, output_dir=str(tmp_path / "am"))
+    for sample in view:
+        assert sample.disk.mask is None and os.path.isfile(sample.disk.mask_path)
+        with model:
+            (expected,) = model.segmenter(sample.filepath, ["cat", "dog"])
+        assert np.array_equal(sample.disk.get_mask(), expected.label_map)
+
+
+def test_plugin_registers_without_importing_torch():
+    """The App loads operators at startup: importing them must not pull in torch or diffusers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fiftyone.operators as foo\n"
+        "ops = [o.uri for o in foo.list_operators() if o.plugin_name == '@faseg/fiftyone-faseg']\n"
+        "print(sorted(ops))\n"
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'heavy import at registration'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "@faseg/fiftyone-faseg/run_faseg" in out.stdout and "@faseg/fiftyone-faseg/evaluate_faseg" in out.stdout

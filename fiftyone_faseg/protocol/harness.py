@@ -175,7 +175,7 @@ def _fiftyone_evaluation(view, label_field, vocabulary):
     key = label_field + "_eval"
     if view._dataset.has_evaluation(key):
         view._dataset.delete_evaluation(key)
-    evaluate_faseg(view, label_field, gt_field=GT_FIELD, eval_key=key, vocabulary=vocabulary, progress=False)
+    evaluate_faseg(view.exists(label_field), label_field, gt_field=GT_FIELD, eval_key=key, vocabulary=vocabulary, progress=False)
     return key
 
 

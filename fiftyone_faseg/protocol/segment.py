@@ -18,7 +18,6 @@ where it stopped. Score maps are always stored (float16) for the threshold sweep
 """
 
 import logging
-import os
 
 import fiftyone as fo
 
@@ -172,7 +171,7 @@ def segment_from_field(samples, segmenter, vocabulary, label_field, output_dir, 
                 failed[sample.id] = str(e)
                 continue
             caption = sample[caption_field] if caption_field else None
-            jobs.append((sample, image, [Candidate(n, 1.0, "protocol") for n in names], caption))
+            jobs.append((sample, image, [Candidate(n, 1.0, "user") for n in names], caption))
         outputs = []
         if jobs:
             results = segmenter([j[1] for j in jobs], [[c.name for c in j[2]] for j in jobs], [j[3] for j in jobs])
