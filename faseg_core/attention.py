@@ -139,8 +139,11 @@ class AttentionRecorder:
                 probs = attn.get_attention_scores(query[sl], key[sl], mask)  # [h, N, N]
                 out[sl] = torch.bmm(probs, value[sl])
                 part = probs.sum(dim=0, dtype=torch.float32)  # [N, N]
-                probs_sum = part if probs_sum is None else probs_sum + part
-            store[b] += (probs_sum * (n / heads)).to(store.dtype)
+                probs_sum = part if probs_sum is None else probs_sum.add_(part)
+            if store.dtype == probs_sum.dtype:
+                store[b].add_(probs_sum, alpha=n / heads)
+            else:
+                store[b] += probs_sum.mul_(n / heads).to(store.dtype)
         self.counts[(SELF, r)] += 1
         return attn.batch_to_head_dim(out)
 

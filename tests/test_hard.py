@@ -2,44 +2,12 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from faseg_core import hard
+from faseg_core.testing.dense_hard import dense_refine
 
 CROSS_W = {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
 SELF_W = {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
-
-
-def dense_affinity(self_map: torch.Tensor, size: int) -> torch.Tensor:
-    """A_r (size², size²): bicubic upsampling of the query grid, nearest repetition of the keys."""
-    n = self_map.shape[0]
-    r = int(n**0.5)
-    query_maps = self_map.T.reshape(n, 1, r, r)  # (keys, 1, r, r) maps over queries
-    up = F.interpolate(query_maps, size=(size, size), mode="bicubic", align_corners=False)
-    rows = up.reshape(n, size * size).T  # (size² queries, r² keys)
-    f = size // r
-    key_of = (torch.arange(size)[:, None] // f * r + torch.arange(size)[None, :] // f).reshape(-1)
-    return rows[:, key_of]  # (size² queries, size² keys)
-
-
-def dense_refine(cross_maps, self_maps, cross_w, self_w, tau):
-    """FASEG_REFERENCE.md §6 written out with 4096×4096 matrices and a matrix power."""
-    size = max(r for r, w in self_w.items() if w > 0)
-    fused = sum(
-        w * F.interpolate(cross_maps[r][None], size=(size, size), mode="nearest")[0]
-        for r, w in cross_w.items()
-        if w > 0
-    )  # (K, size, size)
-    c = fused.reshape(fused.shape[0], -1).T  # (size², K)
-    out = 0
-    for r, w in self_w.items():
-        if w == 0:
-            continue
-        a = self_maps[r] if r == size else dense_affinity(self_maps[r], size)
-        s = (torch.linalg.matrix_power(a, tau) @ c).T.reshape(-1, size, size)
-        lo, hi = s.amin((1, 2), keepdim=True), s.amax((1, 2), keepdim=True)
-        out = out + w * (s - lo) / (hi - lo)
-    return out
 
 
 def random_maps(k, sizes, seed=0):
