@@ -16,7 +16,9 @@ except ImportError:
 
 
 def register(p):
-    from .operators import evaluate, run
+    from .operators import evaluate, iterate, run, workers
 
     run.register(p)
     evaluate.register(p)
+    workers.register(p)
+    iterate.register(p)

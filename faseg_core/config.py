@@ -52,6 +52,14 @@ class FASegConfig:
         timestep (`int`, defaults to 0): diffusion timestep of the recorded UNet pass.
         attention_chunk (`int`, defaults to 2**27): most attention-probability
             elements materialised at once in a recorded layer (bounds peak memory).
+        pamr (`bool`, defaults to `False`): refine the scores along the image's colour edges
+            with PAMR (`faseg_core.pamr`, training-free) before thresholding. The scores a
+            result carries are then the refined ones, at side `pamr_size`.
+        pamr_iterations (`int`, defaults to 10): PAMR propagation steps.
+        pamr_dilations (`tuple[int, ...]`, defaults to `(1, 2, 4, 8, 12, 24)`): PAMR
+            neighbourhood dilations, in pixels of the `pamr_size` grid.
+        pamr_size (`int`, *optional*): side PAMR runs at; `None` is `image_size // 4`
+            (128 for 512 px images: twice the latent grid, compact enough to store).
     """
 
     image_size: int = 512
@@ -68,6 +76,10 @@ class FASegConfig:
     run_inversion: bool = False
     timestep: int = 0
     attention_chunk: int = 2**27
+    pamr: bool = False
+    pamr_iterations: int = 10
+    pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    pamr_size: int | None = None
 
     def __post_init__(self):
         if self.image_size <= 0 or self.image_size % 8:
@@ -88,6 +100,12 @@ class FASegConfig:
             raise ValueError(f"`dtype` must be one of {DTYPES} but is {self.dtype!r}.")
         if self.store_dtype not in (None, *DTYPES[1:]):
             raise ValueError(f"`store_dtype` must be None or one of {DTYPES[1:]} but is {self.store_dtype!r}.")
+        if int(self.pamr_iterations) != self.pamr_iterations or self.pamr_iterations < 0:
+            raise ValueError(f"`pamr_iterations` must be an integer >= 0 but is {self.pamr_iterations}.")
+        if not self.pamr_dilations or any(int(d) != d or d < 1 for d in self.pamr_dilations):
+            raise ValueError(f"`pamr_dilations` must be positive integers but are {self.pamr_dilations}.")
+        if self.pamr_size is not None and self.pamr_size < 1:
+            raise ValueError(f"`pamr_size` must be None or a positive side in pixels but is {self.pamr_size}.")
 
     @property
     def resolutions(self) -> list[int]:
@@ -95,6 +113,11 @@ class FASegConfig:
         used = {r for r, w in self.cross_weights.items() if w > 0}
         used |= {r for r, w in self.self_weights.items() if w > 0}
         return sorted(used, reverse=True)
+
+    @property
+    def pamr_side(self) -> int:
+        """The side PAMR runs at: `pamr_size`, else `image_size // 4`."""
+        return self.pamr_size or max(1, self.image_size // 4)
 
     @classmethod
     def for_dataset(cls, name: str, **overrides) -> "FASegConfig":

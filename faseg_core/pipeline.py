@@ -14,6 +14,7 @@ from . import hard
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
 from .images import as_image_list, describe, load_image, resize_labels, to_pixels
+from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
 
 logger = logging.getLogger(__name__)
@@ -355,6 +356,8 @@ class FASeg:
         self_maps = {r: recorder.mean(SELF, r, rows) for r, w in cfg.self_weights.items() if w > 0}  # [V, N, N]
         scores = hard.refine(cross_maps, self_maps, cfg.cross_weights, cfg.self_weights, cfg.tau)  # [V, K, S, S]
         scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
+        if cfg.pamr:
+            scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
         labels = hard.to_label_map(scores, cfg.threshold, cfg.image_size)  # [image_size, image_size]
         labels = labels.to("cpu", torch.int32).numpy().astype(_label_dtype(len(job.classes)))
         labels = resize_labels(labels, job.image.width, job.image.height)

@@ -8,6 +8,8 @@ Class sources (``classes_from``):
     paper's "Ground Truth" candidates)
 -   ``"tagger"``: per sample, proposed by the BLIP captioner and the CLIP tagger over a
     vocabulary (``classes``, else the ground truth's mask_targets, else PASCAL VOC)
+-   ``"candidates"``: per sample, the labels of its ``<label_field>_candidates``
+    (e.g. as edited in the App); reruns a field with each sample's own list
 """
 
 import numpy as np
@@ -19,17 +21,18 @@ from .fields import get_mask_targets, int_targets, label_mask
 
 BACKGROUND = "background"
 IGNORE = 255
+CANDIDATES = "candidates"
 
 
 def parse_classes_from(classes, classes_from, gt_field):
     """The class source to use, or a clear error when there is nothing to use."""
     if classes_from is None:
         classes_from = "list" if classes else None
-    if classes_from not in CLASS_SOURCES:
+    if classes_from not in CLASS_SOURCES + (CANDIDATES,):
         raise ValueError(
-            "no candidate classes: pass classes=[...] or classes_from=one of %s" % (CLASS_SOURCES,)
+            "no candidate classes: pass classes=[...] or classes_from=one of %s" % (CLASS_SOURCES + (CANDIDATES,),)
             if classes_from is None
-            else "unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES)
+            else "unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES + (CANDIDATES,))
         )
     if classes_from == "list" and not clean_classes(classes or []):
         raise ValueError("classes_from='list' needs classes=['cat', 'dog', ...]")
@@ -42,6 +45,18 @@ def gt_classes(samples, gt_field):
     """`{pixel value: name}` of the ground truth's classes (background and 255 left out)."""
     targets = int_targets(get_mask_targets(samples, gt_field), "ground truth")
     return {v: n for v, n in targets.items() if v not in (0, IGNORE) and str(n).lower() != BACKGROUND}
+
+
+def candidate_classes(samples, candidates_field):
+    """Every label of a Classifications field over a collection, in order of first appearance."""
+    if candidates_field not in samples.get_field_schema():
+        raise ValueError(
+            "classes_from='candidates' reads '%s', which dataset '%s' lacks: run FA-Seg once "
+            "(it stores each sample's candidates there) or edit them with edit_candidates"
+            % (candidates_field, samples._dataset.name)
+        )
+    labels = samples.values(candidates_field + ".classifications.label")
+    return clean_classes([name for names in labels if names for name in names if name])
 
 
 def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):
@@ -96,7 +111,7 @@ def present_classes(sample, gt_field, names_by_value):
     if seg is None:
         return []
     values = np.unique(label_mask(seg, gt_field, sample.id))
-    return [names_by_value[v] for v in values.tolist() if v in names_by_value]
+    return list(dict.fromkeys(names_by_value[v] for v in values.tolist() if v in names_by_value))
 
 
 def to_mask(label_map, classes, ids):

@@ -122,6 +122,8 @@ def iter_segment_samples(
     overwrite=False,
     output_dir=None,
     store_scores=False,
+    heatmap=False,
+    pamr=None,
     device=None,
     dtype=None,
     segmenter=None,
@@ -142,6 +144,13 @@ def iter_segment_samples(
     -   ``<label_field>_caption``: the caption used in the prompt, or None
     -   ``<label_field>_error``: None, or why the sample has no mask
     -   ``<label_field>_scores``: path of the stored score maps, with ``store_scores``
+    -   ``<label_field>_heatmap``: an :class:`fiftyone.core.labels.Heatmap` of the top
+        class's score (uint8, 0-255 for scores 0-1, at most 128 px; on disk under
+        ``output_dir`` when given), with ``heatmap``
+
+    The run's settings (threshold, image_size, model_path, output_dir, store_scores,
+    heatmap, pamr) are recorded in the label field's ``info["faseg"]``, so that
+    :mod:`fiftyone_faseg.iterate` can re-threshold and rerun it the same way.
 
     ``dataset.mask_targets[label_field]`` maps one pixel value to each class name for
     the whole dataset (values seen in earlier runs are kept; with a ground truth field,
@@ -151,9 +160,10 @@ def iter_segment_samples(
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         label_field ("faseg"): the field to store masks in
         classes (None): class names (``classes_from="list"``), or the tagger's vocabulary
-        classes_from (None): ``"list"``, ``"mask_targets"``, ``"gt_field"`` or
-            ``"tagger"`` (see :mod:`fiftyone_faseg.classes`); defaults to ``"list"``
-            when ``classes`` are given
+        classes_from (None): ``"list"``, ``"mask_targets"``, ``"gt_field"``,
+            ``"tagger"`` or ``"candidates"`` (each sample's
+            ``<label_field>_candidates``; see :mod:`fiftyone_faseg.classes`); defaults
+            to ``"list"`` when ``classes`` are given
         gt_field (None): a ground truth Segmentation field with ``mask_targets``
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         caption_field (None): a string field holding each sample's caption
@@ -169,6 +179,9 @@ def iter_segment_samples(
             ``skip_existing``) a collection that already has labels raises an error
         output_dir (None): write masks as PNGs here instead of in the database
         store_scores (False): keep each sample's refined score maps (float16 ``.npz``)
+        heatmap (False): store the top class's score as ``<label_field>_heatmap``
+        pamr (None): refine the scores with PAMR before thresholding (True/False
+            override ``config.pamr``)
         device (None), dtype (None): where and how the model runs
         segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
         proposer (None): a loaded ``(Captioner, Tagger)`` for ``classes_from="tagger"``
@@ -198,7 +211,11 @@ def iter_segment_samples(
     ids = targets.values("id")
 
     # 2. One pixel value per class name, fixed before any worker writes
-    names = fcl.run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
+    candidates_field = label_field + "_candidates" if classes_from == fcl.CANDIDATES else None
+    if candidates_field:
+        names = fcl.candidate_classes(targets, candidates_field)
+    else:
+        names = fcl.run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
     preferred = fcl.gt_classes(samples, gt_field) if gt_field else None
     class_ids = fcl.assign_ids(names, dataset.mask_targets.get(label_field), preferred)
     summary.mask_targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
@@ -214,7 +231,7 @@ def iter_segment_samples(
     run_config = config or (segmenter.config if segmenter is not None else FASegConfig())
     if image_size and image_size != run_config.image_size:
         run_config = run_config.at_image_size(image_size)
-    changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size)) if v is not None}
+    changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size), ("pamr", pamr)) if v is not None}
     run_config = run_config.replace(**changes) if changes else run_config
     tagging = classes_from == "tagger"
     if tagging or use_captioner:
@@ -225,7 +242,10 @@ def iter_segment_samples(
     _declare_fields(dataset, label_field)
 
     # 4. Batches: read, propose, segment, write
-    fields = ["filepath"] + [f for f in (gt_field, caption_field) if f]
+    fields = ["filepath"] + [f for f in (gt_field, caption_field, candidates_field) if f]
+    settings = dict(threshold=run_config.threshold, image_size=run_config.image_size, model_path=os.fspath(model_path),
+                    output_dir=output_dir, store_scores=bool(store_scores), heatmap=bool(heatmap), pamr=run_config.pamr)
+    recorded = False
     step = run_config.batch_size
     previous, seg.config = seg.config, run_config
     try:
@@ -239,8 +259,12 @@ def iter_segment_samples(
                 except (ImageError, TypeError) as e:
                     failed[sample.id] = str(e)
             outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
-                                     proposer if (tagging or use_captioner) else None, vocab, failed)
-            _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary)
+                                     proposer if (tagging or use_captioner) else None, vocab, failed,
+                                     candidates_field=candidates_field)
+            _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary,
+                         heatmap=heatmap)
+            if not recorded and outputs:
+                recorded = _record_run(dataset, label_field, settings)
             yield start + len(batch_ids), len(ids), summary
     finally:
         seg.config = previous
@@ -254,7 +278,18 @@ def _declare_fields(dataset, label_field):
             dataset.add_sample_field(label_field + suffix, fo.StringField)
 
 
-def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field, proposer, vocab, failed):
+def _record_run(dataset, label_field, settings):
+    """Keep the run's settings in the label field's ``info["faseg"]`` (for re-thresholding and reruns)."""
+    field = dataset.get_field(label_field)
+    if field is None:
+        return False
+    field.info = {**(field.info or {}), "faseg": settings}
+    field.save()
+    return True
+
+
+def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field, proposer, vocab, failed,
+                   candidates_field=None):
     """`[(sample, result, candidates, caption)]` for the readable samples; failures go to `failed`."""
     from faseg_core.candidates import Candidate, propose_candidates
 
@@ -273,6 +308,12 @@ def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_f
     for i, (sample, image) in enumerate(good):
         if proposals is not None:
             cands = list(proposals[i])
+        elif candidates_field:
+            found = sample[candidates_field]
+            cands = [
+                Candidate(c.label, 1.0 if c.confidence is None else float(c.confidence), c.source or "user")
+                for c in (found.classifications if found else [])
+            ]
         else:
             names = fixed if fixed is not None else fcl.present_classes(sample, gt_field, gt_names)
             source = {"list": "user", "gt_field": "ground_truth"}.get(classes_from, classes_from)
@@ -302,9 +343,9 @@ def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_f
     return [(s, r, cands, cap) for (s, _, cands, cap), r in zip(jobs, results) if r is not None]
 
 
-def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary):
+def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary, heatmap=False):
     """Files first (atomic), then one bulk database write per field."""
-    masks, candidates, captions, errors, scores = {}, {}, {}, {}, {}
+    masks, candidates, captions, errors, scores, heatmaps = {}, {}, {}, {}, {}, {}
     for sample, result, cands, caption in outputs:
         mask = fcl.to_mask(result.label_map, result.classes, class_ids)
         if output_dir:
@@ -316,6 +357,15 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
             folder = output_dir or os.path.join(fo.config.default_dataset_dir, "faseg", dataset.name)
             path = os.path.join(folder, label_field + "_scores", sample.id + ".npz")
             scores[sample.id] = storage.save_scores(path, result.scores, result.classes)
+        if heatmap:
+            from .iterate import top_score_heatmap
+
+            heat = top_score_heatmap(result.scores)
+            if output_dir:
+                path = storage.write_mask(os.path.join(output_dir, label_field + "_heatmap", sample.id + ".png"), heat)
+                heatmaps[sample.id] = fol.Heatmap(map_path=path, range=[0, 255])
+            else:
+                heatmaps[sample.id] = fol.Heatmap(map=heat, range=[0, 255])
         candidates[sample.id] = fol.Classifications(
             classifications=[fol.Classification(label=c.name, confidence=c.confidence, source=c.source) for c in cands]
         )
@@ -330,6 +380,7 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
         (label_field + "_candidates", candidates),
         (label_field + "_caption", captions),
         (label_field + "_scores", scores),
+        (label_field + "_heatmap", heatmaps),
         (label_field + "_error", errors),
     ):
         if values:

@@ -104,7 +104,8 @@ class RunFASeg(foo.Operator):
             batch_size=batch_size,
             skip_existing=skip_existing,
             overwrite=overwrite,
-            output_dir=output_dir,
+            # the folder picker's value shape, which the input validation expects
+            output_dir=dict(absolute_path=str(output_dir)) if output_dir else None,
             view_target="CURRENT_VIEW",
             **kwargs,
         )
@@ -121,6 +122,17 @@ class RunFASeg(foo.Operator):
 
         kwargs = run_kwargs(ctx.params)
         target = ctx.target_view()
+        if int(ctx.params.get("num_shards") or 1) > 1:
+            # fan out: one delegated run of this operator per disjoint slice
+            from fiftyone_faseg.workers import queue_shards
+
+            queued = queue_shards(target, int(ctx.params["num_shards"]), dict(ctx.params),
+                                  operator_uri=self.uri, delegation_target=ctx.delegation_target)
+            yield dict(processed=0, skipped=0, failed=0, queued_runs=queued)
+            return
+        if ctx.delegated:
+            # a first heartbeat before the model loads (see fiftyone_faseg.workers)
+            ctx.set_progress(progress=0.0, label="Loading the model")
         summary = None
         last = 0.0
         for done, total, summary in iter_segment_samples(target, **kwargs):
@@ -143,6 +155,7 @@ class RunFASeg(foo.Operator):
         outputs.int("processed", label="Segmented")
         outputs.int("skipped", label="Skipped (already labelled)")
         outputs.int("failed", label="Failed (see <label_field>_error)")
+        outputs.list("queued_runs", types.String(), label="Queued runs (num_shards > 1)")
         return types.Property(outputs, view=types.View(label="FA-Seg run complete"))
 
 
@@ -161,8 +174,18 @@ def run_kwargs(params):
         image_size=params.get("image_size") or None,
         skip_existing=bool(params.get("skip_existing", False)),
         overwrite=bool(params.get("overwrite", False)),
-        output_dir=params.get("output_dir") or None,
+        output_dir=_dir_path(params.get("output_dir")),
+        store_scores=bool(params.get("store_scores", False)),
+        heatmap=bool(params.get("heatmap", False)),
+        pamr=bool(params.get("pamr", False)),
     )
+
+
+def _dir_path(value):
+    """A folder param: the file picker gives ``{"absolute_path": ...}``, the SDK a string."""
+    if isinstance(value, dict):
+        value = value.get("absolute_path") or value.get("path")
+    return value or None
 
 
 def _outputs(summary):
@@ -221,8 +244,17 @@ def _run_faseg_inputs(ctx, inputs):
     inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size")
     inputs.int("image_size", default=512, label="Image size",
                description="Images are resized to this square before the VAE (paper: 512)")
+    inputs.int("num_shards", default=1, label="Parallel runs",
+               description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
+                           "for that many `fiftyone delegated launch` workers (one per GPU)")
     inputs.bool("skip_existing", default=False, label="Skip samples that already have this field")
     inputs.bool("overwrite", default=False, label="Overwrite existing labels")
+    inputs.bool("store_scores", default=False, label="Store score maps",
+                description="Keep each sample's score maps (small float16 files) to re-threshold and sweep later")
+    inputs.bool("heatmap", default=False, label="Score heatmap",
+                description="Store the top class's score as <label_field>_heatmap to overlay in the App")
+    inputs.bool("pamr", default=False, label="PAMR refinement",
+                description="Snap the score maps to the image's colour edges before thresholding (slower)")
     inputs.file(
         "output_dir",
         required=False,

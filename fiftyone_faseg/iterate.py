@@ -1,0 +1,402 @@
+"""Iterating on an FA-Seg run without re-running the diffusion model.
+
+A run made with ``store_scores=True`` keeps each sample's refined score maps
+(``<label_field>_scores``: a float16 ``.npz`` of ``(K, h, w)`` maps and their class
+names). From them:
+
+-   :func:`rethreshold` recomputes the label maps at another background threshold (and
+    optionally over a subset of the classes), in a fraction of a second per hundred
+    samples, into the same or a new field;
+-   :func:`sweep` gives the mIoU against a ground truth field at many thresholds at
+    once (the paper's Table 4, for your data);
+-   :func:`set_candidates` and :func:`rerun` (in :mod:`fiftyone_faseg.rerun`) fix a
+    sample's candidate classes and segment only those samples again.
+
+The label of a pixel is the one a full run gives: the scores are upsampled bicubically
+to the run's ``image_size``, thresholded (``faseg_core.hard.to_label_map``), resized to
+the image's size with nearest (``faseg_core.images.resize_labels``) and mapped through
+the field's ``mask_targets``. Only the pixels that the nearest resize keeps are
+computed, with the separable bicubic weights as matrices (the same numbers as
+``F.interpolate`` up to float32 rounding), so the work is one small matrix product per
+sample. Stored scores are float16: labels equal those of a fresh run except at pixels
+whose top score is within float16 rounding (~3e-4) of the threshold or of another class.
+
+Example usage::
+
+    import fiftyone_faseg as ff
+    from fiftyone_faseg import iterate
+
+    ff.segment_samples(dataset, classes=["cat", "dog"], store_scores=True)
+    iterate.rethreshold(dataset, "faseg", 0.45, out_field="faseg_045")
+    print(iterate.sweep(dataset, "faseg", "ground_truth"))
+"""
+
+import logging
+import os
+
+import numpy as np
+
+import fiftyone.core.labels as fol
+
+from . import metrics as fm
+from . import storage
+from .fields import get_mask_targets, int_targets, label_mask, validate_segmentation_field
+
+logger = logging.getLogger(__name__)
+
+HEATMAP_SIDE = 128
+DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(11))  # 0.3 ... 0.8
+LATENT_FACTOR = 8  # SD-1.x: the score grid is the latent grid, image_size / 8
+_CHUNK = 128
+
+
+def scores_field(label_field):
+    """The field holding the paths of a run's stored score maps."""
+    return label_field + "_scores"
+
+
+def run_settings(samples, label_field):
+    """The settings a run recorded in its label field's ``info["faseg"]`` (empty if none)."""
+    field = samples._dataset.get_field(label_field)
+    return dict(((field.info or {}).get("faseg") or {}) if field is not None else {})
+
+
+def top_score_heatmap(scores, side=HEATMAP_SIDE):
+    """The top class's score of ``(K, h, w)`` maps as a ``(side, side)`` uint8 heatmap
+    (0-255 for scores 0-1; bicubic resize)."""
+    import torch
+
+    from faseg_core.hard import upsample_bicubic
+
+    top = torch.as_tensor(np.asarray(scores, dtype=np.float32)).amax(dim=0, keepdim=True)  # [1, h, w]
+    top = upsample_bicubic(top, side)[0]  # [side, side]
+    return (top.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def rethreshold(
+    samples,
+    label_field,
+    threshold,
+    classes=None,
+    out_field=None,
+    image_size=None,
+    output_dir=None,
+    progress=None,
+):
+    """Recomputes the label maps of an FA-Seg field from its stored scores.
+
+    Samples with neither ``label_field`` nor stored scores (e.g. failed ones) are left
+    alone; a sample with a mask but no stored scores is an error.
+
+    Example usage::
+
+        from fiftyone_faseg.iterate import rethreshold
+
+        rethreshold(dataset.match_tags("review"), "faseg", 0.45)            # in place
+        rethreshold(dataset, "faseg", 0.6, classes=["cat"], out_field="cat_only")
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        label_field: the Segmentation field of a run made with ``store_scores=True``
+        threshold: the new background threshold in ``[0, 1]``
+        classes (None): keep only these classes' score maps (the others become
+            background or lose to the kept ones); None keeps all
+        out_field (None): the field to write; defaults to ``label_field``. A new field
+            gets ``label_field``'s mask_targets
+        image_size (None): the run's image size; by default the one it recorded
+        output_dir (None): where to write PNG masks when the source masks are on disk;
+            by default beside them (``<folder>/<out_field>/<id>.png``)
+        progress (None): ``callable(done, total)``
+
+    Returns:
+        the list of the sample IDs written
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError("threshold must be in [0, 1] but is %s" % threshold)
+    out_field = out_field or label_field
+    dataset = samples._dataset
+    validate_segmentation_field(samples, label_field)
+    ids_by_name = _name_to_value(samples, label_field)
+    keep = _parse_subset(classes, ids_by_name, label_field)
+    settings = run_settings(samples, label_field)
+    image_size = image_size or settings.get("image_size")
+    todo = _stored(samples, label_field)
+
+    if out_field != label_field:
+        dataset.mask_targets = {**dataset.mask_targets, out_field: dict(get_mask_targets(samples, label_field))}
+        dataset.save()
+
+    written = []
+    total = len(todo[0])
+    for start in range(0, total, _CHUNK):
+        chunk = [values[start : start + _CHUNK] for values in todo]
+        masks = {}
+        for sample_id, path, mask_path, width, height in zip(*chunk):
+            scores, names = _load(sample_id, path, label_field)
+            top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, names, keep)
+            lut = _lut(names, ids_by_name, label_field, sample_id)
+            mask = np.where(top >= np.float32(threshold), lut[index + 1], lut[0])
+            if mask_path:
+                folder = output_dir or os.path.dirname(os.path.dirname(os.path.abspath(mask_path)))
+                path = storage.write_mask(os.path.join(folder, out_field, sample_id + ".png"), mask)
+                masks[sample_id] = fol.Segmentation(mask_path=path)
+            else:
+                masks[sample_id] = fol.Segmentation(mask=mask)
+        samples.set_values(out_field, masks, key_field="id", validate=False)  # built valid here
+        written.extend(masks)
+        if callable(progress):
+            progress(len(written), total)
+
+    _record(dataset, label_field, out_field, settings, threshold, image_size, classes=keep)
+    return written
+
+
+def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes=None, image_size=None,
+          vocabulary=None, progress=None):
+    """Dataset mIoU at many background thresholds at once, from stored scores.
+
+    The numbers are those :func:`fiftyone_faseg.evaluation.evaluate_faseg` gives for
+    the masks :func:`rethreshold` writes at each threshold: classes matched by name
+    (:func:`fiftyone_faseg.evaluation.match_classes`), one confusion matrix over every
+    pixel, ground truth 255 ignored, the mean over the ground truth classes present.
+    Samples without stored scores or without a ground truth mask are left out.
+
+    Example usage::
+
+        from fiftyone_faseg.iterate import sweep
+
+        miou = sweep(dataset, "faseg", "ground_truth")
+        best = max(miou, key=miou.get)
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        label_field: the Segmentation field of a run made with ``store_scores=True``
+        gt_field: the ground truth Segmentation field
+        thresholds (0.3, 0.35, ..., 0.8): the thresholds to try
+        classes (None): keep only these classes' score maps (as :func:`rethreshold`)
+        image_size (None): the run's image size; by default the one it recorded
+        vocabulary (None): class-name synonyms (see ``evaluate_faseg``)
+        progress (None): ``callable(done, total)``
+
+    Returns:
+        a dict mapping each threshold to the mIoU in ``[0, 1]`` (None when no pixel
+        counted)
+    """
+    from .evaluation import match_classes
+
+    validate_segmentation_field(samples, label_field)
+    validate_segmentation_field(samples, gt_field)
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("thresholds is empty: pass e.g. [0.3, 0.35, ..., 0.8]")
+    order = np.argsort(thresholds, kind="stable")
+    sorted_t = np.asarray(thresholds, np.float32)[order]
+    steps = len(thresholds) + 1
+
+    match = match_classes(get_mask_targets(samples, gt_field), get_mask_targets(samples, label_field), vocabulary)
+    num = len(match["classes"])
+    gt_map = dict(map(tuple, match["gt_values"]))
+    pred_map = dict(map(tuple, match["pred_values"]))
+    ids_by_name = _name_to_value(samples, label_field)
+    keep = _parse_subset(classes, ids_by_name, label_field)
+    image_size = image_size or run_settings(samples, label_field).get("image_size")
+
+    counts = np.zeros(num * num * steps, np.int64)
+    view = samples.exists(gt_field)
+    todo = _stored(view, label_field)
+    total = len(todo[0])
+    for done, (sample_id, path, _, width, height, gt_seg) in enumerate(_with_field(view, todo, gt_field), 1):
+        if gt_seg is None or not gt_seg.has_mask:
+            continue
+        scores, names = _load(sample_id, path, label_field)
+        top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, names, keep)
+        lut = _lut(names, ids_by_name, label_field, sample_id)
+        to_class = np.array([pred_map.get(int(v), num) for v in lut], np.int64)
+        if (to_class >= num).any():
+            raise ValueError("sample %s predicts values outside mask_targets['%s']" % (sample_id, label_field))
+        gt = fm.remap(label_mask(gt_seg, gt_field, sample_id), gt_map, default=-1)
+        pred = fm.resize_nearest(to_class[index + 1], gt.shape)  # [H, W] class if foreground
+        bins = fm.resize_nearest(np.searchsorted(sorted_t, top, side="right"), gt.shape)  # thresholds <= top
+        valid = (gt >= 0) & (gt < num)
+        flat = (gt[valid] * num + pred[valid]) * steps + bins[valid]
+        counts += np.bincount(flat, minlength=counts.size)
+        if callable(progress):
+            progress(done, total)
+
+    counts = counts.reshape(num, num, steps)
+    background = counts.cumsum(axis=-1)  # [..., j]: pixels whose top score is below sorted_t[j]
+    results = {}
+    for j, i in enumerate(order):
+        conf = counts.sum(axis=-1) - background[..., j]
+        conf[:, 0] += background[..., j].sum(axis=1)
+        value = fm.mean_iou(conf, match["num_gt_classes"])
+        results[thresholds[i]] = None if np.isnan(value) else value
+    return {t: results[t] for t in thresholds}
+
+
+def top_scores(scores, image_size, width, height, names=None, keep=None):
+    """Top score and class of every pixel of the image-size label map a run gives.
+
+    Args:
+        scores: ``(K, h, w)`` score maps
+        image_size: the run's square side (the scores are upsampled bicubically to it)
+        width, height: the image's size (the label map is resized to it with nearest)
+        names (None), keep (None): class names of the maps, and the names to keep
+
+    Returns:
+        ``(top, index)``: ``(height, width)`` float32 top scores and int64 class
+        indices into ``names`` (-1 where no class is kept)
+    """
+    import torch
+
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    if keep is not None:
+        chosen = [k for k, name in enumerate(names) if name in keep]
+        if not chosen:
+            return np.full((height, width), -np.inf, np.float32), np.full((height, width), -1, np.int64)
+        scores = scores[chosen]
+    else:
+        chosen = list(range(scores.shape[0]))
+    wy, wxt = _sampling_matrices(scores.shape[-1], image_size, width, height)
+    values = wy @ scores @ wxt  # [K, height, width]
+    # running max over classes (strict ">": the first class wins ties, as torch.max)
+    top, index = values[0], torch.zeros(values.shape[1:], dtype=torch.int64)
+    for k in range(1, values.shape[0]):
+        better = values[k] > top
+        top = torch.where(better, values[k], top)
+        index = torch.where(better, k, index)
+    return top.numpy(), np.asarray(chosen, np.int64)[index.numpy()]
+
+
+_MATRICES = {}
+
+
+def _bicubic_matrix(side, size):
+    """``(size, side)`` weights of ``F.interpolate(mode="bicubic", align_corners=False)`` along one axis."""
+    key = ("bicubic", side, size)
+    if key not in _MATRICES:
+        import torch
+        import torch.nn.functional as F
+
+        eye = torch.eye(side).reshape(1, side, side, 1)  # channel j = basis vector e_j
+        up = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)  # [1, side, size, 1]
+        _MATRICES[key] = up[0, :, :, 0].T.contiguous()
+    return _MATRICES[key]
+
+
+def _sampling_matrices(side, size, width, height):
+    """``(height, side)`` and ``(side, width)`` matrices: bicubic ``side → size`` then the rows /
+    columns ``resize_labels`` keeps for ``height × width``."""
+    key = ("sampling", side, size, width, height)
+    if key not in _MATRICES:
+        rows, cols = _nearest_rows_cols(size, width, height)
+        weights = _bicubic_matrix(side, size)  # [size, side]
+        _MATRICES[key] = (weights[rows].contiguous(), weights[cols].T.contiguous())
+        if len(_MATRICES) > 256:  # many image sizes: keep the cache bounded
+            _MATRICES.clear()
+    return _MATRICES[key]
+
+
+def _nearest_rows_cols(size, width, height):
+    """Source rows and columns that ``resize_labels`` picks from ``size × size`` for ``height × width``."""
+    key = ("nearest", size, width, height)
+    if key not in _MATRICES:
+        _MATRICES[key] = (_nearest_index(size, height, axis=0), _nearest_index(size, width, axis=1))
+    return _MATRICES[key]
+
+
+def _nearest_index(n_in, n_out, axis):
+    """Which of ``n_in`` positions each of ``n_out`` takes under ``resize_labels`` (uint8: PIL's
+    nearest), read off resized index ramps (low and high byte)."""
+    from faseg_core.images import resize_labels
+
+    ramp = np.arange(n_in, dtype=np.int64)
+    index = np.zeros(n_out, np.int64)
+    for shift in (0, 8):
+        line = (ramp >> shift & 255).astype(np.uint8)
+        if axis == 0:
+            picked = resize_labels(line[:, None], 1, n_out)[:, 0]
+        else:
+            picked = resize_labels(line[None, :], n_out, 1)[0]
+        index += picked.astype(np.int64) << shift
+    return index
+
+
+def _stored(samples, label_field, extra=None):
+    """``(ids, score paths, mask paths, widths, heights[, extra])`` of the samples with stored scores."""
+    name = scores_field(label_field)
+    if name not in samples.get_field_schema():
+        raise ValueError(
+            "'%s' has no stored scores ('%s' is missing): rerun run_faseg with store_scores=True"
+            % (label_field, name)
+        )
+    missing = samples.exists(label_field).exists(name, False)
+    if missing.count():
+        raise ValueError(
+            "sample %s has no stored scores (%d samples of '%s' lack them): rerun run_faseg with "
+            "store_scores=True" % (missing.first().id, missing.count(), label_field)
+        )
+    view = samples.exists(name)
+    if view.exists("metadata", False).count():
+        view.compute_metadata()
+    fields = ["id", name, label_field + ".mask_path", "metadata.width", "metadata.height"]
+    return view.values(fields + ([extra] if extra else []))
+
+
+def _with_field(view, todo, field):
+    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time."""
+    for start in range(0, len(todo[0]), _CHUNK):
+        chunk = [values[start : start + _CHUNK] for values in todo]
+        extra = view.select(chunk[0], ordered=True).values(field)
+        yield from zip(*chunk, extra)
+
+
+def _load(sample_id, path, label_field):
+    try:
+        return storage.load_scores(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            "sample %s: the stored scores of '%s' at '%s' cannot be read (%s): rerun run_faseg with "
+            "store_scores=True on it" % (sample_id, label_field, path, e)
+        ) from e
+
+
+def _name_to_value(samples, label_field):
+    targets = int_targets(get_mask_targets(samples, label_field), "prediction")
+    return {str(n): v for v, n in targets.items() if v != 0}
+
+
+def _parse_subset(classes, ids_by_name, label_field):
+    if classes is None or len(classes) == 0:
+        return None
+    unknown = [c for c in classes if c not in ids_by_name]
+    if unknown:
+        raise ValueError(
+            "classes %s are not in mask_targets['%s'] (%s): choose among those"
+            % (unknown, label_field, sorted(ids_by_name))
+        )
+    return set(classes)
+
+
+def _lut(names, ids_by_name, label_field, sample_id):
+    """Pixel values of label ``k + 1`` = ``names[k]``, background 0 first (``lut[index + 1]``)."""
+    unknown = [n for n in names if n not in ids_by_name]
+    if unknown:
+        raise ValueError(
+            "sample %s has stored scores for %s, which mask_targets['%s'] lacks: add them to "
+            "dataset.mask_targets['%s'] or rerun the sample" % (sample_id, unknown, label_field, label_field)
+        )
+    values = [0] + [ids_by_name[n] for n in names]
+    return np.array(values, np.uint8 if max(values) < 256 else np.uint16)
+
+
+def _record(dataset, label_field, out_field, settings, threshold, image_size, classes=None):
+    field = dataset.get_field(out_field)
+    if field is None:
+        return
+    info = dict(settings, threshold=float(threshold), source_field=label_field,
+                classes=sorted(classes) if classes else None)
+    if image_size:
+        info["image_size"] = int(image_size)
+    field.info = {**(field.info or {}), "faseg": info}
+    field.save()
