@@ -7,6 +7,6 @@
 
 from .config import THRESHOLDS, FASegConfig
 from .images import ImageError
-from .pipeline import FASeg, FASegResult
+from .pipeline import FASeg, FASegResult, labels_from_scores
 
-__all__ = ["FASeg", "FASegConfig", "FASegResult", "ImageError", "THRESHOLDS"]
+__all__ = ["FASeg", "FASegConfig", "FASegResult", "ImageError", "THRESHOLDS", "labels_from_scores"]

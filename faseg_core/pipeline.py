@@ -56,6 +56,18 @@ def _label_dtype(num_classes: int):
     return np.uint8 if num_classes < 255 else np.uint16 if num_classes < 65535 else np.int32
 
 
+def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int) -> np.ndarray:
+    """`(K, h, w)` scores → `(height, width)` label map (0 background, k + 1 class k), as FA-Seg makes it.
+
+    Bicubic upsampling to `image_size`, background below `threshold`, else the best class,
+    then a nearest resize to the image's size. Accepts a tensor or an array.
+    """
+    scores = torch.as_tensor(scores)
+    labels = hard.to_label_map(scores.float(), threshold, image_size)  # [image_size, image_size]
+    labels = labels.to("cpu", torch.int32).numpy().astype(_label_dtype(scores.shape[0]))
+    return resize_labels(labels, width, height)
+
+
 def _placed(module, device, dtype):
     """`module` in eval mode on `device`, cast only when its dtype differs."""
     module = module.to(device)
@@ -358,9 +370,7 @@ class FASeg:
         scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
         if cfg.pamr:
             scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
-        labels = hard.to_label_map(scores, cfg.threshold, cfg.image_size)  # [image_size, image_size]
-        labels = labels.to("cpu", torch.int32).numpy().astype(_label_dtype(len(job.classes)))
-        labels = resize_labels(labels, job.image.width, job.image.height)
+        labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, job.image.width, job.image.height)
         return FASegResult(labels, scores.cpu().numpy().astype(np.float32), list(job.classes), job.prompt)
 
     @staticmethod

@@ -14,6 +14,9 @@ Class sources (``classes_from``):
 
 import numpy as np
 
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+
 from faseg_core.tokens import clean_classes
 
 from .constants import CLASS_SOURCES
@@ -48,15 +51,32 @@ def gt_classes(samples, gt_field):
 
 
 def candidate_classes(samples, candidates_field):
-    """Every label of a Classifications field over a collection, in order of first appearance."""
+    """Every class of a per-sample classes field over a collection, in order of first appearance.
+
+    The field holds :class:`fiftyone.core.labels.Classifications` (as ``<label_field>_candidates``)
+    or a list of names.
+    """
     if candidates_field not in samples.get_field_schema():
         raise ValueError(
             "classes_from='candidates' reads '%s', which dataset '%s' lacks: run FA-Seg once "
-            "(it stores each sample's candidates there) or edit them with edit_candidates"
-            % (candidates_field, samples._dataset.name)
+            "(it stores each sample's candidates there), edit them with edit_candidates, or "
+            "pass classes_field=<a field of class names>" % (candidates_field, samples._dataset.name)
         )
-    labels = samples.values(candidates_field + ".classifications.label")
+    path = candidates_field
+    if isinstance(samples.get_field(candidates_field), fof.EmbeddedDocumentField):
+        path += ".classifications.label"
+    labels = samples.values(path)
     return clean_classes([name for names in labels if names for name in names if name])
+
+
+def sample_candidates(value):
+    """`[(name, confidence, source)]` of one sample's classes field value (Classifications or names)."""
+    if value is None:
+        return []
+    if isinstance(value, fol.Classifications):
+        return [(c.label, 1.0 if c.confidence is None else float(c.confidence), c.source or "user")
+                for c in value.classifications]
+    return [(name, 1.0, "user") for name in value]
 
 
 def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):

@@ -109,6 +109,7 @@ def iter_segment_samples(
     label_field="faseg",
     classes=None,
     classes_from=None,
+    classes_field=None,
     gt_field=None,
     vocabulary=None,
     caption_field=None,
@@ -164,6 +165,8 @@ def iter_segment_samples(
             ``"tagger"`` or ``"candidates"`` (each sample's
             ``<label_field>_candidates``; see :mod:`fiftyone_faseg.classes`); defaults
             to ``"list"`` when ``classes`` are given
+        classes_field (None): with ``classes_from="candidates"``, read each sample's
+            classes from this field instead (Classifications or a list of names)
         gt_field (None): a ground truth Segmentation field with ``mask_targets``
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         caption_field (None): a string field holding each sample's caption
@@ -211,7 +214,7 @@ def iter_segment_samples(
     ids = targets.values("id")
 
     # 2. One pixel value per class name, fixed before any worker writes
-    candidates_field = label_field + "_candidates" if classes_from == fcl.CANDIDATES else None
+    candidates_field = (classes_field or label_field + "_candidates") if classes_from == fcl.CANDIDATES else None
     if candidates_field:
         names = fcl.candidate_classes(targets, candidates_field)
     else:
@@ -239,7 +242,7 @@ def iter_segment_samples(
     vocab = fcl.tagger_vocabulary(samples, classes, gt_field, vocabulary) if tagging else None
     gt_names = fcl.gt_classes(samples, gt_field) if classes_from == "gt_field" else None
     fixed = names if classes_from in ("list", "mask_targets") else None
-    _declare_fields(dataset, label_field)
+    declare_fields(dataset, label_field)
 
     # 4. Batches: read, propose, segment, write
     fields = ["filepath"] + [f for f in (gt_field, caption_field, candidates_field) if f]
@@ -261,6 +264,8 @@ def iter_segment_samples(
             outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
                                      proposer if (tagging or use_captioner) else None, vocab, failed,
                                      candidates_field=candidates_field)
+            if store_scores:
+                outputs = [(s, _as_stored(r, run_config), c, cap) for s, r, c, cap in outputs]
             _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary,
                          heatmap=heatmap)
             if not recorded and outputs:
@@ -270,12 +275,27 @@ def iter_segment_samples(
         seg.config = previous
 
 
-def _declare_fields(dataset, label_field):
+def declare_fields(dataset, label_field):
     """Typed fields for the run's side outputs, so all-None batches still have a schema."""
     schema = dataset.get_field_schema()
     for suffix in ("_caption", "_error", "_scores"):
         if label_field + suffix not in schema:
             dataset.add_sample_field(label_field + suffix, fo.StringField)
+
+
+def _as_stored(result, config):
+    """The result as its float16 score file gives it back, so that masks and stored scores
+    agree exactly (re-thresholding at the run's threshold reproduces the masks)."""
+    import dataclasses
+
+    import numpy as np
+
+    from faseg_core import labels_from_scores
+
+    scores = result.scores.astype(np.float16).astype(np.float32)
+    height, width = result.label_map.shape
+    labels = labels_from_scores(scores, config.threshold, config.image_size, width, height)
+    return dataclasses.replace(result, scores=scores, label_map=labels)
 
 
 def _record_run(dataset, label_field, settings):
@@ -309,11 +329,7 @@ def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_f
         if proposals is not None:
             cands = list(proposals[i])
         elif candidates_field:
-            found = sample[candidates_field]
-            cands = [
-                Candidate(c.label, 1.0 if c.confidence is None else float(c.confidence), c.source or "user")
-                for c in (found.classifications if found else [])
-            ]
+            cands = [Candidate(*c) for c in fcl.sample_candidates(sample[candidates_field])]
         else:
             names = fixed if fixed is not None else fcl.present_classes(sample, gt_field, gt_names)
             source = {"list": "user", "gt_field": "ground_truth"}.get(classes_from, classes_from)

@@ -102,7 +102,7 @@ def prepare_run(samples, params):
     for name, doc_type in ((label_field, fol.Segmentation), (label_field + "_candidates", fol.Classifications)):
         if name not in schema:
             dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=doc_type)
-    frun._declare_fields(dataset, label_field)
+    frun.declare_fields(dataset, label_field)
 
 
 def pending_ids(samples, label_field, overwrite=False):

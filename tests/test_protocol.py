@@ -89,17 +89,16 @@ def _dataset(report):
 
 
 # ----------------------------------------------------------------------------- unit
-def test_label_map_matches_core_path():
-    """The sweep's label maps are to_label_map + the pipeline's nearest resize."""
-    import torch
-
-    from faseg_core.hard import to_label_map
-    from faseg_core.images import resize_labels
-    from fiftyone_faseg.protocol.scoring import label_map
+def test_sweep_labels_match_the_pipeline():
+    """The sweep's label maps (upsample once, threshold many times) are the pipeline's."""
+    from faseg_core import labels_from_scores
+    from fiftyone_faseg.protocol.scoring import labels_at, upsampled_best
 
     scores = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
-    expected = resize_labels(to_label_map(torch.from_numpy(scores), 0.55, 128).numpy().astype(np.uint8), 50, 40)
-    assert np.array_equal(label_map(scores, 0.55, 128, 50, 40), expected)
+    best, index = upsampled_best(scores, 128)
+    for t in (0.4, 0.55, 0.7):
+        expected = labels_from_scores(scores, t, 128, 50, 40)
+        assert np.array_equal(labels_at(best, index, t, 3, 50, 40), expected)
 
 
 def test_coco_lookup_tables():

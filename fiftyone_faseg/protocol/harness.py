@@ -87,7 +87,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         a dict (see the keys of the JSON report in the CLI's help)
     """
     from ..run import DEFAULT_MODEL, load_segmenter
-    from .scoring import ConsistentSegmenter
+    from .scoring import TimedSegmenter
 
     bench = get_benchmark(benchmark)
     if classes_from not in CLASS_SOURCES:
@@ -121,7 +121,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
 
         seg = segmenter or load_segmenter(model_path, device=device, dtype=dtype)
         seg.config = config
-        wrapped = ConsistentSegmenter(seg)
+        wrapped = TimedSegmenter(seg)
         device_name, dtype_name = str(seg.device), str(seg.dtype).replace("torch.", "")
         cuda = seg.device.type == "cuda"
         if cuda:

@@ -1,11 +1,8 @@
 """Label maps from stored score maps: the one function the run and the sweep share.
 
-The run stores each image's refined scores as float16 (:func:`fiftyone_faseg.storage.save_scores`).
-For a sweep from those files to give *exactly* the masks of the run at the run's
-threshold, the run's masks are derived from the same float16 scores (see
-:class:`ConsistentSegmenter`); computing them from the float32 scores instead flips the
-few pixels whose score lies within float16 rounding of the threshold or of another
-class's score.
+The run stores each image's refined scores as float16 (:func:`fiftyone_faseg.storage.save_scores`)
+and derives its masks from those rounded scores (``segment_samples(store_scores=True)``),
+so a sweep from the files gives *exactly* the run's masks at the run's threshold.
 
 The steps are those of :func:`faseg_core.hard.to_label_map` followed by the pipeline's
 nearest resize to the image size: bicubic upsampling of the ``(K, h, w)`` scores to the
@@ -16,11 +13,6 @@ else ``1 + argmax``, then :func:`faseg_core.images.resize_labels`.
 import time
 
 import numpy as np
-
-
-def as_stored(scores):
-    """Scores as they are after a float16 round trip through the score file."""
-    return np.asarray(scores, dtype=np.float16).astype(np.float32)
 
 
 def upsampled_best(scores, image_size):
@@ -53,18 +45,9 @@ def labels_at(best, index, threshold, num_classes, width, height):
     return resize_labels(labels, int(width), int(height))
 
 
-def label_map(scores, threshold, image_size, width, height):
-    """The label map of ``(K, h, w)`` scores at one threshold, at ``width`` × ``height``."""
-    best, index = upsampled_best(scores, image_size)
-    return labels_at(best, index, threshold, len(scores), width, height)
-
-
-class ConsistentSegmenter(object):
-    """A :class:`faseg_core.FASeg` whose results' scores are float16-rounded and whose
-    masks are computed from them, so stored masks and stored scores agree exactly.
-
-    It also times the model calls (``model_seconds``, ``images``). Everything else
-    (``config``, ``device``, ...) is the wrapped segmenter's.
+class TimedSegmenter(object):
+    """A :class:`faseg_core.FASeg` that adds up the time of its calls (``model_seconds``,
+    ``images``); everything else (``config``, ``device``, ...) is the wrapped segmenter's.
 
     Args:
         segmenter: a loaded :class:`faseg_core.FASeg`
@@ -92,11 +75,6 @@ class ConsistentSegmenter(object):
         results = seg(images, classes, captions, **kwargs)
         if seg.device.type == "cuda":
             torch.cuda.synchronize(seg.device)
-        cfg = seg.config
-        for result in results:
-            height, width = result.label_map.shape[:2]
-            result.scores = as_stored(result.scores)
-            result.label_map = label_map(result.scores, cfg.threshold, cfg.image_size, width, height)
         self.model_seconds += time.perf_counter() - start
         self.images += len(results)
         return results

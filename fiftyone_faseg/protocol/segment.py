@@ -5,9 +5,7 @@ Candidate classes per image come from one of three sources (``classes_from``):
 -   ``"json"``: the paper's per-image files (``candidate_classes_*.json`` and
     ``caption_*_blip1.json``), stored first in the sample fields ``protocol_candidates``
     and ``protocol_caption`` (:func:`store_protocol_inputs`), then segmented by
-    :func:`segment_from_field`, a loop over :class:`faseg_core.FASeg` that writes the
-    same fields as :func:`fiftyone_faseg.run.segment_samples` (which has no per-sample
-    class field yet);
+    :func:`fiftyone_faseg.run.segment_samples` with ``classes_from="candidates"``;
 -   ``"gt"``: the classes present in each ground truth mask (the paper's "Ground
     Truth" row), through :func:`fiftyone_faseg.run.segment_samples`;
 -   ``"tagger"``: our BLIP captioner + CLIP tagger over the benchmark's vocabulary,
@@ -21,7 +19,6 @@ import logging
 
 import fiftyone as fo
 
-from .. import classes as fcl
 from .. import run as frun
 from .importers import GT_FIELD, ID_FIELD
 
@@ -79,7 +76,7 @@ def segment(samples, segmenter, classes_from, label_field, vocabulary, output_di
 
     Args:
         samples: the benchmark's samples
-        segmenter: a :class:`fiftyone_faseg.protocol.scoring.ConsistentSegmenter`
+        segmenter: a loaded :class:`faseg_core.FASeg` (or a :class:`TimedSegmenter`)
         classes_from: ``"json"``, ``"gt"`` or ``"tagger"``
         label_field: where the masks go
         vocabulary: the benchmark's vocabulary
@@ -93,94 +90,16 @@ def segment(samples, segmenter, classes_from, label_field, vocabulary, output_di
     """
     if classes_from not in CLASS_SOURCES:
         raise ValueError("unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES))
-    kwargs = dict(label_field=label_field, output_dir=output_dir, progress=progress)
+    common = dict(label_field=label_field, output_dir=output_dir, progress=progress, gt_field=GT_FIELD,
+                  caption_field=caption_field, segmenter=segmenter, store_scores=True,
+                  skip_existing=not overwrite, overwrite=overwrite)
     if classes_from == "json":
-        return segment_from_field(samples, segmenter, vocabulary, caption_field=caption_field,
-                                  overwrite=overwrite, **kwargs)
-    common = dict(gt_field=GT_FIELD, caption_field=caption_field, segmenter=segmenter, store_scores=True,
-                  skip_existing=not overwrite, overwrite=overwrite, **kwargs)
+        if not samples._dataset.has_sample_field(CANDIDATES_FIELD):
+            raise ValueError(
+                "field '%s' does not exist: store the candidates first (store_protocol_inputs, or the "
+                "--candidates option)" % CANDIDATES_FIELD
+            )
+        return frun.segment_samples(samples, classes_from="candidates", classes_field=CANDIDATES_FIELD, **common)
     if classes_from == "gt":
         return frun.segment_samples(samples, classes_from="gt_field", **common)
     return frun.segment_samples(samples, classes_from="tagger", vocabulary=vocabulary, **common)
-
-
-def segment_from_field(samples, segmenter, vocabulary, label_field, output_dir, classes_field=CANDIDATES_FIELD,
-                       caption_field=CAPTION_FIELD, progress=None, overwrite=False):
-    """Segments each sample into the classes listed in its ``classes_field``.
-
-    Writes what :func:`fiftyone_faseg.run.segment_samples` writes (masks under
-    ``output_dir``, ``_candidates``, ``_caption``, ``_scores``, ``_error``, and
-    ``dataset.mask_targets[label_field]`` with the ground truth's pixel values).
-    Samples with no candidate (48 COCO images of the paper's files) get no mask and
-    an ``_error``, as the reference skips them.
-
-    Args:
-        samples: a collection with a ``classes_field`` list of class names
-        segmenter: a loaded :class:`faseg_core.FASeg` (or a wrapper of one)
-        vocabulary: the vocabulary the names belong to (all of them get pixel values)
-        label_field: where the masks go
-        output_dir: the folder of masks and score files
-        classes_field ("protocol_candidates"): the field of candidate names
-        caption_field ("protocol_caption"): a field of captions, or None
-        progress (None): True for a progress bar, or ``callable(done, total)``
-        overwrite (False): segment every sample again
-
-    Returns:
-        a :class:`fiftyone_faseg.run.RunSummary`
-    """
-    from faseg_core.candidates import Candidate
-    from faseg_core.images import ImageError, load_image
-
-    dataset = samples._dataset
-    if not dataset.has_sample_field(classes_field):
-        raise ValueError(
-            "field '%s' does not exist: store the candidates first (store_protocol_inputs, or the "
-            "--candidates option)" % classes_field
-        )
-    summary = frun.RunSummary(label_field)
-    targets = samples if overwrite else samples.exists(label_field, False)
-    if not overwrite and dataset.has_sample_field(label_field):
-        summary.skipped = samples.exists(label_field).values("id")
-    ids = targets.values("id")
-
-    preferred = fcl.gt_classes(samples, GT_FIELD)
-    class_ids = fcl.assign_ids(list(vocabulary.names), dataset.mask_targets.get(label_field), preferred)
-    summary.mask_targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
-    if dataset.mask_targets.get(label_field) != summary.mask_targets:
-        dataset.mask_targets = {**dataset.mask_targets, label_field: summary.mask_targets}
-        dataset.save()
-    if not ids:
-        return summary
-    frun._declare_fields(dataset, label_field)
-
-    fields = ["filepath", classes_field] + ([caption_field] if caption_field and dataset.has_sample_field(caption_field) else [])
-    caption_field = caption_field if len(fields) == 3 else None
-    bar = fo.ProgressBar(total=len(ids)) if progress is True else None
-    step = segmenter.config.batch_size
-    for start in range(0, len(ids), step):
-        batch_ids = ids[start:start + step]
-        jobs, failed = [], {}
-        for sample in samples.select(batch_ids, ordered=True).select_fields(fields):
-            names = [n for n in (sample[classes_field] or []) if n in class_ids]
-            if not names:
-                failed[sample.id] = "no candidate classes for sample %s in field '%s'" % (sample.id, classes_field)
-                continue
-            try:
-                image = load_image(sample.filepath)
-            except (ImageError, TypeError) as e:
-                failed[sample.id] = str(e)
-                continue
-            caption = sample[caption_field] if caption_field else None
-            jobs.append((sample, image, [Candidate(n, 1.0, "user") for n in names], caption))
-        outputs = []
-        if jobs:
-            results = segmenter([j[1] for j in jobs], [[c.name for c in j[2]] for j in jobs], [j[3] for j in jobs])
-            outputs = [(s, r, cands, cap) for (s, _, cands, cap), r in zip(jobs, results)]
-        frun._write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, True, summary)
-        if bar is not None:
-            bar.update(len(batch_ids))
-        elif callable(progress):
-            progress(min(start + step, len(ids)), len(ids))
-    if bar is not None:
-        bar.close()
-    return summary
