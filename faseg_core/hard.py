@@ -105,7 +105,7 @@ def refine(
         cross_weights, self_weights: per-resolution weights (paper defaults if `None`).
         tau: power of the affinity.
     Returns:
-        `[..., K, S, S]` float32 scores in [0, 1], S the largest self-attention grid side.
+        `[..., K, S, S]` float32 scores in [0, 1], S the largest weighted grid side.
     """
     cross_weights = _default_cross_weights() if cross_weights is None else cross_weights
     self_weights = _default_self_weights() if self_weights is None else self_weights
@@ -113,7 +113,8 @@ def refine(
     missing = [r for r in used if r not in self_maps]
     if missing:
         raise ValueError(f"`self_maps` has no grid {missing}; it has {sorted(self_maps)}")
-    size = max(used)
+    # the finest weighted grid (64 with the paper's weights: its self-attention grid)
+    size = max(used + [r for r, w in cross_weights.items() if w > 0])
     fused = fuse_cross(cross_maps, cross_weights, size)  # [..., K, S, S]
 
     scores = None

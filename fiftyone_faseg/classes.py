@@ -88,6 +88,26 @@ def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):
     return list(tagger_vocabulary(samples, classes, gt_field, vocabulary).names)
 
 
+def run_class_names(samples, classes, classes_from, gt_field, vocabulary=None, classes_field=None, label_field=None):
+    """Every class name a run over `samples` may write (pixel values are fixed for these)."""
+    if classes_from == CANDIDATES:
+        return candidate_classes(samples, classes_field or label_field + "_candidates")
+    return run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
+
+
+def fix_mask_targets(samples, label_field, names, gt_field=None):
+    """Assigns pixel values to `names` (:func:`assign_ids`) and stores them in the dataset's
+    ``mask_targets[label_field]`` before anything is written; returns ``{name: value}``."""
+    dataset = samples._dataset
+    preferred = gt_classes(samples, gt_field) if gt_field else None
+    class_ids = assign_ids(names, dataset.mask_targets.get(label_field), preferred)
+    targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
+    if dataset.mask_targets.get(label_field) != targets:
+        dataset.mask_targets = {**dataset.mask_targets, label_field: targets}
+        dataset.save()
+    return class_ids
+
+
 def tagger_vocabulary(samples, classes, gt_field, vocabulary=None):
     """The vocabulary the tagger chooses from: given, else `classes`, else the GT's targets, else VOC."""
     from faseg_core.candidates import Vocabulary

@@ -372,6 +372,7 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
         matches = []
         unknown_gt = set()
+        no_prediction = 0
 
         _samples = samples.select_fields([gt_field, pred_field])
         logger.info("Evaluating segmentations...")
@@ -383,7 +384,7 @@ class FASegEvaluation(fous.SegmentationEvaluation):
 
             pred_seg = sample[pred_field]
             if pred_seg is None or not pred_seg.has_mask:
-                warnings.warn("Skipping sample with missing prediction mask")
+                no_prediction += 1
                 continue
 
             gt_mask = label_mask(gt_seg, gt_field, sample.id)
@@ -412,6 +413,13 @@ class FASegEvaluation(fous.SegmentationEvaluation):
                 sample[rec_field] = rec
                 if compute_dice:
                     sample[dice_field] = fous._compute_dice_score(conf)
+
+        if no_prediction:
+            warnings.warn(
+                "%d samples without a '%s' mask (e.g. failed ones: see '%s_error') were left out "
+                "of the evaluation, which can raise the mIoU: evaluate view.exists('%s') to say "
+                "so explicitly" % (no_prediction, pred_field, pred_field, pred_field)
+            )
 
         if unknown_gt:
             warnings.warn(

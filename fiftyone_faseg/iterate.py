@@ -81,6 +81,7 @@ def rethreshold(
     out_field=None,
     image_size=None,
     output_dir=None,
+    overwrite=False,
     progress=None,
 ):
     """Recomputes the label maps of an FA-Seg field from its stored scores.
@@ -106,6 +107,8 @@ def rethreshold(
         image_size (None): the run's image size; by default the one it recorded
         output_dir (None): where to write PNG masks when the source masks are on disk;
             by default beside them (``<folder>/<out_field>/<id>.png``)
+        overwrite (False): allow writing into an existing ``out_field`` other than
+            ``label_field`` (never a field that no FA-Seg run made)
         progress (None): ``callable(done, total)``
 
     Returns:
@@ -116,6 +119,14 @@ def rethreshold(
     out_field = out_field or label_field
     dataset = samples._dataset
     validate_segmentation_field(samples, label_field)
+    if out_field != label_field and out_field in dataset.get_field_schema():
+        if not run_settings(samples, out_field):
+            raise ValueError(
+                "field '%s' exists and was not made by FA-Seg (e.g. ground truth): choose a new out_field"
+                % out_field
+            )
+        if not overwrite:
+            raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
     ids_by_name = _name_to_value(samples, label_field)
     keep = _parse_subset(classes, ids_by_name, label_field)
     settings = run_settings(samples, label_field)
@@ -339,6 +350,13 @@ def _stored(samples, label_field, extra=None):
     view = samples.exists(name)
     if view.exists("metadata", False).count():
         view.compute_metadata()
+    unsized = view.exists("metadata.width", False)
+    if unsized.count():
+        raise ValueError(
+            "sample %s: its image '%s' cannot be read, so its mask size is unknown (%d such samples): "
+            "fix or exclude them (e.g. view.exists('metadata.width'))"
+            % (unsized.first().id, unsized.first().filepath, unsized.count())
+        )
     fields = ["id", name, label_field + ".mask_path", "metadata.width", "metadata.height"]
     return view.values(fields + ([extra] if extra else []))
 

@@ -215,16 +215,10 @@ def iter_segment_samples(
 
     # 2. One pixel value per class name, fixed before any worker writes
     candidates_field = (classes_field or label_field + "_candidates") if classes_from == fcl.CANDIDATES else None
-    if candidates_field:
-        names = fcl.candidate_classes(targets, candidates_field)
-    else:
-        names = fcl.run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
-    preferred = fcl.gt_classes(samples, gt_field) if gt_field else None
-    class_ids = fcl.assign_ids(names, dataset.mask_targets.get(label_field), preferred)
-    summary.mask_targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
-    if dataset.mask_targets.get(label_field) != summary.mask_targets:
-        dataset.mask_targets = {**dataset.mask_targets, label_field: summary.mask_targets}
-        dataset.save()
+    names = fcl.run_class_names(targets if candidates_field else samples, classes, classes_from, gt_field,
+                                vocabulary, classes_field, label_field)
+    class_ids = fcl.fix_mask_targets(samples, label_field, names, gt_field)
+    summary.mask_targets = dict(dataset.mask_targets[label_field])
     if not ids:
         yield 0, 0, summary
         return
@@ -389,8 +383,19 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
         errors[sample.id] = None
         summary.processed.append(sample.id)
     for sample_id, reason in failed.items():
+        # a sample this run was asked to (re)do and could not: no stale labels from an older run
+        for values in (masks, candidates, captions, scores, heatmaps):
+            values[sample_id] = None
         errors[sample_id] = reason
         summary.failed[sample_id] = reason
+    schema = dataset.get_field_schema()
+    if not store_scores or not heatmap:
+        # outputs this run does not make must not survive from an older run of the field
+        for sample_id in masks:
+            if not store_scores:
+                scores[sample_id] = None
+            if not heatmap:
+                heatmaps[sample_id] = None
     for name, values in (
         (label_field, masks),
         (label_field + "_candidates", candidates),
@@ -399,5 +404,5 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
         (label_field + "_heatmap", heatmaps),
         (label_field + "_error", errors),
     ):
-        if values:
+        if values and (name in schema or any(v is not None for v in values.values())):
             dataset.set_values(name, values, key_field="id")

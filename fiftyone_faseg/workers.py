@@ -90,13 +90,9 @@ def prepare_run(samples, params):
     classes = [c for c in (params.get("classes") or []) if c and str(c).strip()]
     gt_field = params.get("gt_field") or None
     classes_from = fcl.parse_classes_from(classes, params.get("classes_from") or "list", gt_field)
-    names = fcl.run_vocabulary(samples, classes, classes_from, gt_field)
-    preferred = fcl.gt_classes(samples, gt_field) if gt_field else None
-    class_ids = fcl.assign_ids(names, dataset.mask_targets.get(label_field), preferred)
-    targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
-    if dataset.mask_targets.get(label_field) != targets:
-        dataset.mask_targets = {**dataset.mask_targets, label_field: targets}
-        dataset.save()
+    names = fcl.run_class_names(samples, classes, classes_from, gt_field, classes_field=params.get("classes_field"),
+                                label_field=label_field)
+    fcl.fix_mask_targets(samples, label_field, names, gt_field)
 
     schema = dataset.get_field_schema()
     for name, doc_type in ((label_field, fol.Segmentation), (label_field + "_candidates", fol.Classifications)):
@@ -118,7 +114,7 @@ def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_t
     ``run_faseg``, one disjoint slice each, for ``fiftyone delegated launch`` workers.
 
     Pending means without ``params["label_field"]``, unless ``params["overwrite"]``.
-    Each run gets ``num_shards=1`` and ``skip_existing=True`` (so a requeued run
+    Each run gets ``num_shards=1`` and ``skip_existing=True`` unless ``overwrite`` (so a requeued run
     finishes only what is left of its slice) and its slice as its view. The label
     field's ``mask_targets`` and schema are fixed first (:func:`prepare_run`).
 
@@ -143,7 +139,15 @@ def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_t
     from fiftyone.operators.executor import ExecutionContext
 
     label_field = params.get("label_field") or "faseg"
-    ids = pending_ids(samples, label_field, overwrite=bool(params.get("overwrite")))
+    overwrite, skip_existing = bool(params.get("overwrite")), bool(params.get("skip_existing"))
+    if not (overwrite or skip_existing) and label_field in samples._dataset.get_field_schema():
+        count = samples.exists(label_field).count()
+        if count:
+            raise ValueError(
+                "field '%s' already has labels on %d samples: pass overwrite=True to replace them "
+                "or skip_existing=True to process only the others" % (label_field, count)
+            )
+    ids = pending_ids(samples, label_field, overwrite=overwrite)
     shards = shard_ids(ids, num_shards)
     if not shards:
         logger.info("nothing to queue: every sample of the view already has '%s'", label_field)
@@ -151,7 +155,8 @@ def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_t
     prepare_run(samples, params)
 
     dataset = samples._dataset
-    child = dict(params, num_shards=1, skip_existing=True, overwrite=False, view_target="CURRENT_VIEW")
+    # a requeued slice finishes only what is left, unless the run replaces labels (then it is redone)
+    child = dict(params, num_shards=1, skip_existing=not overwrite, overwrite=overwrite, view_target="CURRENT_VIEW")
     service = DelegatedOperationService()
     queued = []
     for i, shard in enumerate(shards):
@@ -288,7 +293,7 @@ def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=RUN_U
         if not requeue:
             continue
         if doc.operator == RUN_URI:
-            params.update(skip_existing=True, overwrite=False, num_shards=1)
+            params.update(num_shards=1, skip_existing=not params.get("overwrite"))
             request_params["params"] = params
         new = service.queue_operation(
             operator=doc.operator,

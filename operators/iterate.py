@@ -36,8 +36,17 @@ class RethresholdFASeg(foo.Operator):
             names = [str(n) for v, n in sorted((ctx.dataset.mask_targets.get(label_field) or {}).items()) if int(v)]
             inputs.list("classes", types.String(), required=False, label="Only these classes (optional)",
                         view=_choices(names, allow_user_input=False))
-            inputs.str("out_field", default=label_field, required=True, label="Write to field",
-                       description="The same field, or a new one (it gets the same mask_targets)")
+            prop = inputs.str("out_field", default=label_field, required=True, label="Write to field",
+                              description="The same field, or a new one (it gets the same mask_targets)")
+            out_field = ctx.params.get("out_field") or label_field
+            if out_field != label_field and out_field in ctx.dataset.get_field_schema():
+                from fiftyone_faseg.iterate import run_settings
+
+                if not run_settings(ctx.dataset, out_field):
+                    prop.invalid = True
+                    prop.error_message = "'%s' was not made by FA-Seg: choose a new field" % out_field
+                else:
+                    inputs.bool("overwrite", default=False, label="Replace the masks in '%s'" % out_field)
         return types.Property(inputs, view=types.View(label="FA-Seg: re-threshold"))
 
     def execute(self, ctx):
@@ -53,6 +62,7 @@ class RethresholdFASeg(foo.Operator):
             float(ctx.params.get("threshold")),
             classes=ctx.params.get("classes") or None,
             out_field=ctx.params.get("out_field") or label_field,
+            overwrite=bool(ctx.params.get("overwrite", False)),
         )
         if not ctx.delegated:
             ctx.trigger("reload_dataset")

@@ -177,7 +177,7 @@ def run_kwargs(params):
         output_dir=_dir_path(params.get("output_dir")),
         store_scores=bool(params.get("store_scores", False)),
         heatmap=bool(params.get("heatmap", False)),
-        pamr=bool(params.get("pamr", False)),
+        pamr=params.get("pamr"),  # None keeps the config's setting
     )
 
 

@@ -195,7 +195,7 @@ def _check_run(ds, pairs, eval_key):
 
 def test_evaluate_faseg_sdk(dataset, plugin_ready):
     ds, pairs = dataset
-    with pytest.warns(UserWarning, match="missing prediction"):
+    with pytest.warns(UserWarning, match="1 samples without a .faseg. mask"):
         results = evaluate_faseg(ds, "faseg", gt_field="ground_truth", eval_key="ev")
     _check_run(ds, pairs, "ev")
     np.testing.assert_array_equal(results.confusion, _expected(pairs)[0])

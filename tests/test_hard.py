@@ -37,6 +37,15 @@ def test_refine_equals_dense_formulation_paper_grids():
     assert rel < 1e-4, rel
 
 
+def test_cross_grid_finer_than_every_self_grid():
+    """Output on the finest weighted grid, even when it only carries cross-attention."""
+    cross, selfm = random_maps(3, (8, 16), seed=5)
+    cw, sw = {8: 0.5, 16: 0.5}, {8: 1.0}
+    fast = hard.refine(cross, selfm, cw, sw)
+    assert fast.shape == (3, 16, 16)
+    assert torch.allclose(fast, dense_refine(cross, selfm, cw, sw, 2), rtol=1e-4, atol=1e-5)
+
+
 def test_refine_batched_equals_per_item():
     cross, selfm = random_maps(3, (4, 8), seed=1)
     cw, sw = {4: 0.5, 8: 0.5}, {4: 0.4, 8: 0.6}

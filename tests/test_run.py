@@ -218,3 +218,35 @@ def test_plugin_registers_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stderr[-2000:]
     assert "@faseg/fiftyone-faseg/run_faseg" in out.stdout and "@faseg/fiftyone-faseg/evaluate_faseg" in out.stdout
+
+
+def test_overwrite_leaves_nothing_stale(dataset, tiny_faseg, tmp_path):
+    """A run that replaces labels also replaces (or clears) everything an older run stored."""
+    from fiftyone_faseg import iterate
+
+    ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg, store_scores=True,
+                       output_dir=str(tmp_path / "out"))
+    assert dataset.count("faseg_scores") == 4
+    victim = dataset.exists("faseg").first()
+    os.remove(victim.filepath)  # this image becomes unreadable before the second run
+    ff.segment_samples(dataset, classes=["bird"], segmenter=tiny_faseg, overwrite=True)
+    assert dataset.count("faseg_scores") == 0  # no score files of the older run
+    victim.reload()
+    assert victim.faseg is None and victim.faseg_candidates is None and "does not exist" in victim.faseg_error
+    with pytest.raises(ValueError, match="no stored scores"):
+        iterate.rethreshold(dataset, "faseg", 0.3)
+
+
+def test_rethreshold_never_writes_over_other_fields(dataset, tiny_faseg):
+    from fiftyone_faseg import iterate
+
+    view = dataset.match(fo.ViewField("filepath").re_match(".*img.*"))
+    ff.segment_samples(view, classes=["cat", "dog"], segmenter=tiny_faseg, store_scores=True)
+    view.set_values("ground_truth", [fo.Segmentation(mask=np.ones((4, 4), np.uint8))] * len(view))
+    with pytest.raises(ValueError, match="not made by FA-Seg"):
+        iterate.rethreshold(view, "faseg", 0.3, out_field="ground_truth", overwrite=True)
+    assert all((s.ground_truth.mask == 1).all() for s in view)
+    iterate.rethreshold(view, "faseg", 0.3, out_field="low")
+    with pytest.raises(ValueError, match="pass overwrite=True"):
+        iterate.rethreshold(view, "faseg", 0.4, out_field="low")
+    iterate.rethreshold(view, "faseg", 0.4, out_field="low", overwrite=True)

@@ -81,6 +81,20 @@ def test_num_shards_queues_disjoint_runs_and_recovery_requeues_only_stale(tmp_pa
         p = op.context.request_params["params"]
         assert p["num_shards"] == 1 and p["skip_existing"] is True and p["overwrite"] is False
 
+    # without skip_existing or overwrite, labelled samples are refused as in an unsharded run;
+    # with overwrite, every sample is queued and each slice replaces its labels
+    with pytest.raises(ValueError, match="already has labels on 2 samples"):
+        fw.queue_shards(ds, 2, dict(params, skip_existing=False))
+    with pytest.raises(Exception, match="existing_warning"):  # the App form refuses it too
+        foo.execute_operator(RUN_URI, ctx=dict(view=ds.view(), params=dict(params, skip_existing=False)))
+    fw.queue_shards(ds, 2, dict(params, skip_existing=False, overwrite=True))
+    over = [op for op in svc.get_queued_operations(operator=RUN_URI, dataset_name=ds.name) if str(op.id) not in queued]
+    assert sum(len(op.context.view.values("id")) for op in over) == 7
+    assert all(op.context.request_params["params"]["overwrite"] is True for op in over)
+    assert all(op.context.request_params["params"]["skip_existing"] is False for op in over)
+    for op in over:
+        svc.delete_operation(op.id)
+
     # two "running" shards: one whose worker died (old heartbeat), one alive
     dead, alive, _ = ops
     for op in (dead, alive):

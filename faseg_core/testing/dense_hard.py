@@ -24,7 +24,7 @@ def dense_affinity(self_map: torch.Tensor, size: int) -> torch.Tensor:
 
 def dense_refine(cross_maps, self_maps, cross_weights, self_weights, tau=2) -> torch.Tensor:
     """`[K, S, S]` HARD scores from `{r: [K, r, r]}` cross maps and `{r: [r², r²]}` self maps."""
-    size = max(r for r, w in self_weights.items() if w > 0)
+    size = max(r for weights in (cross_weights, self_weights) for r, w in weights.items() if w > 0)
     fused = sum(
         w * F.interpolate(cross_maps[r][None].float(), size=(size, size), mode="nearest")[0]
         for r, w in cross_weights.items()
