@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from faseg_core import hard
-from faseg_core.config import _default_cross_weights, _default_self_weights
+from faseg_core.config import default_cross_weights, default_self_weights
 from faseg_core.testing.dense_hard import dense_refine
 
 from . import common
@@ -50,7 +50,7 @@ def max_relative_error(ours: torch.Tensor, dense: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------- benchmark
 def run(classes: int, side: int, tau: int, repeats: int) -> dict:
     cross, selfm = inputs(classes, side)
-    cw, sw = scaled(_default_cross_weights(), side), scaled(_default_self_weights(), side)
+    cw, sw = scaled(default_cross_weights(), side), scaled(default_self_weights(), side)
     methods = {
         "ours": lambda: hard.refine(cross, selfm, cw, sw, tau),
         "dense": lambda: dense_refine(cross, selfm, cw, sw, tau),

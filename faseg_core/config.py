@@ -12,11 +12,11 @@ THRESHOLDS["coco"] = THRESHOLDS["coco_object"]
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _default_cross_weights() -> dict[int, float]:
+def default_cross_weights() -> dict[int, float]:
     return {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
 
 
-def _default_self_weights() -> dict[int, float]:
+def default_self_weights() -> dict[int, float]:
     return {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
 
 
@@ -63,8 +63,8 @@ class FASegConfig:
     """
 
     image_size: int = 512
-    cross_weights: dict[int, float] = field(default_factory=_default_cross_weights)
-    self_weights: dict[int, float] = field(default_factory=_default_self_weights)
+    cross_weights: dict[int, float] = field(default_factory=default_cross_weights)
+    self_weights: dict[int, float] = field(default_factory=default_self_weights)
     tau: int = 2
     threshold: float = 0.55
     flip: bool = True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import _default_cross_weights, _default_self_weights
+from .config import default_cross_weights, default_self_weights
 
 EPS = 1e-8
 
@@ -107,8 +107,8 @@ def refine(
     Returns:
         `[..., K, S, S]` float32 scores in [0, 1], S the largest weighted grid side.
     """
-    cross_weights = _default_cross_weights() if cross_weights is None else cross_weights
-    self_weights = _default_self_weights() if self_weights is None else self_weights
+    cross_weights = default_cross_weights() if cross_weights is None else cross_weights
+    self_weights = default_self_weights() if self_weights is None else self_weights
     used = [r for r, w in self_weights.items() if w > 0]
     missing = [r for r in used if r not in self_maps]
     if missing:

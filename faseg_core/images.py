@@ -109,6 +109,11 @@ def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     return pixels / 127.5 - 1.0
 
 
+def label_dtype(max_value: int):
+    """The smallest unsigned dtype holding labels up to `max_value` (uint8, uint16, else int32)."""
+    return np.uint8 if max_value < 256 else np.uint16 if max_value < 65536 else np.int32
+
+
 def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
     """Nearest-neighbour resize of an integer label map to (height, width)."""
     if labels.shape == (height, width):

@@ -13,7 +13,7 @@ import torch
 from . import hard
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
-from .images import as_image_list, describe, load_image, resize_labels, to_pixels
+from .images import as_image_list, describe, label_dtype, load_image, resize_labels, to_pixels
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
 
@@ -52,10 +52,6 @@ class _Job:
     prompt: str
 
 
-def _label_dtype(num_classes: int):
-    return np.uint8 if num_classes < 255 else np.uint16 if num_classes < 65535 else np.int32
-
-
 def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int) -> np.ndarray:
     """`(K, h, w)` scores → `(height, width)` label map (0 background, k + 1 class k), as FA-Seg makes it.
 
@@ -64,7 +60,7 @@ def labels_from_scores(scores, threshold: float, image_size: int, width: int, he
     """
     scores = torch.as_tensor(scores)
     labels = hard.to_label_map(scores.float(), threshold, image_size)  # [image_size, image_size]
-    labels = labels.to("cpu", torch.int32).numpy().astype(_label_dtype(scores.shape[0]))
+    labels = labels.to("cpu", torch.int32).numpy().astype(label_dtype(scores.shape[0]))
     return resize_labels(labels, width, height)
 
 

@@ -17,13 +17,12 @@ import numpy as np
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
+from faseg_core.images import label_dtype
 from faseg_core.tokens import clean_classes
 
-from .constants import CLASS_SOURCES
+from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
 from .fields import get_mask_targets, int_targets, label_mask
 
-BACKGROUND = "background"
-IGNORE = 255
 CANDIDATES = "candidates"
 
 
@@ -47,7 +46,7 @@ def parse_classes_from(classes, classes_from, gt_field):
 def gt_classes(samples, gt_field):
     """`{pixel value: name}` of the ground truth's classes (background and 255 left out)."""
     targets = int_targets(get_mask_targets(samples, gt_field), "ground truth")
-    return {v: n for v, n in targets.items() if v not in (0, IGNORE) and str(n).lower() != BACKGROUND}
+    return {v: n for v, n in targets.items() if v not in (0, IGNORE_INDEX) and str(n).lower() != BACKGROUND}
 
 
 def candidate_classes(samples, candidates_field):
@@ -138,8 +137,8 @@ def assign_ids(names, existing=None, preferred=None):
         if name in ids:
             continue
         value = by_name.get(name.lower())
-        if value is None or value in taken or value == IGNORE:
-            value = next(v for v in range(1, 1 << 16) if v not in taken and v != IGNORE)
+        if value is None or value in taken or value == IGNORE_INDEX:
+            value = next(v for v in range(1, 1 << 16) if v not in taken and v != IGNORE_INDEX)
         ids[name] = value
         taken.add(value)
     return ids
@@ -157,5 +156,4 @@ def present_classes(sample, gt_field, names_by_value):
 def to_mask(label_map, classes, ids):
     """A result's label map (i + 1 = classes[i]) in the run's pixel values."""
     lut = np.array([0] + [ids[name] for name in classes], dtype=np.int64)
-    dtype = np.uint8 if lut.max() < 256 else np.uint16
-    return lut.astype(dtype)[label_map]
+    return lut.astype(label_dtype(lut.max()))[label_map]

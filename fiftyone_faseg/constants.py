@@ -4,3 +4,6 @@ DEFAULT_MODEL = "XCLiu/2_rectified_flow_from_sd_1_5"
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 DEFAULT_TAGGER = ("ViT-B-16", "openai")
 CLASS_SOURCES = ("list", "mask_targets", "gt_field", "tagger")
+DEFAULT_THRESHOLD = 0.55  # the paper's PASCAL VOC value (faseg_core.THRESHOLDS has the others)
+BACKGROUND = "background"  # the name of pixel value 0
+IGNORE_INDEX = 255  # ground-truth pixels left out of every count

@@ -44,6 +44,7 @@ import fiftyone.operators as foo
 import fiftyone.utils.eval.segmentation as fous
 
 from . import metrics as fm
+from .constants import BACKGROUND
 from .fields import get_mask_targets, int_targets, label_mask, validate_segmentation_field
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 PLUGIN_NAME = "@faseg/fiftyone-faseg"
 EVALUATE_OPERATOR_URI = PLUGIN_NAME + "/evaluate_faseg"
 MIOU_METRIC_URI = PLUGIN_NAME + "/miou"
-BACKGROUND = "background"
 UNNAMED = "(unnamed)"
 DEFAULT_WORST_K = 25
 

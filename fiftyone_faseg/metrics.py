@@ -28,7 +28,7 @@ Example usage::
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from .constants import IGNORE_INDEX  # 255: ground truth left out of every count
 
 
 def resize_nearest(mask, shape):

@@ -9,6 +9,8 @@ import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_faseg.constants import DEFAULT_THRESHOLD
+
 PROGRESS_EVERY_S = 5.0
 
 
@@ -31,7 +33,7 @@ class RethresholdFASeg(foo.Operator):
         if label_field:
             from fiftyone_faseg.iterate import run_settings
 
-            inputs.float("threshold", default=run_settings(ctx.dataset, label_field).get("threshold", 0.55),
+            inputs.float("threshold", default=run_settings(ctx.dataset, label_field).get("threshold", DEFAULT_THRESHOLD),
                          required=True, label="Background threshold", description="0.5-0.6 is best in the paper")
             names = [str(n) for v, n in sorted((ctx.dataset.mask_targets.get(label_field) or {}).items()) if int(v)]
             inputs.list("classes", types.String(), required=False, label="Only these classes (optional)",

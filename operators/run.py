@@ -9,9 +9,8 @@ import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.constants import DEFAULT_MODEL
+from fiftyone_faseg.constants import DEFAULT_MODEL, DEFAULT_THRESHOLD
 
-DEFAULT_THRESHOLD = 0.55
 DEFAULT_BATCH_SIZE = 4
 # Up to this many samples an immediate run is offered first; more go to a delegated run
 IMMEDIATE_MAX_SAMPLES = 8

@@ -37,11 +37,10 @@ def labels_at(best, index, threshold, num_classes, width, height):
     """The ``(height, width)`` label map (0 background, ``k + 1`` class ``k``) at a threshold."""
     import torch
 
-    from faseg_core.images import resize_labels
+    from faseg_core.images import label_dtype, resize_labels
 
     labels = torch.where(best >= threshold, index + 1, torch.zeros_like(index))
-    dtype = np.uint8 if num_classes < 255 else np.uint16 if num_classes < 65535 else np.int32
-    labels = labels.to(torch.int32).numpy().astype(dtype)
+    labels = labels.to(torch.int32).numpy().astype(label_dtype(num_classes))
     return resize_labels(labels, int(width), int(height))
 
 
