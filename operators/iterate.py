@@ -11,7 +11,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
 
-PROGRESS_EVERY_S = 5.0
+from .run import segment_with_progress
 
 
 class RethresholdFASeg(foo.Operator):
@@ -210,26 +210,13 @@ class RerunFASeg(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: rerun"))
 
     def execute(self, ctx):
-        import time
-
         from fiftyone_faseg.rerun import rerun_kwargs
         from fiftyone_faseg.run import iter_segment_samples
 
         target = ctx.target_view()
         kwargs = rerun_kwargs(target, ctx.params["label_field"], model_path=ctx.params.get("model_path") or None,
                               threshold=ctx.params.get("threshold"))
-        summary, last = None, 0.0
-        for done, total, summary in iter_segment_samples(target, **kwargs):
-            label = "Segmented %d of %d samples" % (done, total)
-            progress = done / total if total else 1.0
-            if ctx.delegated:
-                if time.monotonic() - last >= PROGRESS_EVERY_S or done == total:
-                    ctx.set_progress(progress=progress, label=label)
-                    last = time.monotonic()
-            else:
-                yield ctx.ops.set_progress(progress=progress, label=label)
-        if not ctx.delegated:
-            yield ctx.trigger("reload_dataset")
+        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, **kwargs))
         yield dict(processed=len(summary.processed) if summary else 0, failed=len(summary.failed) if summary else 0)
 
 

@@ -129,24 +129,7 @@ class RunFASeg(foo.Operator):
                                   operator_uri=self.uri, delegation_target=ctx.delegation_target)
             yield dict(processed=0, skipped=0, failed=0, queued_runs=queued)
             return
-        if ctx.delegated:
-            # a first heartbeat before the model loads (see fiftyone_faseg.workers)
-            ctx.set_progress(progress=0.0, label="Loading the model")
-        summary = None
-        last = 0.0
-        for done, total, summary in iter_segment_samples(target, **kwargs):
-            label = "Segmented %d of %d samples" % (done, total)
-            progress = done / total if total else 1.0
-            if ctx.delegated:
-                import time
-
-                if time.monotonic() - last >= PROGRESS_EVERY_S or done == total:
-                    ctx.set_progress(progress=progress, label=label)
-                    last = time.monotonic()
-            else:
-                yield ctx.ops.set_progress(progress=progress, label=label)
-        if not ctx.delegated:
-            yield ctx.trigger("reload_dataset")
+        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, **kwargs))
         yield _outputs(summary)
 
     def resolve_output(self, ctx):
@@ -156,6 +139,29 @@ class RunFASeg(foo.Operator):
         outputs.int("failed", label="Failed (see <label_field>_error)")
         outputs.list("queued_runs", types.String(), label="Queued runs (num_shards > 1)")
         return types.Property(outputs, view=types.View(label="FA-Seg run complete"))
+
+
+def segment_with_progress(ctx, steps):
+    """Drives :func:`fiftyone_faseg.run.iter_segment_samples` from an operator: progress in
+    the App (immediate) or as the run's heartbeat (delegated), then a dataset reload.
+    Returns the run's summary (use with ``yield from``)."""
+    import time
+
+    if ctx.delegated:
+        # a first heartbeat before the model loads (see fiftyone_faseg.workers)
+        ctx.set_progress(progress=0.0, label="Loading the model")
+    summary, last = None, 0.0
+    for done, total, summary in steps:
+        label = "Segmented %d of %d samples" % (done, total)
+        progress = done / total if total else 1.0
+        if not ctx.delegated:
+            yield ctx.ops.set_progress(progress=progress, label=label)
+        elif time.monotonic() - last >= PROGRESS_EVERY_S or done == total:
+            ctx.set_progress(progress=progress, label=label)
+            last = time.monotonic()
+    if not ctx.delegated:
+        yield ctx.trigger("reload_dataset")
+    return summary
 
 
 def run_kwargs(params):
