@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     count, repeats = (10, 1) if args.quick else (100, 3)
     with tempfile.TemporaryDirectory() as folder:
         ds = _dataset(Path(folder), count)
-        ours = common.timeit(lambda: iterate.rethreshold(ds, "faseg", 0.5, out_field="re", image_size=512), repeats)
+        ours = common.timeit(lambda: iterate.rethreshold(ds, "faseg", 0.5, out_field="re", image_size=512, overwrite=True), repeats)
         plain = common.timeit(lambda: _plain(ds, 0.5, 512), repeats)
         same = np.mean([np.mean(s.re.get_mask() == s.plain.get_mask()) for s in ds])
         ds.delete()

@@ -270,12 +270,7 @@ def top_scores(scores, image_size, width, height, names=None, keep=None):
         chosen = list(range(scores.shape[0]))
     wy, wxt = _sampling_matrices(scores.shape[-1], image_size, width, height)
     values = wy @ scores @ wxt  # [K, height, width]
-    # running max over classes (strict ">": the first class wins ties, as torch.max)
-    top, index = values[0], torch.zeros(values.shape[1:], dtype=torch.int64)
-    for k in range(1, values.shape[0]):
-        better = values[k] > top
-        top = torch.where(better, values[k], top)
-        index = torch.where(better, k, index)
+    top, index = values.max(dim=0)  # the first class wins ties, as in the pipeline
     return top.numpy(), np.asarray(chosen, np.int64)[index.numpy()]
 
 

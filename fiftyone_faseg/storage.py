@@ -46,7 +46,7 @@ def save_scores(path, scores, classes):
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, scores=scores, classes=classes)
+            np.savez(f, scores=scores, classes=classes)  # float16 maps barely compress; loads stay fast
 
     return _atomic_write(path, write)
 

@@ -14,7 +14,8 @@ def load(out, name):
 
 def test_run_all_finds_every_benchmark():
     names = run_all.modules()
-    assert {"benchmarks.bench_hard", "benchmarks.bench_core"} <= set(names)
+    assert {"benchmarks.bench_hard", "benchmarks.bench_core", "benchmarks.bench_iterate",
+            "benchmarks.bench_candidates"} <= set(names)
     assert all(n.startswith("benchmarks.bench_") for n in names)
 
 
@@ -42,3 +43,12 @@ def test_bench_core_quick(tmp_path, tiny_sd_dir):
         assert v["recorded_mb_per_pair"] > 0 and v["reference_mb_per_pair"] > v["recorded_mb_per_pair"]
     assert variants["inversion"]["seconds"]["inversion"] > 0 and variants["default"]["seconds"]["inversion"] == 0
     assert {"float32", "float16"} <= {v["store_dtype"] for v in variants.values()}
+
+
+def test_bench_iterate_quick(tmp_path):
+    from benchmarks import bench_iterate
+
+    bench_iterate.main(["--quick", "--out", str(tmp_path)])
+    res = load(tmp_path, "iterate")
+    assert res["samples"] == 10 and res["ours_s"]["median_s"] > 0 and res["plain_s"]["median_s"] > 0
+    assert res["pixels_equal"] > 0.999  # the fast path gives the pipeline's labels
