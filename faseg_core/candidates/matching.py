@@ -81,20 +81,8 @@ def match_caption(caption: str, vocabulary: Vocabulary) -> list[str]:
     if not isinstance(caption, str):
         raise TypeError(f"`caption` must be a string, not {type(caption).__name__}.")
     index, longest = _index(vocabulary)
-    tokens = words(caption)
-    found: list[str] = []
-    i = 0
-    while i < len(tokens):
-        for n in range(min(longest, len(tokens) - i), 0, -1):
-            span = tokens[i : i + n]
-            canonical = next((index[f] for f in _forms(span) if f in index), None)
-            if canonical is not None:
-                if canonical not in found:
-                    found.append(canonical)
-                i += n
-                break
-        else:
-            i += 1
+    lookup = lambda span: next((index[f] for f in _forms(span) if f in index), None)  # noqa: E731
+    found, _ = _longest_matches(words(caption), lookup, longest)
     return found
 
 
@@ -105,13 +93,17 @@ def split_class_string(text: str, vocabulary: Vocabulary) -> tuple[list[str], li
     and without duplicates, and the words that no vocabulary term covers.
     """
     terms = {words(key): canonical for key, canonical in vocabulary.terms().items()}
-    longest = max(len(t) for t in terms)
-    tokens = words(text)
+    return _longest_matches(words(text), terms.get, max(len(t) for t in terms))
+
+
+def _longest_matches(tokens, lookup, longest: int) -> tuple[list[str], list[str]]:
+    """Scan `tokens` left to right taking the longest span `lookup` knows (a canonical name or
+    None); returns the names found (in order, without duplicates) and the words left over."""
     found, unknown = [], []
     i = 0
     while i < len(tokens):
         for n in range(min(longest, len(tokens) - i), 0, -1):
-            canonical = terms.get(tokens[i : i + n])
+            canonical = lookup(tokens[i : i + n])
             if canonical is not None:
                 if canonical not in found:
                     found.append(canonical)
