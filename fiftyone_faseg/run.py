@@ -114,6 +114,8 @@ def iter_segment_samples(
     vocabulary=None,
     caption_field=None,
     use_captioner=False,
+    captioner_path=DEFAULT_CAPTIONER,
+    tagger_model=DEFAULT_TAGGER,
     model_path=DEFAULT_MODEL,
     config=None,
     threshold=None,
@@ -171,6 +173,9 @@ def iter_segment_samples(
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         caption_field (None): a string field holding each sample's caption
         use_captioner (False): caption images with BLIP (always on with the tagger)
+        captioner_path (DEFAULT_CAPTIONER): a BLIP Hub id or local folder
+        tagger_model (DEFAULT_TAGGER): ``(open_clip model name or local folder,
+            pretrained tag or checkpoint)`` of the CLIP tagger
         model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
         config (None): a :class:`faseg_core.FASegConfig` (paper defaults)
         threshold (None): background threshold (overrides ``config``)
@@ -232,7 +237,7 @@ def iter_segment_samples(
     run_config = run_config.replace(**changes) if changes else run_config
     tagging = classes_from == "tagger"
     if tagging or use_captioner:
-        proposer = proposer or load_proposer(device=device)
+        proposer = proposer or load_proposer(captioner_path, tuple(tagger_model), device=device)
     vocab = fcl.tagger_vocabulary(samples, classes, gt_field, vocabulary) if tagging else None
     gt_names = fcl.gt_classes(samples, gt_field) if classes_from == "gt_field" else None
     fixed = names if classes_from in ("list", "mask_targets") else None

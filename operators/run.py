@@ -9,7 +9,7 @@ import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.constants import DEFAULT_MODEL, DEFAULT_THRESHOLD
+from fiftyone_faseg.constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER, DEFAULT_THRESHOLD
 
 DEFAULT_BATCH_SIZE = 4
 # Up to this many samples an immediate run is offered first; more go to a delegated run
@@ -180,6 +180,9 @@ def run_kwargs(params):
         skip_existing=bool(params.get("skip_existing", False)),
         overwrite=bool(params.get("overwrite", False)),
         output_dir=_dir_path(params.get("output_dir")),
+        use_captioner=bool(params.get("use_captioner", False)),
+        captioner_path=params.get("captioner_path") or DEFAULT_CAPTIONER,
+        tagger_model=(params.get("tagger_model") or DEFAULT_TAGGER[0], params.get("tagger_pretrained") or DEFAULT_TAGGER[1]),
         store_scores=bool(params.get("store_scores", False)),
         heatmap=bool(params.get("heatmap", False)),
         pamr=params.get("pamr"),  # None keeps the config's setting
@@ -242,6 +245,15 @@ def _run_faseg_inputs(ctx, inputs):
                     default=gt_fields[0] if classes_from != "tagger" else None,
                     label="Ground truth field", view=gt)
 
+    if classes_from != "tagger":
+        inputs.bool("use_captioner", default=False, label="Caption images (BLIP) for the prompt",
+                    description="The paper's reconstruction prompt is '{caption} ; {classes}'")
+    if classes_from == "tagger" or ctx.params.get("use_captioner"):
+        inputs.str("captioner_path", default=DEFAULT_CAPTIONER, label="Captioner (BLIP)",
+                   description="A Hugging Face Hub id or a local folder")
+    if classes_from == "tagger":
+        inputs.str("tagger_model", default=DEFAULT_TAGGER[0], label="Tagger (open_clip model or local folder)")
+        inputs.str("tagger_pretrained", default=DEFAULT_TAGGER[1], label="Tagger weights (open_clip tag or file)")
     inputs.str("model_path", default=DEFAULT_MODEL, label="Diffusion model",
                description="A Hugging Face Hub id or a local folder with unet/, vae/, text_encoder/, tokenizer/")
     inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",

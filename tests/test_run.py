@@ -250,3 +250,38 @@ def test_rethreshold_never_writes_over_other_fields(dataset, tiny_faseg):
     with pytest.raises(ValueError, match="pass overwrite=True"):
         iterate.rethreshold(view, "faseg", 0.4, out_field="low")
     iterate.rethreshold(view, "faseg", 0.4, out_field="low", overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def proposer_dirs(tmp_path_factory):
+    from faseg_core.testing.candidates import build_tiny_blip, build_tiny_clip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("blip")), build_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def test_run_operator_with_captioner_and_tagger(dataset, tiny_sd_dir, proposer_dirs):
+    """classes_from="tagger": BLIP captions + CLIP tags over a vocabulary, from local folders."""
+    blip, clip = proposer_dirs
+    view = dataset.match(fo.ViewField("filepath").re_match(".*img.*")).limit(2)
+    vocab = ["cat", "dog", "bird", "person"]
+    params = dict(classes=vocab, classes_from="tagger", model_path=str(tiny_sd_dir), image_size=128,
+                  captioner_path=str(blip), tagger_model=str(clip), label_field="tag", view_target="CURRENT_VIEW")
+    result = foo.execute_operator(RUN_URI, ctx=dict(dataset=dataset, view=view, params=params))
+    assert result.error is None, result.error
+    dataset.reload()
+    assert dataset.mask_targets["tag"] == {1: "cat", 2: "dog", 3: "bird", 4: "person"}  # the whole vocabulary
+    for sample in view:
+        cands = sample.tag_candidates.classifications
+        assert cands and {c.label for c in cands} <= set(vocab)
+        assert all(c.source in ("caption", "tagger", "caption+tagger", "vocabulary") for c in cands)
+        assert isinstance(sample.tag_caption, str) and sample.tag_caption
+        values = set(np.unique(sample.tag.get_mask()).tolist()) - {0}
+        assert values <= {k for k, n in dataset.mask_targets["tag"].items() if n in {c.label for c in cands}}
+
+    # a caption for the reconstruction prompt with classes named by the user
+    params = dict(params, classes_from="list", use_captioner=True, label_field="capt")
+    result = foo.execute_operator(RUN_URI, ctx=dict(dataset=dataset, view=view, params=params))
+    assert result.error is None, result.error
+    dataset.reload()
+    done = dataset.select(view.values("id"))
+    assert all(s.capt_caption for s in done) and all(c.source == "user" for s in done for c in s.capt_candidates.classifications)
