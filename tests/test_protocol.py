@@ -232,3 +232,20 @@ def test_context_run_with_background_class(tmp_path, tiny_model):
     assert report["threshold"] == 0.5 and report["timing"]["processed"] == 2
     assert len(report["class_iou"]) == 60 and list(report["class_iou"])[0] == "background"
     assert list(report["sweep"]) == ["0.50"] and report["sweep"]["0.50"] == report["miou"]
+
+
+def test_tagger_candidates_from_local_models(tmp_path, tiny_model):
+    """--classes-from tagger with BLIP and CLIP from local folders (no Hub)."""
+    from faseg_core.testing.candidates import build_tiny_blip, build_tiny_clip
+
+    blip, clip = build_tiny_blip(tmp_path / "blip"), build_tiny_clip(tmp_path / "clip")
+    masks = {"2007_000001": _blocks(40, 48, [8, 12]), "2007_000002": _blocks(32, 40, [15])}
+    root = _pascal_tree(tmp_path / "voc", "SegmentationClass", "Segmentation", masks)
+    report = _run(tmp_path, "voc", "--root", root, "--model", tiny_model, "--classes-from", "tagger",
+                  "--captioner", blip, "--tagger", clip, "--dataset-name", "t-voc-tagger", "--sweep")
+    assert report["classes_from"] == "tagger" and report["timing"]["processed"] == 2
+    _, view = _dataset(report)
+    for sample in view:
+        cands = sample[report["label_field"] + "_candidates"].classifications
+        assert cands and all(c.source in ("caption", "tagger", "caption+tagger", "vocabulary") for c in cands)
+        assert sample[report["label_field"] + "_caption"]

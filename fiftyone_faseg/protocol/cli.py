@@ -38,6 +38,9 @@ def build_parser():
     p.add_argument("--candidates", help="candidate_classes_{voc,context,coco}.json of the paper")
     p.add_argument("--captions", help="caption_{voc,context,coco}_blip1.json of the paper")
     p.add_argument("--model", default=None, help="Hub id or SD-1.x folder (default: XCLiu/2_rectified_flow_from_sd_1_5)")
+    p.add_argument("--captioner", default=None, help="BLIP Hub id or folder for --classes-from tagger")
+    p.add_argument("--tagger", nargs="+", default=None, metavar=("MODEL", "PRETRAINED"),
+                   help="open_clip model name or folder [and pretrained tag or file] for --classes-from tagger")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--batch-size", type=int, default=None)
@@ -74,6 +77,8 @@ def main(argv=None):
             output_dir=args.output_dir, dataset_name=args.dataset_name, label_field=args.label_field,
             limit=args.limit, split=args.split, thresholds=args.sweep, overwrite=args.overwrite,
             progress=not args.no_progress, evaluate=not args.no_fiftyone_eval,
+            captioner_path=args.captioner,
+            tagger_model=(args.tagger[0], args.tagger[1] if len(args.tagger) > 1 else None) if args.tagger else None,
         )
     except (FileNotFoundError, ValueError) as e:
         print("error: %s" % e, file=sys.stderr)

@@ -48,7 +48,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
                  model_path=None, device=None, dtype=None, batch_size=None, threshold=None,
                  image_size=None, output_dir="faseg-protocol", dataset_name=None, label_field=None,
                  limit=None, split=None, thresholds=PAPER_THRESHOLDS, overwrite=False, progress=True,
-                 segmenter=None, evaluate=True):
+                 segmenter=None, evaluate=True, captioner_path=None, tagger_model=None):
     """Runs the FA-Seg protocol on a benchmark and returns its report (a JSON-able dict).
 
     Example usage::
@@ -82,6 +82,8 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         segmenter (None): a loaded :class:`faseg_core.FASeg` (then ``model_path``,
             ``device`` and ``dtype`` are not used)
         evaluate (True): also store a FiftyOne evaluation run (``<label_field>_eval``)
+        captioner_path (None), tagger_model (None): BLIP id/folder and ``(open_clip model
+            or folder, pretrained)`` for ``classes_from="tagger"`` (default: the paper's)
 
     Returns:
         a dict (see the keys of the JSON report in the CLI's help)
@@ -129,7 +131,9 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         start = time.perf_counter()
         summary = segment(view, wrapped, classes_from, label_field, vocabulary, output_dir,
                           caption_field=CAPTION_FIELD if captions else None, progress=progress,
-                          overwrite=overwrite)
+                          overwrite=overwrite,
+                          proposer_kwargs={k: v for k, v in (("captioner_path", captioner_path),
+                                                             ("tagger_model", tagger_model)) if v})
         wall = time.perf_counter() - start
         logger.info("%s", summary)
         done = len(summary.processed)

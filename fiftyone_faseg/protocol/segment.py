@@ -71,7 +71,7 @@ def store_protocol_inputs(samples, vocabulary, candidates_path=None, captions_pa
 
 
 def segment(samples, segmenter, classes_from, label_field, vocabulary, output_dir, caption_field=None,
-            progress=None, overwrite=False):
+            progress=None, overwrite=False, proposer_kwargs=None):
     """Segments the samples that have no ``label_field`` yet.
 
     Args:
@@ -84,6 +84,7 @@ def segment(samples, segmenter, classes_from, label_field, vocabulary, output_di
         caption_field (None): a field of captions (``"json"`` uses ``protocol_caption``)
         progress (None): True for a progress bar, or ``callable(done, total)``
         overwrite (False): segment every sample again
+        proposer_kwargs (None): ``captioner_path`` / ``tagger_model`` for ``"tagger"``
 
     Returns:
         a :class:`fiftyone_faseg.run.RunSummary`
@@ -102,4 +103,5 @@ def segment(samples, segmenter, classes_from, label_field, vocabulary, output_di
         return frun.segment_samples(samples, classes_from="candidates", classes_field=CANDIDATES_FIELD, **common)
     if classes_from == "gt":
         return frun.segment_samples(samples, classes_from="gt_field", **common)
-    return frun.segment_samples(samples, classes_from="tagger", vocabulary=vocabulary, **common)
+    return frun.segment_samples(samples, classes_from="tagger", vocabulary=vocabulary, **common,
+                                **(proposer_kwargs or {}))
