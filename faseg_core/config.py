@@ -108,13 +108,6 @@ class FASegConfig:
             raise ValueError(f"`pamr_size` must be None or a positive side in pixels but is {self.pamr_size}.")
 
     @property
-    def resolutions(self) -> list[int]:
-        """Grid sides whose attention is recorded (a non-zero weight somewhere), finest first."""
-        used = {r for r, w in self.cross_weights.items() if w > 0}
-        used |= {r for r, w in self.self_weights.items() if w > 0}
-        return sorted(used, reverse=True)
-
-    @property
     def pamr_side(self) -> int:
         """The side PAMR runs at: `pamr_size`, else `image_size // 4`."""
         return self.pamr_size or max(1, self.image_size // 4)
