@@ -5,6 +5,8 @@ Kept light: importing this package imports neither torch nor FiftyOne, so that
 Public names are resolved on first use.
 """
 
+from ._lazy import lazy_attributes
+
 _LAZY = {
     "evaluate_faseg": "fiftyone_faseg.evaluation",
     "FASegResults": "fiftyone_faseg.evaluation",
@@ -18,14 +20,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module 'fiftyone_faseg' has no attribute %r" % name)
-
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -9,6 +9,8 @@
 Like :mod:`fiftyone_faseg`, importing this package loads neither torch nor FiftyOne.
 """
 
+from fiftyone_faseg._lazy import lazy_attributes
+
 _LAZY = {
     "import_benchmark": "fiftyone_faseg.protocol.importers",
     "run_protocol": "fiftyone_faseg.protocol.harness",
@@ -18,14 +20,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module 'fiftyone_faseg.protocol' has no attribute %r" % name)
-
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
