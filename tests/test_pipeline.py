@@ -127,9 +127,11 @@ def test_flip_equivariance(tiny_sd_dir, tiny_config):
     np.testing.assert_allclose(a.scores[..., ::-1], b.scores, atol=1e-5)
 
 
-def test_bfloat16_path_runs_with_half_store(tiny_sd_dir, tiny_config):
-    seg = FASeg.from_pretrained(tiny_sd_dir, config=tiny_config, device="cpu", dtype=torch.bfloat16)
-    assert seg.unet.dtype == torch.bfloat16 and seg.store_dtype == torch.float16
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_path_runs_with_half_store(tiny_sd_dir, tiny_config, dtype):
+    """The CUDA path's precision (float16; bfloat16 allowed), exercised on the CPU."""
+    seg = FASeg.from_pretrained(tiny_sd_dir, config=tiny_config, device="cpu", dtype=dtype)
+    assert seg.unet.dtype == dtype and seg.text_encoder.dtype == dtype and seg.store_dtype == torch.float16
     (r,) = seg(photo(), CLASSES)
     # HARD and min-max run in float32 whatever the model's dtype (random tiny models are
     # too chaotic for bf16 and fp32 scores to be compared value by value)
