@@ -21,7 +21,7 @@ from faseg_core.images import label_dtype
 from faseg_core.tokens import clean_classes
 
 from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
-from .fields import get_mask_targets, int_targets, label_mask
+from .fields import candidates_field, get_mask_targets, int_targets, label_mask
 
 CANDIDATES = "candidates"
 
@@ -90,7 +90,7 @@ def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):
 def run_class_names(samples, classes, classes_from, gt_field, vocabulary=None, classes_field=None, label_field=None):
     """Every class name a run over `samples` may write (pixel values are fixed for these)."""
     if classes_from == CANDIDATES:
-        return candidate_classes(samples, classes_field or label_field + "_candidates")
+        return candidate_classes(samples, classes_field or candidates_field(label_field))
     return run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
 
 

@@ -4,6 +4,16 @@ import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
 
+def candidates_field(label_field):
+    """The field holding a run's per-sample candidate classes."""
+    return label_field + "_candidates"
+
+
+def scores_field(label_field):
+    """The field holding the paths of a run's stored score maps."""
+    return label_field + "_scores"
+
+
 def validate_segmentation_field(samples, field_name):
     field = samples.get_field(field_name)
     if not (

@@ -40,7 +40,7 @@ import fiftyone.core.labels as fol
 
 from . import metrics as fm
 from . import storage
-from .fields import get_mask_targets, int_targets, label_mask, validate_segmentation_field
+from .fields import get_mask_targets, int_targets, label_mask, scores_field, validate_segmentation_field
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ HEATMAP_SIDE = 128
 DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(11))  # 0.3 ... 0.8
 LATENT_FACTOR = 8  # SD-1.x: the score grid is the latent grid, image_size / 8
 _CHUNK = 128
-
-
-def scores_field(label_field):
-    """The field holding the paths of a run's stored score maps."""
-    return label_field + "_scores"
 
 
 def run_settings(samples, label_field):

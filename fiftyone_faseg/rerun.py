@@ -18,15 +18,13 @@ Example usage::
 
 import fiftyone.core.labels as fol
 
+from faseg_core.tokens import clean_classes
+
 from .classes import CANDIDATES
+from .fields import candidates_field
 
 USER = "user"
 MODES = ("replace", "add", "remove")
-
-
-def candidates_field(label_field):
-    """The field holding a run's per-sample candidate classes."""
-    return label_field + "_candidates"
 
 
 def get_candidates(samples, label_field):
@@ -68,11 +66,7 @@ def set_candidates(samples, label_field, classes, mode="replace"):
         raise ValueError("unknown mode %r: choose one of %s" % (mode, MODES))
     if isinstance(classes, str):
         raise TypeError("classes must be a list of names, not the string %r" % classes)
-    names = []
-    for name in classes or []:
-        name = " ".join(str(name).split())
-        if name and name not in names:
-            names.append(name)
+    names = clean_classes([str(name) for name in classes or []])
     field = candidates_field(label_field)
     has_field = field in samples.get_field_schema()
     ids = samples.values("id")

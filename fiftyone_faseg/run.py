@@ -15,6 +15,7 @@ import fiftyone.core.labels as fol
 
 from . import classes as fcl
 from . import storage
+from .fields import candidates_field, scores_field
 from .constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
 logger = logging.getLogger(__name__)
@@ -219,8 +220,8 @@ def iter_segment_samples(
     ids = targets.values("id")
 
     # 2. One pixel value per class name, fixed before any worker writes
-    candidates_field = (classes_field or label_field + "_candidates") if classes_from == fcl.CANDIDATES else None
-    names = fcl.run_class_names(targets if candidates_field else samples, classes, classes_from, gt_field,
+    per_sample_field = (classes_field or candidates_field(label_field)) if classes_from == fcl.CANDIDATES else None
+    names = fcl.run_class_names(targets if per_sample_field else samples, classes, classes_from, gt_field,
                                 vocabulary, classes_field, label_field)
     class_ids = fcl.fix_mask_targets(samples, label_field, names, gt_field)
     summary.mask_targets = dict(dataset.mask_targets[label_field])
@@ -244,7 +245,7 @@ def iter_segment_samples(
     declare_fields(dataset, label_field)
 
     # 4. Batches: read, propose, segment, write
-    fields = ["filepath"] + [f for f in (gt_field, caption_field, candidates_field) if f]
+    fields = ["filepath"] + [f for f in (gt_field, caption_field, per_sample_field) if f]
     settings = dict(threshold=run_config.threshold, image_size=run_config.image_size, model_path=os.fspath(model_path),
                     output_dir=output_dir, store_scores=bool(store_scores), heatmap=bool(heatmap), pamr=run_config.pamr)
     recorded = False
@@ -262,7 +263,7 @@ def iter_segment_samples(
                     failed[sample.id] = str(e)
             outputs = _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field,
                                      proposer if (tagging or use_captioner) else None, vocab, failed,
-                                     candidates_field=candidates_field)
+                                     per_sample_field=per_sample_field)
             if store_scores:
                 outputs = [(s, _as_stored(r, run_config), c, cap) for s, r, c, cap in outputs]
             _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, store_scores, summary,
@@ -308,7 +309,7 @@ def _record_run(dataset, label_field, settings):
 
 
 def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_field, proposer, vocab, failed,
-                   candidates_field=None):
+                   per_sample_field=None):
     """`[(sample, result, candidates, caption)]` for the readable samples; failures go to `failed`."""
     from faseg_core.candidates import Candidate, propose_candidates
 
@@ -327,8 +328,8 @@ def _segment_batch(seg, good, classes_from, fixed, gt_field, gt_names, caption_f
     for i, (sample, image) in enumerate(good):
         if proposals is not None:
             cands = list(proposals[i])
-        elif candidates_field:
-            cands = [Candidate(*c) for c in fcl.sample_candidates(sample[candidates_field])]
+        elif per_sample_field:
+            cands = [Candidate(*c) for c in fcl.sample_candidates(sample[per_sample_field])]
         else:
             names = fixed if fixed is not None else fcl.present_classes(sample, gt_field, gt_names)
             source = {"list": "user", "gt_field": "ground_truth"}.get(classes_from, classes_from)
@@ -370,7 +371,7 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
             masks[sample.id] = fol.Segmentation(mask=mask)
         if store_scores:
             folder = output_dir or os.path.join(fo.config.default_dataset_dir, "faseg", dataset.name)
-            path = os.path.join(folder, label_field + "_scores", sample.id + ".npz")
+            path = os.path.join(folder, scores_field(label_field), sample.id + ".npz")
             scores[sample.id] = storage.save_scores(path, result.scores, result.classes)
         if heatmap:
             from .iterate import top_score_heatmap
@@ -403,9 +404,9 @@ def _write_batch(dataset, label_field, outputs, failed, class_ids, output_dir, s
                 heatmaps[sample_id] = None
     for name, values in (
         (label_field, masks),
-        (label_field + "_candidates", candidates),
+        (candidates_field(label_field), candidates),
         (label_field + "_caption", captions),
-        (label_field + "_scores", scores),
+        (scores_field(label_field), scores),
         (label_field + "_heatmap", heatmaps),
         (label_field + "_error", errors),
     ):

@@ -84,6 +84,7 @@ def prepare_run(samples, params):
 
     from . import classes as fcl
     from . import run as frun
+    from .fields import candidates_field
 
     dataset = samples._dataset
     label_field = params.get("label_field") or "faseg"
@@ -95,7 +96,7 @@ def prepare_run(samples, params):
     fcl.fix_mask_targets(samples, label_field, names, gt_field)
 
     schema = dataset.get_field_schema()
-    for name, doc_type in ((label_field, fol.Segmentation), (label_field + "_candidates", fol.Classifications)):
+    for name, doc_type in ((label_field, fol.Segmentation), (candidates_field(label_field), fol.Classifications)):
         if name not in schema:
             dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=doc_type)
     frun.declare_fields(dataset, label_field)

@@ -10,6 +10,8 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 
+from .run import dropdown
+
 
 class EvaluateFASeg(foo.Operator):
     @property
@@ -176,9 +178,7 @@ def _evaluate_faseg_inputs(ctx, inputs):
         prop.invalid = True
         return
 
-    choices = types.DropdownView()
-    for name in seg_fields:
-        choices.add_choice(name, label=name)
+    choices = dropdown(seg_fields)
 
     inputs.enum(
         "pred_field",
@@ -194,10 +194,7 @@ def _evaluate_faseg_inputs(ctx, inputs):
     if pred_field is None:
         return
 
-    gt_choices = types.DropdownView()
-    for name in seg_fields:
-        if name != pred_field:
-            gt_choices.add_choice(name, label=name)
+    gt_choices = dropdown([name for name in seg_fields if name != pred_field])
 
     inputs.enum(
         "gt_field",

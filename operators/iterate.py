@@ -11,7 +11,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
 
-from .run import segment_with_progress
+from .run import dropdown, segment_with_progress
 
 
 class RethresholdFASeg(foo.Operator):
@@ -98,7 +98,7 @@ class SweepFASegThreshold(foo.Operator):
                 inputs.view("no_gt", types.Warning(label="No ground truth Segmentation field")).invalid = True
                 return types.Property(inputs)
             inputs.enum("gt_field", fields, default="ground_truth" if "ground_truth" in fields else fields[0],
-                        required=True, label="Ground truth field", view=_dropdown(fields))
+                        required=True, label="Ground truth field", view=dropdown(fields))
             inputs.float("start", default=0.3, label="From")
             inputs.float("stop", default=0.8, label="To")
             inputs.float("step", default=0.05, label="Step")
@@ -224,13 +224,6 @@ def _segmentation_fields(ctx):
     return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Segmentation))
 
 
-def _dropdown(names):
-    view = types.DropdownView()
-    for name in names:
-        view.add_choice(name, label=name)
-    return view
-
-
 def _choices(names, allow_user_input=True):
     view = types.AutocompleteView(allow_user_input=allow_user_input, allow_duplicates=False)
     for name in names:
@@ -243,7 +236,7 @@ def _field_choice(ctx, inputs, fields, warning):
         inputs.view("no_field", types.Warning(label=warning)).invalid = True
         return None
     default = "faseg" if "faseg" in fields else fields[0]
-    inputs.enum("label_field", fields, default=default, required=True, label="FA-Seg field", view=_dropdown(fields))
+    inputs.enum("label_field", fields, default=default, required=True, label="FA-Seg field", view=dropdown(fields))
     return ctx.params.get("label_field") or default
 
 

@@ -164,6 +164,14 @@ def segment_with_progress(ctx, steps):
     return summary
 
 
+def dropdown(names):
+    """A dropdown of names (field names, classes) for an operator form."""
+    view = types.DropdownView()
+    for name in names:
+        view.add_choice(name, label=name)
+    return view
+
+
 def run_kwargs(params):
     """The :func:`iter_segment_samples` arguments of an operator's params."""
     classes = [c for c in (params.get("classes") or []) if c and str(c).strip()]
@@ -238,9 +246,7 @@ def _run_faseg_inputs(ctx, inputs):
             prop.invalid = True
             prop.error_message = "Name at least one class"
     if classes_from in ("mask_targets", "gt_field") or (classes_from == "tagger" and gt_fields):
-        gt = types.Dropdown()
-        for name in gt_fields:
-            gt.add_choice(name, label=name)
+        gt = dropdown(gt_fields)
         inputs.enum("gt_field", gt.values(), required=classes_from != "tagger",
                     default=gt_fields[0] if classes_from != "tagger" else None,
                     label="Ground truth field", view=gt)

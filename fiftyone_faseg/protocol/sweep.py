@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import metrics as fm
 from ..evaluation import match_classes
-from ..fields import get_mask_targets, int_targets, label_mask
+from ..fields import get_mask_targets, int_targets, label_mask, scores_field
 from ..storage import load_scores
 from .importers import GT_FIELD
 from .scoring import labels_at, upsampled_best
@@ -88,8 +88,8 @@ def sweep(samples, label_field, thresholds, image_size, vocabulary=None, progres
 
     stored = np.zeros((n, n), np.int64)
     by_threshold = {t: np.zeros((n, n), np.int64) for t in thresholds}
-    scores_field = label_field + "_scores"
-    view = samples.exists(label_field).select_fields([GT_FIELD, label_field, scores_field])
+    score_paths = scores_field(label_field)
+    view = samples.exists(label_field).select_fields([GT_FIELD, label_field, score_paths])
     count = 0
     for sample in view.iter_samples(progress=progress):
         if sample[GT_FIELD] is None:
@@ -100,12 +100,12 @@ def sweep(samples, label_field, thresholds, image_size, vocabulary=None, progres
         count += 1
         if not thresholds:
             continue
-        if not sample[scores_field]:
+        if not sample[score_paths]:
             raise ValueError(
                 "sample %s has a mask in '%s' but no score file in '%s': segment it again with "
-                "overwrite to sweep thresholds" % (sample.id, label_field, scores_field)
+                "overwrite to sweep thresholds" % (sample.id, label_field, score_paths)
             )
-        scores, names = load_scores(sample[scores_field])
+        scores, names = load_scores(sample[score_paths])
         lut = np.array([pred_map.get(0, 0)] + [pred_map.get(value_of.get(c, -1), unnamed) for c in names], np.int64)
         best, index = upsampled_best(scores, image_size)
         height, width = mask.shape[:2]
