@@ -7,3 +7,9 @@ CLASS_SOURCES = ("list", "mask_targets", "gt_field", "tagger")
 DEFAULT_THRESHOLD = 0.55  # the paper's PASCAL VOC value (faseg_core.THRESHOLDS has the others)
 BACKGROUND = "background"  # the name of pixel value 0
 IGNORE_INDEX = 255  # ground-truth pixels left out of every count
+PLUGIN_NAME = "@faseg/fiftyone-faseg"
+
+
+def operator_uri(name):
+    """The URI of one of this plugin's operators, e.g. ``operator_uri("run_faseg")``."""
+    return "%s/%s" % (PLUGIN_NAME, name)

@@ -66,3 +66,29 @@ def label_mask(seg, field_name, sample_id):
         )
 
     return mask
+
+
+# Keys in a field's ``info`` that mark it as written by FA-Seg: a run's label field
+# ("faseg", see fiftyone_faseg.settings.RunRecord) or an evaluation's output ("faseg_eval").
+WRITER_INFO_KEYS = ("faseg", "faseg_eval")
+
+
+def written_by_faseg(dataset, field_name):
+    """Whether FA-Seg (a run, re-threshold or evaluation) created ``field_name``."""
+    field = dataset.get_field(field_name)
+    info = (field.info or {}) if field is not None else {}
+    return any(key in info for key in WRITER_INFO_KEYS)
+
+
+def ground_truth_fields(dataset):
+    """Segmentation fields FA-Seg did not write, the likeliest ground truth first: those with
+    ``mask_targets``, then those named like ``ground_truth`` / ``gt``, then by name."""
+    names = [n for n in dataset.get_field_schema(embedded_doc_type=fol.Segmentation)
+             if not written_by_faseg(dataset, n)]
+
+    def rank(name):
+        lower = name.lower()
+        named = "ground_truth" in lower or lower in ("gt", "gt_mask", "gt_masks") or lower.startswith("gt_")
+        return (not dataset.mask_targets.get(name), not named, name)
+
+    return sorted(names, key=rank)
