@@ -5,26 +5,18 @@ Skips cleanly without Chromium (``apt-get install -y chromium``) or playwright
 (``pip install playwright``; its own browser download is not used): ``make browser``.
 """
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and os.path.isfile(p)),
-                None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 N = 4
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
+from browser_support import CHROMIUM, app_server as _server, browser_page, graphql, wait_for_grid  # noqa: E402
+
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium, or make browser)", allow_module_level=True)
 
@@ -34,19 +26,6 @@ from PIL import Image  # noqa: E402
 
 import fiftyone_faseg as ff  # noqa: E402
 from fiftyone_faseg.evaluation import evaluate_faseg  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port, query):
-    req = urllib.request.Request("http://127.0.0.1:%d/graphql" % port, data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture(scope="module")
@@ -76,36 +55,12 @@ def app_dataset(tmp_path_factory, tiny_faseg):
 
 @pytest.fixture(scope="module")
 def app_server(app_dataset, tmp_path_factory):
-    """``python -m fiftyone.server.main`` on a free port, on the tests' database."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("app-server") / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fiftyone.server.main", "--address", "127.0.0.1",
-                             "--port", str(port)], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.time() + 60
-    while True:
-        try:
-            if "version" in _graphql(port, "{ version }").get("data", {}):
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("the App server did not start: %s" % log_path.read_text(errors="replace")[-2000:])
-        time.sleep(0.3)
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    with _server(tmp_path_factory.mktemp("app-server")) as port:
+        yield port
 
 
 def test_graphql_sees_dataset_fields_and_evaluation(app_dataset, app_server):
-    data = _graphql(app_server, '{ dataset(name: "%s") { name estimatedSampleCount evaluations { key } } }'
+    data = graphql(app_server, '{ dataset(name: "%s") { name estimatedSampleCount evaluations { key } } }'
                     % app_dataset.name)
     assert "errors" not in data, data
     dataset = data["data"]["dataset"]
@@ -115,34 +70,14 @@ def test_graphql_sees_dataset_fields_and_evaluation(app_dataset, app_server):
 
 def test_app_shows_masks_and_evaluation_in_chromium(app_dataset, app_server, tmp_path):
     url = "http://127.0.0.1:%d/datasets/%s" % (app_server, app_dataset.name)
-    with sync_api.sync_playwright() as pw:
-        # a fresh profile: Playwright takes it as launch_persistent_context's user_data_dir
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 900},
-        )
-        try:
-            context.add_init_script("window.IS_PLAYWRIGHT = true;")  # no Enterprise popup
-            page = context.new_page()
-            page.goto(url, wait_until="domcontentloaded", timeout=60000)
-            counts = page.locator("[data-cy=entry-counts]")
-            counts.wait_for(timeout=60000)
-            page.wait_for_function(
-                "() => /%d samples/.test(document.querySelector('[data-cy=entry-counts]')?.textContent || '')" % N,
-                timeout=60000,
-            )
-            # every grid tile drew its image with the ground truth and FA-Seg masks on it
-            page.wait_for_function(
-                "() => document.querySelectorAll('[data-cy=looker] canvas[canvas-loaded=true]').length >= %d" % N,
-                timeout=60000,
-            )
-            sidebar = page.locator("body").inner_text()
-            for name in ("ground_truth", "faseg", "faseg_candidates", "faseg_eval_miou"):
-                assert name in sidebar, "field %s not in the sidebar" % name
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            context.close()
+    with browser_page(tmp_path / "profile") as page:
+        page.goto(url, wait_until="domcontentloaded", timeout=60000)
+        wait_for_grid(page, N)
+        sidebar = page.locator("body").inner_text()
+        for name in ("ground_truth", "faseg", "faseg_candidates", "faseg_eval_miou"):
+            assert name in sidebar, "field %s not in the sidebar" % name
+        shot = tmp_path / "app.png"
+        page.screenshot(path=str(shot), full_page=True)
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[0] >= 800 and image.std() > 10  # not blank
     out = ROOT / "benchmarks" / "out"

@@ -1,0 +1,95 @@
+"""The App in a real headless Chromium, for the browser tests: a server of our own on the
+tests' database and a fresh browser profile (see FIFTYONE_NOTES.md).
+
+Import it from a test module after ``pytest.importorskip("playwright.sync_api")``; use
+:data:`CHROMIUM` to skip when Chromium is absent.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and os.path.isfile(p)),
+                None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port, query):
+    req = urllib.request.Request("http://127.0.0.1:%d/graphql" % port, data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def app_server(log_dir, env=None):
+    """``python -m fiftyone.server.main`` on a free port, on the tests' database; yields the port."""
+    port = free_port()
+    log_path = os.path.join(str(log_dir), "server.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fiftyone.server.main", "--address", "127.0.0.1",
+                                 "--port", str(port)], env=dict(os.environ, **(env or {})), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if "version" in graphql(port, "{ version }").get("data", {}):
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    with open(log_path, errors="replace") as f:
+                        raise RuntimeError("the App server did not start: %s" % f.read()[-2000:])
+                time.sleep(0.3)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def browser_page(profile_dir, viewport=(1400, 900)):
+    """A Playwright page in a fresh Chromium profile (no Enterprise popup)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile_dir), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": viewport[0], "height": viewport[1]},
+        )
+        try:
+            context.add_init_script("window.IS_PLAYWRIGHT = true;")
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def wait_for_grid(page, count, timeout=60000):
+    """Waits until the grid says ``count`` samples and that many tiles have drawn."""
+    page.locator("[data-cy=entry-counts]").wait_for(timeout=timeout)
+    page.wait_for_function(
+        "() => /%d samples/.test(document.querySelector('[data-cy=entry-counts]')?.textContent || '')" % count,
+        timeout=timeout,
+    )
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-cy=looker] canvas[canvas-loaded=true]').length >= %d" % count,
+        timeout=timeout,
+    )
