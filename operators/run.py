@@ -121,6 +121,20 @@ class RunFASeg(foo.Operator):
 
         kwargs = run_kwargs(ctx.params)
         target = ctx.target_view()
+        if ctx.params.get("ray_address"):
+            # the whole run on a Ray cluster, one actor per GPU (fiftyone_faseg.distributed)
+            from fiftyone_faseg.distributed import segment_samples_on_ray
+            from fiftyone_faseg.settings import RunSettings
+
+            def report(done, total):
+                ctx.set_progress(progress=done / total, label="Segmented %d of %d samples on Ray" % (done, total))
+
+            summary = segment_samples_on_ray(target, address=ctx.params["ray_address"], progress=report
+                                             if ctx.delegated else None, settings=RunSettings.from_params(ctx.params))
+            if not ctx.delegated:
+                yield ctx.trigger("reload_dataset")
+            yield _outputs(summary)
+            return
         if int(ctx.params.get("num_shards") or 1) > 1:
             # fan out: one delegated run of this operator per disjoint slice
             from fiftyone_faseg.workers import queue_shards
@@ -270,6 +284,9 @@ def _run_faseg_inputs(ctx, inputs):
     inputs.int("num_shards", default=1, label="Parallel runs",
                description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
                            "for that many `fiftyone delegated launch` workers (one per GPU)")
+    inputs.str("ray_address", required=False, label="Ray cluster address (optional)",
+               description="Run on a Ray cluster instead, one model per GPU: 'auto' on a node of the cluster, or "
+                           "ray://head:10001 (use a mask folder on storage the workers share; see docs/scaling.md)")
     inputs.bool("skip_existing", default=False, label="Skip samples that already have this field")
     inputs.bool("overwrite", default=False, label="Overwrite existing labels")
     inputs.bool("store_scores", default=False, label="Store score maps",
