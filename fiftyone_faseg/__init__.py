@@ -14,6 +14,7 @@ _LAZY = {
     "FASegModelConfig": "fiftyone_faseg.model",
     "segment_samples": "fiftyone_faseg.run",
     "iter_segment_samples": "fiftyone_faseg.run",
+    "segment_samples_on_ray": "fiftyone_faseg.distributed",
     "RunSummary": "fiftyone_faseg.run",
     "load_segmenter": "fiftyone_faseg.run",
     "DEFAULT_MODEL": "fiftyone_faseg.constants",

@@ -123,16 +123,12 @@ class RunFASeg(foo.Operator):
         target = ctx.target_view()
         if ctx.params.get("ray_address"):
             # the whole run on a Ray cluster, one actor per GPU (fiftyone_faseg.distributed)
-            from fiftyone_faseg.distributed import segment_samples_on_ray
+            from fiftyone_faseg.distributed import iter_segment_samples_on_ray
             from fiftyone_faseg.settings import RunSettings
 
-            def report(done, total):
-                ctx.set_progress(progress=done / total, label="Segmented %d of %d samples on Ray" % (done, total))
-
-            summary = segment_samples_on_ray(target, address=ctx.params["ray_address"], progress=report
-                                             if ctx.delegated else None, settings=RunSettings.from_params(ctx.params))
-            if not ctx.delegated:
-                yield ctx.trigger("reload_dataset")
+            steps = iter_segment_samples_on_ray(target, address=ctx.params["ray_address"],
+                                                settings=RunSettings.from_params(ctx.params))
+            summary = yield from segment_with_progress(ctx, steps)
             yield _outputs(summary)
             return
         if int(ctx.params.get("num_shards") or 1) > 1:
