@@ -126,6 +126,16 @@ class FASeg:
         self._lock = threading.RLock()
         self._warned_truncation = False
 
+    def __getstate__(self):
+        # picklable (a segmenter shipped to Ray actors, `copy.deepcopy`): a lock is per process
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, config: FASegConfig | None = None, device=None,

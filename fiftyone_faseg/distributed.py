@@ -98,7 +98,7 @@ def segment_samples_on_ray(
         concurrency (None): number of segmenter actors (default: one per GPU of the
             cluster; one when it has no GPUs)
         num_gpus (None): GPUs per actor (default: 1 when the cluster has GPUs, else 0)
-        batch_size (None): images per model call (and per actor call)
+        batch_size (None): images per model call
         progress (None): True for a progress bar, or ``callable(done, total)``
         settings (None): a :class:`fiftyone_faseg.settings.RunSettings`; keywords
             override it
@@ -171,11 +171,14 @@ def iter_segment_samples_on_ray(
     import ray
 
     from .plan import plan_run, prepare_run
-    from .run import RunSummary, _settings
+    from .run import RunSummary, _model_path, _settings
 
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     settings = _settings(settings, label_field, kwargs)
+    if segmenter is not None:  # as in a local run: its settings, its checkpoint in the record
+        config = config or segmenter.config
+        settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
     chunk_size = int(chunk_size or DEFAULT_CHUNK_SIZE)
     if chunk_size < 1:
         raise ValueError("`chunk_size` must be >= 1 but is %r." % chunk_size)

@@ -232,3 +232,9 @@ def test_cli_refuses_a_model_that_does_not_load_before_any_write(images, tmp_pat
     with pytest.raises(ValueError, match="does not load .* on the Ray workers, so nothing was written"):
         distributed.main([images.name, "--classes", "cat", "dog", "--model-path", str(empty), "--image-size", "128"])
     assert "faseg" not in images.get_field_schema() and "faseg" not in images.mask_targets
+
+
+def test_more_gpus_than_the_cluster_has_is_refused_before_any_write(images, tiny_sd_dir):
+    with pytest.raises(ValueError, match="`num_gpus` is 1 per actor and the Ray cluster has 0 GPUs"):
+        segment_samples_on_ray(images, classes=["cat"], model_path=str(tiny_sd_dir), num_gpus=1)
+    assert "faseg" not in images.get_field_schema() and "faseg" not in images.mask_targets
