@@ -257,9 +257,6 @@ def _check_fields(dataset, settings, classes_from):
         fld = schema.get(name)
         if fld is None:
             continue
-        if name in others.values() and name != candidates_field(label_field):
-            raise ValueError("'%s' is an input of this run (%s) and a field FA-Seg would write: choose another "
-                             "label_field" % (name, [k for k, v in others.items() if v == name][0]))
         if record is None:
             raise ValueError(
                 "field '%s' of dataset '%s' exists and no FA-Seg run made '%s' (it may be ground truth or "
