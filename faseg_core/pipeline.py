@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -13,7 +14,9 @@ import torch
 from . import hard
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
-from .images import as_image_list, describe, label_dtype, load_image, resize_labels, to_pixels
+from .images import as_image_list, describe, load_image, to_pixels
+from .labels import labels_from_scores
+from .loading import LOAD_LOCK
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
 
@@ -52,18 +55,6 @@ class _Job:
     prompt: str
 
 
-def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int) -> np.ndarray:
-    """`(K, h, w)` scores → `(height, width)` label map (0 background, k + 1 class k), as FA-Seg makes it.
-
-    Bicubic upsampling to `image_size`, background below `threshold`, else the best class,
-    then a nearest resize to the image's size. Accepts a tensor or an array.
-    """
-    scores = torch.as_tensor(scores)
-    labels = hard.to_label_map(scores.float(), threshold, image_size)  # [image_size, image_size]
-    labels = labels.to("cpu", torch.int32).numpy().astype(label_dtype(scores.shape[0]))
-    return resize_labels(labels, width, height)
-
-
 def _placed(module, device, dtype):
     """`module` in eval mode on `device`, cast only when its dtype differs."""
     module = module.to(device)
@@ -91,16 +82,23 @@ class FASeg:
     Args:
         unet (`UNet2DConditionModel`), vae (`AutoencoderKL`), text_encoder (`CLIPTextModel`),
         tokenizer (`CLIPTokenizer`): the model's components.
-        config (`FASegConfig`, *optional*): the method's settings (paper defaults).
+        config (`FASegConfig`, *optional*): the default settings of calls (paper defaults);
+            a call may pass its own (`seg(..., config=...)`), which never changes this one.
         device (`str` or `torch.device`, *optional*): defaults to CUDA when available.
         dtype (`torch.dtype`, *optional*): defaults to `config.dtype` ("auto": float16 on
-            CUDA, float32 elsewhere).
+            CUDA, float32 elsewhere). Fixed at construction: a call's `config.dtype` is not used.
+
+    One `FASeg` serves concurrent callers (threads): UNet passes and the text-embedding
+    cache are serialised by a lock, everything else is per call. After an out-of-memory
+    error a batch is retried in halves, and the size that worked becomes the most images
+    per UNet pass at that image size for every later batch and call of this object.
 
     Example::
 
         seg = FASeg.from_pretrained("XCLiu/2_rectified_flow_from_sd_1_5")
         result = seg(image, ["cat", "dog", "sofa"], captions="a cat and a dog on a sofa")[0]
         result.label_map  # (H, W): 0 background, 1 cat, 2 dog, 3 sofa
+        coarse = seg(image, ["cat"], config=seg.config.replace(threshold=0.4))[0]
     """
 
     def __init__(self, unet, vae, text_encoder, tokenizer, config: FASegConfig | None = None, device=None, dtype=None):
@@ -118,10 +116,16 @@ class FASeg:
             clip_sample=False, set_alpha_to_one=False,
         )
         self.scheduler.set_timesteps(1)
-        store = self.config.store_dtype
-        self.store_dtype = _DTYPES[store] if store else (torch.float32 if dtype == torch.float32 else torch.float16)
+        self._lock = threading.RLock()  # one UNet pass (attention processors) and cache update at a time
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._fitting_batch: dict[int, int] = {}  # image size -> most images per pass after an OOM
         self._warned_truncation = False
+
+    def store_dtype(self, config: FASegConfig | None = None) -> torch.dtype:
+        """Dtype of the attention sums: `config.store_dtype`, else float32 for a float32 model
+        and float16 for a half-precision one."""
+        store = (config or self.config).store_dtype
+        return _DTYPES[store] if store else torch.float32 if self.dtype == torch.float32 else torch.float16
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -132,7 +136,7 @@ class FASeg:
         Only `unet/`, `vae/`, `text_encoder/` and `tokenizer/` are read, so nothing unused
         (the safety checker, a custom pipeline class) is downloaded; any SD-1.x layout loads.
         `kwargs` (`revision`, `cache_dir`, `local_files_only`, `token`, ...) go to every
-        `from_pretrained` call.
+        `from_pretrained` call. Loads hold `faseg_core.LOAD_LOCK`: one at a time per process.
         """
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -149,10 +153,11 @@ class FASeg:
                     f"(expected subfolders: {', '.join(COMPONENTS)})"
                 )
         try:
-            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **kwargs)
-            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **kwargs)
-            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype, **kwargs)
-            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", model_max_length=77, **kwargs)
+            with LOAD_LOCK:
+                unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **kwargs)
+                vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **kwargs)
+                text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype, **kwargs)
+                tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", model_max_length=77, **kwargs)
         except OSError as e:
             raise OSError(
                 f"could not load the diffusion model '{model}': {e}\n"
@@ -198,18 +203,19 @@ class FASeg:
     @torch.no_grad()
     def encode_text(self, prompts: list[str], cache: bool = False) -> torch.Tensor:
         """`[len(prompts), 77, D]` last hidden states of the text encoder."""
-        todo = [p for p in dict.fromkeys(prompts) if not (cache and p in self._text_cache)]
-        fresh = {}
-        if todo:
-            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
-            states = self.text_encoder(ids)[0]  # [n, 77, D]
-            fresh = dict(zip(todo, states))
-            if cache:
-                self._text_cache.update(fresh)
-                while len(self._text_cache) > 512:
-                    self._text_cache.popitem(last=False)
-        return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
+        with self._lock:
+            todo = [p for p in dict.fromkeys(prompts) if not (cache and p in self._text_cache)]
+            fresh = {}
+            if todo:
+                ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                     truncation=True, return_tensors="pt").input_ids.to(self.device)
+                states = self.text_encoder(ids)[0]  # [n, 77, D]
+                fresh = dict(zip(todo, states))
+                if cache:
+                    self._text_cache.update(fresh)
+                    while len(self._text_cache) > 512:
+                        self._text_cache.popitem(last=False)
+            return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
 
     def _prepare(self, index, image, classes, caption) -> _Job:
         prompts = build_class_prompts(self.tokenizer, classes)
@@ -223,18 +229,19 @@ class FASeg:
 
     # ------------------------------------------------------------------ image
     @torch.no_grad()
-    def encode_images(self, images: list) -> torch.Tensor:
+    def encode_images(self, images: list, config: FASegConfig | None = None) -> torch.Tensor:
         """RGB images → `[B * V, 4, h, w]` scaled latents, V = 2 views (image, mirror) with `flip`."""
-        pixels = to_pixels(images, self.config.image_size)  # [B, 3, S, S]
-        if self.config.flip:
+        cfg = config or self.config
+        pixels = to_pixels(images, cfg.image_size)  # [B, 3, S, S]
+        if cfg.flip:
             pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [B*2, 3, S, S]
         posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         latents = posterior.mean
-        if self.config.vae_sample:
+        if cfg.vae_sample:
             # As the reference: each image pair samples with its own CPU generator seeded
             # `seed`, so every pair gets the same noise whatever the batch.
-            views = 2 if self.config.flip else 1
-            generator = torch.Generator("cpu").manual_seed(self.config.seed)
+            views = 2 if cfg.flip else 1
+            generator = torch.Generator("cpu").manual_seed(cfg.seed)
             noise = torch.randn((views, *latents.shape[1:]), generator=generator, dtype=latents.dtype)
             noise = noise.to(self.device).repeat(latents.shape[0] // views, 1, 1, 1)
             latents = latents + posterior.std * noise
@@ -253,7 +260,8 @@ class FASeg:
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
-    def __call__(self, images, classes, captions=None, progress=False) -> list[FASegResult]:
+    def __call__(self, images, classes, captions=None, config: FASegConfig | None = None,
+                 progress=False) -> list[FASegResult]:
         """Segment images into the given classes.
 
         Args:
@@ -261,53 +269,57 @@ class FASeg:
             classes: `list[str]` for all images, or `list[list[str]]`, one list per image.
             captions: `None`, one string, or one string per image. `None` makes the
                 reconstruction prompt the class prompt.
+            config (`FASegConfig`, *optional*): this call's settings; defaults to `self.config`.
             progress: `True` for a progress bar, or a callable `(done, total)`.
         Returns:
             one `FASegResult` per image, in order.
         """
         # 0. Check inputs
+        cfg = config or self.config
         images = as_image_list(images)
         class_lists, captions = self.check_inputs(images, classes, captions)
         total = len(images)
-        results: list[FASegResult | None] = [None] * total
+        results: list[FASegResult] = []
         bar = None
         if progress is True:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="FA-Seg")
-        done = 0
-        for start in range(0, total, self.config.batch_size):
-            # 1. Read images, build prompts
-            jobs = [
-                self._prepare(i, images[i], class_lists[i], captions[i])
-                for i in range(start, min(start + self.config.batch_size, total))
-            ]
-            for result, job in zip(self._segment_splitting_on_oom(jobs), jobs):
-                results[job.index] = result
-            done += len(jobs)
+        for start in range(0, total, cfg.batch_size):
+            with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
+                # 1. Read images, build prompts
+                jobs = [
+                    self._prepare(i, images[i], class_lists[i], captions[i])
+                    for i in range(start, min(start + cfg.batch_size, total))
+                ]
+                results += self._segment_fitting(jobs, cfg)
             if bar is not None:
                 bar.update(len(jobs))
             elif callable(progress):
-                progress(done, total)
+                progress(len(results), total)
         if bar is not None:
             bar.close()
         return results
 
-    def _segment_splitting_on_oom(self, jobs: list[_Job]) -> list[FASegResult]:
-        """Segment a batch; on out-of-memory, retry it as two halves (down to one image)."""
-        try:
-            return self._segment(jobs)
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not _is_oom(e) or len(jobs) == 1:
-                raise
-            logger.warning("out of memory on a batch of %d images: retrying as two halves", len(jobs))
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = len(jobs) // 2
-            return self._segment_splitting_on_oom(jobs[:half]) + self._segment_splitting_on_oom(jobs[half:])
+    def _segment_fitting(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
+        """Segment jobs in UNet passes of at most the size known to fit at `cfg.image_size`;
+        on out-of-memory, halve that size (down to one image), remember it and go on.
+        The caller holds `self._lock`."""
+        results = []
+        while len(results) < len(jobs):
+            size = min(len(jobs) - len(results), self._fitting_batch.get(cfg.image_size, len(jobs)))
+            try:
+                results += self._segment(jobs[len(results) : len(results) + size], cfg)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or size == 1:
+                    raise
+                logger.warning("out of memory on a batch of %d images: going on with %d", size, size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._fitting_batch[cfg.image_size] = size // 2
+        return results
 
-    def _segment(self, jobs: list[_Job]) -> list[FASegResult]:
-        cfg = self.config
+    def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         views = 2 if cfg.flip else 1
 
         # 2. Encode prompts: the reconstruction prompt per image, the class prompts per image
@@ -318,7 +330,7 @@ class FASeg:
         class_embeds = class_embeds.unflatten(0, (len(jobs), width)).repeat_interleave(views, dim=0)  # [B*V, P, 77, D]
 
         # 3. Encode images (+ mirror)
-        latents = self.encode_images([job.image for job in jobs])  # [B*V, 4, h, w]
+        latents = self.encode_images([job.image for job in jobs], cfg)  # [B*V, 4, h, w]
 
         # 4. One-step inversion (an identity at t=0: skipped unless asked for)
         if cfg.run_inversion:
@@ -328,21 +340,20 @@ class FASeg:
         recorder = AttentionRecorder(
             self_resolutions=[r for r, w in cfg.self_weights.items() if w > 0],
             cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
-            store_dtype=self.store_dtype,
+            store_dtype=self.store_dtype(cfg),
             chunk=cfg.attention_chunk,
         )
         with recording(self.unet, recorder):
             self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs={"class_embeds": class_embeds})
-        self._check_recorded(recorder)
+        self._check_recorded(recorder, cfg)
         del latents, text, class_embeds
 
         # 6. Refine (HARD), 7. unflip + threshold, per image
-        results = [self._result(job, recorder, b * views, views) for b, job in enumerate(jobs)]
+        results = [self._result(job, recorder, b * views, cfg) for b, job in enumerate(jobs)]
         recorder.reset()
         return results
 
-    def _check_recorded(self, recorder: AttentionRecorder):
-        cfg = self.config
+    def _check_recorded(self, recorder: AttentionRecorder, cfg: FASegConfig):
         wanted = {(SELF, r) for r, w in cfg.self_weights.items() if w > 0}
         wanted |= {(CROSS, r) for r, w in cfg.cross_weights.items() if w > 0}
         missing = sorted(wanted - set(recorder.sums))
@@ -354,9 +365,8 @@ class FASeg:
                 "or weights keyed by the model's grids"
             )
 
-    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, views: int) -> FASegResult:
-        cfg = self.config
-        rows = slice(row, row + views)
+    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, cfg: FASegConfig) -> FASegResult:
+        rows = slice(row, row + (2 if cfg.flip else 1))
         cross_maps = {}
         for r, w in cfg.cross_weights.items():
             if w > 0:
@@ -366,8 +376,9 @@ class FASeg:
         scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
         if cfg.pamr:
             scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
+        scores = scores.cpu().numpy().astype(np.float32)
         labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, job.image.width, job.image.height)
-        return FASegResult(labels, scores.cpu().numpy().astype(np.float32), list(job.classes), job.prompt)
+        return FASegResult(labels, scores, list(job.classes), job.prompt)
 
     @staticmethod
     def _class_maps(cross: torch.Tensor, prompts: list[ClassPrompt], r: int, length: int) -> torch.Tensor:
