@@ -16,6 +16,16 @@ VOC_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-samp
 
 
 # ----------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module", autouse=True)
+def _no_leftover_datasets():
+    """The protocol's datasets are persistent: drop those an earlier session left in the database."""
+    import fiftyone as fo
+
+    for name in ("t-ctx", "t-coco", "t-voc-sample", "t-voc-json", "t-ctx-run", "t-voc-tagger"):
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
 def _palette_png(path, labels):
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])

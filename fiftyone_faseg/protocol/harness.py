@@ -89,7 +89,8 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         a dict (see the keys of the JSON report in the CLI's help)
     """
     from ..iterate import sweep_confusions
-    from ..run import DEFAULT_MODEL, load_segmenter
+    from ..constants import DEFAULT_MODEL
+    from ..models import load_segmenter
 
     bench = get_benchmark(benchmark)
     if classes_from not in CLASS_SOURCES:
