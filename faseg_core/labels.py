@@ -88,11 +88,15 @@ def _best_on_kept_grid(scores, image_size: int, width: int, height: int, keep=No
     if kept.size == 0:
         shape = (len(source_rows), len(source_cols))
         return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64), rows, cols
-    wy = bicubic_matrix(scores.shape[-2], image_size)[source_rows]  # [R, h]
-    wx = bicubic_matrix(scores.shape[-1], image_size)[source_cols]  # [C, w]
-    values = wy @ scores[kept] @ wx.T  # [K, R, C]
-    best = values.argmax(axis=0)  # the first class wins ties
-    top = np.take_along_axis(values, best[None], axis=0)[0]
+    k, h, w = len(kept), scores.shape[-2], scores.shape[-1]
+    wy = bicubic_matrix(h, image_size)[source_rows]  # [R, h]
+    wx = bicubic_matrix(w, image_size)[source_cols]  # [C, w]
+    # two plain matrix products (fast BLAS calls): along the columns, then along the rows
+    values = scores[kept].reshape(k * h, w) @ wx.T  # [K*h, C]
+    values = wy @ values.reshape(k, h, -1).transpose(1, 0, 2).reshape(h, -1)  # [R, K*C]
+    values = values.reshape(len(source_rows), k, len(source_cols))  # [R, K, C]
+    best = values.argmax(axis=1)  # the first class wins ties
+    top = np.take_along_axis(values, best[:, None], axis=1)[:, 0]
     return top, kept[best], rows, cols
 
 
