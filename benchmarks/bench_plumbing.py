@@ -140,7 +140,7 @@ def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
             "sort_by().limit(%d)" % view_size: lambda: ds.sort_by("_rand").limit(view_size),
             "select(%d ids)" % size: lambda: ds.select(ds.values("id")),
         }
-        for name, make in views.items():
+        for k, (name, make) in enumerate(views.items()):
             view = make()
             n = view.count()
             times = {}
@@ -149,7 +149,7 @@ def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
                                ("apply_model", lambda f: view.apply_model(_model("stub", config, stub), f,
                                                                           batch_size=8, progress=False))):
                 start = time.perf_counter()
-                run("%s_%d" % (label, size))
+                run("%s_%d" % (label, k))
                 times[label] = (time.perf_counter() - start) / n
             rows.append([size, name, n, times["segment_samples"] * 1e3, times["apply_model"] * 1e3,
                          times["segment_samples"] / times["apply_model"]])

@@ -317,10 +317,11 @@ def _stored(dataset, ids, label_field):
 
 
 def _with_field(view, todo, field):
-    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time."""
+    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time from the dataset
+    (selecting on the view would re-run its whole pipeline for every chunk)."""
     for start in range(0, len(todo[0]), _CHUNK):
         chunk = [values[start : start + _CHUNK] for values in todo]
-        extra = view.select(chunk[0], ordered=True).values(field)
+        extra = view._dataset.select(chunk[0], ordered=True).values(field)
         yield from zip(*chunk, extra)
 
 

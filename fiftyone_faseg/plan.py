@@ -200,12 +200,10 @@ def prepare_run(dataset, plan):
         wanted.pop(scores_field(plan.label_field))
     if not settings.heatmap:
         wanted.pop(plan.label_field + "_heatmap")
-    for name, (kind, doc_type) in wanted.items():
-        if name not in schema:
-            if doc_type is None:
-                dataset.add_sample_field(name, kind)
-            else:
-                dataset.add_sample_field(name, kind, embedded_doc_type=doc_type)
+    new = {name: kind(doc_type) if doc_type else kind() for name, (kind, doc_type) in wanted.items()
+           if name not in schema}
+    if new:
+        dataset._merge_sample_field_schema(new)  # one schema update (what set_values does), not one per field
     plan.record = plan.record.new_revision()
     plan.record.write(dataset, plan.label_field)
     return plan
