@@ -1,9 +1,8 @@
 """Re-thresholding stored scores: `fiftyone_faseg.iterate.rethreshold` against the plain path.
 
-The plain path (baseline, same run) is what a full run does per sample: bicubic
-upsampling of all K maps to the image size (512 px), threshold, nearest resize to the
-image (`faseg_core.labels_from_scores`), one database write per sample. Ours computes only
-the pixels the nearest resize keeps and writes in bulk. Target (issue 7): well under a
+The plain path (baseline, same run) is what a full run does per sample: the label map
+from the scores (`faseg_core.labels_from_scores`, the function re-thresholding shares),
+then one database write per sample. Ours writes in bulk. Target (issue 7): well under a
 second per hundred samples on a CPU.
 
     python -m benchmarks.bench_iterate [--quick] [--out DIR]
