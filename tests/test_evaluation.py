@@ -263,7 +263,8 @@ def test_operator_immediate_and_delegated(dataset, plugin_ready):
     )
     result.raise_exceptions()
     expected_miou = _miou(_expected(pairs)[0], 3)
-    assert result.result["miou"] == pytest.approx(expected_miou)
+    assert result.result["miou_value"] == pytest.approx(expected_miou)
+    assert result.result["miou"] == "%.1f %%" % (100 * expected_miou)
     assert result.result["worst_view"] == "op_worst"
     _check_run(ds, pairs, "op")
 
@@ -375,15 +376,3 @@ def test_match_classes_background_and_unnamed_values(tmp_path):
         assert results.miou == pytest.approx((0 + 1 / 3) / 2)
     finally:
         ds.delete()
-
-
-def test_without_the_plugin_the_sdk_computes_the_metric_itself(dataset, monkeypatch):
-    import fiftyone_faseg.evaluation as ffe
-
-    ds, pairs = dataset
-    monkeypatch.setattr(ffe, "_get_miou_metric", lambda: None)
-    evaluate_faseg(ds, "faseg", eval_key="alone")
-    _check_run(ds, pairs, "alone")
-    ds.delete_evaluation("alone")
-    assert not ds.has_sample_field("alone_miou")
-    assert ds.list_saved_views() == []

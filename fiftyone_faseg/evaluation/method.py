@@ -1,0 +1,458 @@
+"""The FA-Seg evaluation method: a FiftyOne ``"segmentation"`` evaluation whose classes are
+matched by name, with mIoU and per-sample outputs computed as each sample is read.
+
+Memory does not grow with the number of samples: each sample's confusion matrix lives only
+while that sample is processed, its outputs are written by FiftyOne's autosaving iterator
+(batched writes), and the results keep the dataset matrix and per-class counters. Pass
+``store_matches=True`` for FiftyOne's per-sample matches (the Model Evaluation panel's
+confusion-matrix cells then open their samples), which grow with the dataset.
+"""
+
+import logging
+import warnings
+
+import numpy as np
+
+import fiftyone.utils.eval.segmentation as fous
+
+import fiftyone_faseg.metrics as fm
+
+from ..constants import IGNORE_INDEX, operator_uri
+from ..fields import label_mask
+from . import outputs, per_sample
+from .matching import UNNAMED, normalize
+
+logger = logging.getLogger(__name__)
+
+MIOU_METRIC_URI = operator_uri("miou")
+
+
+class FASegEvaluationConfig(fous.SegmentationEvaluationConfig):
+    """Configuration of :class:`FASegEvaluation`; built by
+    :func:`fiftyone_faseg.evaluation.evaluate_faseg`.
+
+    Args:
+        pred_field: the name of the predicted segmentation field
+        gt_field: the name of the ground truth segmentation field
+        classes (None): the class names (see
+            :func:`fiftyone_faseg.evaluation.match_classes`)
+        gt_values (None): ``[pixel value, class index]`` pairs of the ground truth
+        pred_values (None): ``[pixel value, class index]`` pairs of the prediction
+        num_gt_classes (None): the number of ground truth classes, which come first
+            in ``classes`` and are the classes of the mean
+        name_index (None): ``{normalized name: class index}`` for matching each
+            sample's candidate classes
+        aliases (None): ``{name: canonical name}`` of the vocabulary the classes were
+            matched with (a re-evaluation matches names the same way)
+        ignore_index (255): the ground truth value that is ignored
+        per_class (True): write ``<eval_key>_classes`` and ``<eval_key>_confusions``
+        error_masks (True): write the ``<eval_key>_errors`` overlay
+        store_matches (False): keep FiftyOne's per-sample matches in the results
+        pred_revision (None): the revision of the prediction field's FA-Seg run record
+            when the evaluation started (a later one means the evaluation is stale)
+        worst_k (25): the size of the ``<eval_key>_worst`` saved view
+        average ("micro"): the averaging of FiftyOne's per-sample precision and
+            recall fields
+        compute_dice (False): whether to compute the Dice coefficient per sample
+        custom_metrics (None): a list of custom metrics to compute or dict mapping
+            metric names to kwargs dicts
+    """
+
+    def __init__(
+        self,
+        pred_field,
+        gt_field,
+        classes=None,
+        gt_values=None,
+        pred_values=None,
+        num_gt_classes=None,
+        name_index=None,
+        aliases=None,
+        ignore_index=IGNORE_INDEX,
+        per_class=True,
+        error_masks=True,
+        store_matches=False,
+        pred_revision=None,
+        worst_k=outputs.DEFAULT_WORST_K,
+        average="micro",
+        compute_dice=False,
+        custom_metrics=None,
+        **kwargs,
+    ):
+        super().__init__(
+            pred_field,
+            gt_field,
+            compute_dice=compute_dice,
+            custom_metrics=custom_metrics,
+            **kwargs,
+        )
+        if classes is None or gt_values is None or pred_values is None:
+            raise ValueError(
+                "FASegEvaluationConfig needs classes, gt_values and pred_values: "
+                "use fiftyone_faseg.evaluation.evaluate_faseg(), which builds them "
+                "from the fields' mask_targets"
+            )
+
+        self.classes = list(classes)
+        self.gt_values = [[int(v), int(i)] for v, i in gt_values]
+        self.pred_values = [[int(v), int(i)] for v, i in pred_values]
+        self.num_gt_classes = len(self.classes) if num_gt_classes is None else int(num_gt_classes)
+        self.name_index = dict(name_index or {})
+        self.aliases = dict(aliases or {})
+        self.ignore_index = ignore_index
+        self.per_class = bool(per_class)
+        self.error_masks = bool(error_masks)
+        self.store_matches = bool(store_matches)
+        self.pred_revision = pred_revision
+        self.worst_k = worst_k
+        self.average = average
+
+    @property
+    def method(self):
+        return "faseg"
+
+
+class FASegEvaluation(fous.SegmentationEvaluation):
+    """Pixelwise segmentation evaluation whose ground truth and prediction classes
+    are matched by name (FiftyOne's ``"simple"`` method needs equal pixel values).
+
+    Args:
+        config: a :class:`FASegEvaluationConfig`
+    """
+
+    def register_samples(self, samples, eval_key):
+        if eval_key is not None:
+            outputs.declare_fields(samples._dataset, eval_key, self.config)
+
+    def get_fields(self, samples, eval_key, include_custom_metrics=True):
+        fields = list(outputs.field_names(eval_key, self.config).values())
+        if include_custom_metrics:
+            fields.extend(self.get_custom_metric_fields(samples, eval_key))
+        return fields
+
+    def rename(self, samples, eval_key, new_eval_key):
+        outputs.rename_outputs(samples._dataset, eval_key, new_eval_key, self.config)
+        self.rename_custom_metrics(samples, eval_key, new_eval_key)
+        samples._rename_sidebar_group(eval_key, new_eval_key)
+
+    def cleanup(self, samples, eval_key):
+        outputs.delete_outputs(samples._dataset, eval_key, self.config)
+        self.cleanup_custom_metrics(samples, eval_key)
+        samples._delete_empty_sidebar_group(eval_key)
+
+    def evaluate_samples(self, samples, eval_key=None, mask_targets=None, progress=None):
+        if mask_targets is not None:
+            warnings.warn(
+                "mask_targets is ignored by the FA-Seg evaluation: classes come from "
+                "the fields' mask_targets, matched by name"
+            )
+
+        config = self.config
+        pred_field, gt_field = config.pred_field, config.gt_field
+        labels = list(config.classes) + [UNNAMED]
+        num_classes = len(labels)
+        unnamed = num_classes - 1
+        gt_map = dict(map(tuple, config.gt_values))
+        pred_map = dict(map(tuple, config.pred_values))
+        names = dict(config.name_index)
+        save = eval_key is not None
+        fields = outputs.field_names(eval_key, config) if save else {}
+
+        cand_field = pred_field + "_candidates"
+        read = [gt_field, pred_field]
+        if samples.has_field(cand_field):
+            read.append(cand_field)
+        else:
+            cand_field = None
+
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        recall = CandidateRecall(num_classes, config.num_gt_classes)
+        counts = dict(evaluated=0, no_prediction=0, no_ground_truth=0)
+        matches = [] if config.store_matches else None
+        unknown_gt = set()
+
+        logger.info("Evaluating segmentations...")
+        for sample in samples.select_fields(read).iter_samples(progress=progress, autosave=save):
+            gt_seg = sample[gt_field]
+            if gt_seg is None or not gt_seg.has_mask:
+                counts["no_ground_truth"] += 1
+                continue
+
+            pred_seg = sample[pred_field]
+            if pred_seg is None or not pred_seg.has_mask:
+                counts["no_prediction"] += 1
+                continue
+
+            gt_mask = label_mask(gt_seg, gt_field, sample.id)
+            gt = fm.remap(gt_mask, gt_map, default=-1)
+            lost = (gt < 0) & (gt_mask != config.ignore_index)
+            if lost.any():
+                unknown_gt.update(np.unique(gt_mask[lost]).tolist())
+            pred = fm.remap(label_mask(pred_seg, pred_field, sample.id), pred_map, default=unnamed)
+            pred = fm.resize_nearest(pred, gt.shape)
+
+            conf = fm.confusion_matrix(gt, pred, num_classes, ignore_index=None)
+            confusion += conf
+            counts["evaluated"] += 1
+
+            if cand_field is not None:
+                recall.add(conf, _candidate_indices(sample[cand_field], names))
+
+            if matches is not None:
+                for i, j in zip(*np.nonzero(conf)):
+                    matches.append((labels[i], labels[j], int(conf[i, j]), gt_seg.id, pred_seg.id))
+
+            if save:
+                _write_sample(sample, fields, conf, gt, pred, labels, config)
+
+        _warn(counts, unknown_gt, config)
+
+        if not confusion[:, unnamed].any():
+            confusion = confusion[:unnamed, :unnamed]
+            labels = labels[:unnamed]
+
+        miou = fm.mean_iou(confusion, config.num_gt_classes)
+        results = FASegResults(
+            samples,
+            config,
+            eval_key,
+            confusion,
+            labels,
+            matches=matches,
+            missing=labels[0],
+            custom_metrics=None if np.isnan(miou) else {MIOU_METRIC_URI: miou_metric(miou)},
+            summary=dict(
+                counts,
+                candidate_recall=recall.as_dict(labels) if cand_field else None,
+                candidates_field=cand_field,
+            ),
+            backend=self,
+        )
+        if save:
+            outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
+        return results
+
+
+def miou_metric(value):
+    """The mIoU as FiftyOne stores a custom metric (the Model Evaluation panel shows it)."""
+    return {"key": "miou", "value": float(value), "label": "mIoU", "lower_is_better": False}
+
+
+class CandidateRecall(object):
+    """Per ground truth class: in how many samples it is present, and in how many of
+    those it was among the sample's candidate classes."""
+
+    def __init__(self, num_classes, num_gt_classes):
+        self.present = np.zeros(num_classes, np.int64)
+        self.proposed = np.zeros(num_classes, np.int64)
+        self.num_gt_classes = num_gt_classes
+
+    def add(self, conf, candidates):
+        if candidates is None:
+            return
+        present = np.flatnonzero(conf[1 : self.num_gt_classes].sum(axis=1)) + 1
+        self.present[present] += 1
+        self.proposed[[k for k in present if k in candidates]] += 1
+
+    def as_dict(self, labels):
+        return {
+            labels[k]: {"samples": int(self.present[k]), "proposed": int(self.proposed[k])}
+            for k in range(1, self.num_gt_classes)
+            if self.present[k]
+        }
+
+
+def _candidate_indices(candidates, names):
+    if candidates is None:
+        return None
+    return {names.get(normalize(c.label)) for c in candidates.classifications or []} - {None}
+
+
+def _write_sample(sample, fields, conf, gt, pred, labels, config):
+    acc, pre, rec = accuracy_precision_recall(conf, config.average)
+    sample[fields["accuracy"]] = acc
+    sample[fields["precision"]] = pre
+    sample[fields["recall"]] = rec
+    if "dice" in fields:
+        sample[fields["dice"]] = fous._compute_dice_score(conf)
+    sample[fields["miou"]] = per_sample.sample_miou(conf, config.num_gt_classes)
+    if "classes" in fields:
+        sample[fields["classes"]] = per_sample.class_labels(conf, labels, config.num_gt_classes)
+        sample[fields["confusions"]] = per_sample.confusion_labels(conf, labels)
+    if "errors" in fields:
+        sample[fields["errors"]] = per_sample.error_label(gt, pred)
+
+
+def accuracy_precision_recall(conf, average="micro"):
+    """FiftyOne's per-sample ``accuracy``/``precision``/``recall`` of a segmentation
+    evaluation (background, class 0, is the "missing" class), in numpy for
+    ``average="micro"`` (FiftyOne's own, through sklearn, otherwise)."""
+    if average != "micro":
+        return fous._compute_accuracy_precision_recall(conf, list(range(len(conf))), average)
+
+    support = conf[1:].sum()
+    if support == 0:
+        return None, None, None
+    tp = np.trace(conf) - conf[0, 0]
+    predicted = conf[:, 1:].sum()
+    accuracy = tp / (conf.sum() - conf[0, 0])
+    precision = tp / predicted if predicted else 0.0
+    return float(accuracy), float(precision), float(tp / support)
+
+
+def _warn(counts, unknown_gt, config):
+    if counts["no_ground_truth"]:
+        warnings.warn(
+            "%d samples without a '%s' mask were skipped" % (counts["no_ground_truth"], config.gt_field)
+        )
+    if counts["no_prediction"]:
+        warnings.warn(
+            "%d samples without a '%s' mask (e.g. failed ones: see '%s_error') were left out "
+            "of the evaluation, which can raise the mIoU: evaluate view.exists('%s') to say "
+            "so explicitly"
+            % (counts["no_prediction"], config.pred_field, config.pred_field, config.pred_field)
+        )
+    if unknown_gt:
+        warnings.warn(
+            "Ground truth pixel values %s of '%s' are not in its mask_targets and "
+            "were ignored like %d: name them in dataset.mask_targets['%s'] to "
+            "evaluate them" % (sorted(unknown_gt), config.gt_field, config.ignore_index, config.gt_field)
+        )
+
+
+class FASegResults(fous.SegmentationResults):
+    """Results of :func:`fiftyone_faseg.evaluation.evaluate_faseg`: FiftyOne's
+    segmentation results (its ``report()``, ``print_report()``,
+    ``plot_confusion_matrix()`` and the App's panel work as usual) plus IoU.
+
+    The classes in the mean are the first ``num_gt_classes`` of :attr:`classes` (the
+    ground truth classes); predicted classes without a ground truth counterpart come
+    after them.
+
+    :attr:`summary` holds what the FA-Seg panel shows besides the matrix: the sample
+    counts (``evaluated``, ``no_prediction``, ``no_ground_truth``), the
+    ``candidate_recall`` per ground truth class and, when the prediction has stored
+    scores, the ``threshold_curve``.
+    """
+
+    def __init__(
+        self,
+        samples,
+        config,
+        eval_key,
+        pixel_confusion_matrix,
+        classes,
+        matches=None,
+        missing=None,
+        custom_metrics=None,
+        summary=None,
+        backend=None,
+    ):
+        super().__init__(
+            samples,
+            config,
+            eval_key,
+            pixel_confusion_matrix,
+            classes,
+            matches=matches,
+            missing=missing,
+            custom_metrics=custom_metrics,
+            backend=backend,
+        )
+        self.summary = summary or {}
+
+    @classmethod
+    def _from_dict(cls, d, samples, config, eval_key, **kwargs):
+        matches = None
+        if d.get("ytrue_ids") is not None:
+            matches = list(zip(d["ytrue"], d["ypred"], d["weights"], d["ytrue_ids"], d["ypred_ids"]))
+        return cls(
+            samples,
+            config,
+            eval_key,
+            d["pixel_confusion_matrix"],
+            d["classes"],
+            matches=matches,
+            missing=d.get("missing", None),
+            custom_metrics=d.get("custom_metrics", None),
+            summary=d.get("summary", None),
+            **kwargs,
+        )
+
+    @property
+    def confusion(self):
+        """The pixel confusion matrix (rows: ground truth, columns: prediction)."""
+        return self.pixel_confusion_matrix
+
+    @property
+    def num_gt_classes(self):
+        """The number of ground truth classes (the classes of the mean)."""
+        n = getattr(self.config, "num_gt_classes", None)
+        return len(self.classes) if n is None else min(n, len(self.classes))
+
+    @property
+    def iou(self):
+        """Per-class IoU as an array aligned with :attr:`classes` (``nan`` where
+        the class's union is empty)."""
+        return fm.iou_per_class(self.confusion)
+
+    @property
+    def class_iou(self):
+        """A dict mapping each ground truth class with a non-empty union to its IoU:
+        the classes whose mean is :attr:`miou`."""
+        n = self.num_gt_classes
+        return {c: float(v) for c, v in zip(self.classes[:n], self.iou[:n]) if not np.isnan(v)}
+
+    @property
+    def miou(self):
+        """The dataset mIoU in ``[0, 1]`` (``nan`` if no pixel was counted)."""
+        return fm.mean_iou(self.confusion, self.num_gt_classes)
+
+    def top_confusions(self, k=10, include_background=True):
+        """The ``k`` off-diagonal (ground truth, prediction) pairs with the most
+        pixels, as ``[(gt class, predicted class, pixels)]``."""
+        off = np.array(self.confusion, dtype=np.int64)
+        np.fill_diagonal(off, 0)
+        if not include_background:
+            off[0, :] = 0
+            off[:, 0] = 0
+        rows, cols = np.nonzero(off)
+        order = np.argsort(-off[rows, cols], kind="stable")[:k]
+        return [(self.classes[i], self.classes[j], int(off[i, j])) for i, j in zip(rows[order], cols[order])]
+
+    def iou_report(self):
+        """Returns a dict mapping every class to a dict with its ``iou`` (None if its
+        union is empty), ``gt_pixels``, ``pred_pixels`` and ``in_mean``."""
+        conf = self.confusion
+        iou = self.iou
+        n = self.num_gt_classes
+        report = {}
+        for k, c in enumerate(self.classes):
+            report[c] = {
+                "iou": None if np.isnan(iou[k]) else float(iou[k]),
+                "gt_pixels": int(conf[k, :].sum()),
+                "pred_pixels": int(conf[:, k].sum()),
+                "in_mean": bool(k < n and not np.isnan(iou[k])),
+            }
+        return report
+
+    def markdown(self, digits=1):
+        """Returns the per-class IoU and the mIoU (in %) as a Markdown table."""
+        rows = ["| class | IoU (%) | GT pixels | predicted pixels |", "|---|---:|---:|---:|"]
+        fmt = "%%.%df" % digits
+        for c, r in self.iou_report().items():
+            if r["iou"] is None:
+                iou = "–"
+            elif r["in_mean"]:
+                iou = fmt % (100 * r["iou"])
+            else:
+                iou = "(%s, not in mean)" % (fmt % (100 * r["iou"]))
+            rows.append("| %s | %s | %d | %d |" % (c, iou, r["gt_pixels"], r["pred_pixels"]))
+
+        miou = self.miou
+        rows.append("| **mIoU** | **%s** | | |" % ("–" if np.isnan(miou) else fmt % (100 * miou)))
+        return "\n".join(rows)
+
+    def print_iou_report(self, digits=1):
+        """Prints :meth:`markdown`."""
+        print(self.markdown(digits=digits))

@@ -1,0 +1,163 @@
+"""The fields, mask_targets, index and saved view an FA-Seg evaluation owns.
+
+Every field it creates carries ``field.info["faseg_eval"] = {"eval_key": ...}``, so FA-Seg
+never offers it as ground truth (:func:`fiftyone_faseg.fields.ground_truth_fields`) and a
+later run refuses to write into it; deleting or renaming the evaluation deletes or
+renames all of them, the error overlay's mask_targets and the ``<eval_key>_worst`` view.
+"""
+
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+
+from .per_sample import ERROR_TARGETS
+
+INFO_KEY = "faseg_eval"
+DEFAULT_WORST_K = 25
+
+
+def field_names(eval_key, config):
+    """``{role: field name}`` of every sample field an evaluation with ``config`` writes
+    (FiftyOne's own ``accuracy``/``precision``/``recall``/``dice`` included)."""
+    roles = ["accuracy", "precision", "recall", "miou"]
+    if config.compute_dice:
+        roles.append("dice")
+    if getattr(config, "per_class", False):
+        roles += ["classes", "confusions"]
+    if getattr(config, "error_masks", False):
+        roles.append("errors")
+    return {role: "%s_%s" % (eval_key, role) for role in roles}
+
+
+def worst_view_name(eval_key):
+    return "%s_worst" % eval_key
+
+
+def check_free(dataset, eval_key, config):
+    """Raises if a field the evaluation would write exists and is not this evaluation's
+    own (another evaluation's, a run's, ground truth, ...): validate before writing."""
+    existing = eval_key in dataset.list_evaluations()
+    for name in field_names(eval_key, config).values():
+        field = dataset.get_field(name)
+        if field is None or owner(field) == eval_key:
+            continue
+        if existing and INFO_KEY not in (field.info or {}):
+            continue  # an evaluation made before fields were marked: it is replaced
+        raise ValueError(
+            "field '%s' exists and does not belong to evaluation '%s'; the evaluation "
+            "writes %s: choose another eval_key (or delete that field)"
+            % (name, eval_key, sorted(field_names(eval_key, config).values()))
+        )
+    for name in (config.pred_field, config.gt_field):
+        if name in field_names(eval_key, config).values():
+            raise ValueError(
+                "eval_key '%s' would write into '%s', which the evaluation reads: "
+                "choose another eval_key" % (eval_key, name)
+            )
+
+
+def owner(field):
+    """The eval key that created ``field`` (None if no FA-Seg evaluation did)."""
+    info = (field.info or {}).get(INFO_KEY)
+    return info.get("eval_key") if isinstance(info, dict) else None
+
+
+def declare_fields(dataset, eval_key, config):
+    """Adds every output field (marked as this evaluation's), the error overlay's
+    mask_targets, before any sample is written."""
+    info = {INFO_KEY: {"eval_key": eval_key}}
+    kinds = {"classes": fol.Classifications, "confusions": fol.Classifications, "errors": fol.Segmentation}
+    for role, name in field_names(eval_key, config).items():
+        if role in kinds:
+            dataset.add_sample_field(name, fof.EmbeddedDocumentField, embedded_doc_type=kinds[role])
+        else:
+            dataset.add_sample_field(name, fof.FloatField)
+        _mark(dataset, name, info)
+    if "errors" in field_names(eval_key, config):
+        set_targets(dataset, field_names(eval_key, config)["errors"], ERROR_TARGETS)
+
+
+def finish_fields(samples, eval_key, config, worst_k=DEFAULT_WORST_K):
+    """After the samples are written: the index that makes ``<eval_key>_miou`` sortable
+    in the App's grid and the saved view of the worst samples."""
+    dataset = samples._dataset
+    field = field_names(eval_key, config)["miou"]
+    dataset.create_index(field)
+    view = samples.exists(field).sort_by(field)
+    if worst_k:
+        view = view.limit(worst_k)
+    dataset.save_view(
+        worst_view_name(eval_key),
+        view,
+        description="Samples of lowest mIoU in evaluation '%s', worst first" % eval_key,
+        overwrite=True,
+    )
+
+
+def delete_outputs(dataset, eval_key, config):
+    """Deletes every field, the mask_targets and the saved view of an evaluation."""
+    names = list(field_names(eval_key, config).values())
+    dataset.delete_sample_fields([n for n in names if dataset.has_sample_field(n)])
+    delete_targets(dataset, field_names(eval_key, config).get("errors"))
+    if dataset.has_saved_view(worst_view_name(eval_key)):
+        dataset.delete_saved_view(worst_view_name(eval_key))
+
+
+def rename_outputs(dataset, eval_key, new_eval_key, config):
+    """Renames every field of an evaluation (and its mark, mask_targets, saved view)."""
+    old = field_names(eval_key, config)
+    new = field_names(new_eval_key, config)
+    pairs = {old[r]: new[r] for r in old if dataset.has_sample_field(old[r])}
+    if pairs:
+        dataset.rename_sample_fields(pairs)
+        dataset.reload()  # renamed field objects keep their old path until reloaded
+    for name in pairs.values():
+        _mark(dataset, name, {INFO_KEY: {"eval_key": new_eval_key}})
+    if "miou" in old and dataset.has_sample_field(new["miou"]):
+        _drop_index(dataset, old["miou"])
+        dataset.create_index(new["miou"])
+    if "errors" in old:
+        delete_targets(dataset, old["errors"])
+        if dataset.has_sample_field(new["errors"]):
+            set_targets(dataset, new["errors"], ERROR_TARGETS)
+    if dataset.has_saved_view(worst_view_name(eval_key)):
+        view = dataset.load_saved_view(worst_view_name(eval_key))
+        dataset.delete_saved_view(worst_view_name(eval_key))
+        worst_k = _limit(view)
+        finish_fields(dataset, new_eval_key, config, worst_k=worst_k)
+
+
+def _mark(dataset, name, info):
+    field = dataset.get_field(name)
+    field.info = {**(field.info or {}), **info}
+    field.save()
+
+
+def _drop_index(dataset, name):
+    if name in dataset.list_indexes():
+        dataset.drop_index(name)
+
+
+def _limit(view):
+    for stage in view._stages:
+        if type(stage).__name__ == "Limit":
+            return stage.limit
+    return None
+
+
+# @todo replace with fiftyone_faseg.targets (set_targets / delete_targets) once it lands on main
+def set_targets(dataset, field, targets):
+    """Sets one field's mask_targets in one atomic database update (other fields' untouched)."""
+    import fiftyone.core.odm as foo
+
+    targets = {str(k): str(v) for k, v in targets.items()}
+    foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$set": {"mask_targets." + field: targets}})
+    dataset.reload()
+
+
+def delete_targets(dataset, field):
+    """Removes one field's mask_targets in one atomic database update."""
+    import fiftyone.core.odm as foo
+
+    if field:
+        foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$unset": {"mask_targets." + field: ""}})
+        dataset.reload()
