@@ -1,24 +1,30 @@
 """The FA-Seg evaluation method: a FiftyOne ``"segmentation"`` evaluation whose classes are
 matched by name, with mIoU and per-sample outputs computed as each sample is read.
 
-Memory does not grow with the number of samples: each sample's confusion matrix lives only
-while that sample is processed, its outputs are written by FiftyOne's autosaving iterator
-(batched writes), and the results keep the dataset matrix and per-class counters. Pass
+Memory does not grow with the number of samples: the samples' masks are streamed from the
+database, each sample's confusion matrix lives only while that sample is processed, its
+outputs are written in batches (:class:`fiftyone_faseg.evaluation.outputs.SampleWriter`),
+and the results keep the dataset matrix and per-class counters. Pass
 ``store_matches=True`` for FiftyOne's per-sample matches (the Model Evaluation panel's
 confusion-matrix cells then open their samples), which grow with the dataset.
 """
 
+import contextlib
+import gc
+import io
 import logging
 import warnings
+import zlib
 
 import numpy as np
 
+import fiftyone.core.labels as fol
+import fiftyone.core.utils as fou
 import fiftyone.utils.eval.segmentation as fous
 
 import fiftyone_faseg.metrics as fm
 
 from ..constants import IGNORE_INDEX, operator_uri
-from ..fields import label_mask
 from . import outputs, per_sample
 from .matching import UNNAMED, normalize
 
@@ -152,18 +158,11 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         labels = list(config.classes) + [UNNAMED]
         num_classes = len(labels)
         unnamed = num_classes - 1
-        gt_map = dict(map(tuple, config.gt_values))
-        pred_map = dict(map(tuple, config.pred_values))
+        gt_map = fm.Remapper(dict(map(tuple, config.gt_values)), default=-1)
+        pred_map = fm.Remapper(dict(map(tuple, config.pred_values)), default=unnamed)
         names = dict(config.name_index)
-        save = eval_key is not None
-        fields = outputs.field_names(eval_key, config) if save else {}
-
-        cand_field = pred_field + "_candidates"
-        read = [gt_field, pred_field]
-        if samples.has_field(cand_field):
-            read.append(cand_field)
-        else:
-            cand_field = None
+        cand_field = pred_field + "_candidates" if samples.has_field(pred_field + "_candidates") else None
+        fields = outputs.field_names(eval_key, config) if eval_key is not None else {}
 
         confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
         recall = CandidateRecall(num_classes, config.num_gt_classes)
@@ -172,38 +171,38 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         unknown_gt = set()
 
         logger.info("Evaluating segmentations...")
-        for sample in samples.select_fields(read).iter_samples(progress=progress, autosave=save):
-            gt_seg = sample[gt_field]
-            if gt_seg is None or not gt_seg.has_mask:
-                counts["no_ground_truth"] += 1
-                continue
+        writer = outputs.SampleWriter(samples._dataset) if fields else contextlib.nullcontext()
+        with _gc_paused(), writer, fou.ProgressBar(total=samples.count(), progress=progress) as pb:
+            for doc in pb(_iter_docs(samples, gt_field, pred_field, cand_field)):
+                gt_mask = _read_mask(doc.get(gt_field), gt_field, doc["_id"])
+                if gt_mask is None:
+                    counts["no_ground_truth"] += 1
+                    continue
+                pred_mask = _read_mask(doc.get(pred_field), pred_field, doc["_id"])
+                if pred_mask is None:
+                    counts["no_prediction"] += 1
+                    continue
 
-            pred_seg = sample[pred_field]
-            if pred_seg is None or not pred_seg.has_mask:
-                counts["no_prediction"] += 1
-                continue
+                gt = gt_map(gt_mask)
+                lost = (gt < 0) & (gt_mask != config.ignore_index)
+                if lost.any():
+                    unknown_gt.update(np.unique(gt_mask[lost]).tolist())
+                pred = fm.resize_nearest(pred_map(pred_mask), gt.shape)
 
-            gt_mask = label_mask(gt_seg, gt_field, sample.id)
-            gt = fm.remap(gt_mask, gt_map, default=-1)
-            lost = (gt < 0) & (gt_mask != config.ignore_index)
-            if lost.any():
-                unknown_gt.update(np.unique(gt_mask[lost]).tolist())
-            pred = fm.remap(label_mask(pred_seg, pred_field, sample.id), pred_map, default=unnamed)
-            pred = fm.resize_nearest(pred, gt.shape)
+                conf = fm.confusion_matrix(gt, pred, num_classes, ignore_index=None)
+                confusion += conf
+                counts["evaluated"] += 1
 
-            conf = fm.confusion_matrix(gt, pred, num_classes, ignore_index=None)
-            confusion += conf
-            counts["evaluated"] += 1
+                if cand_field is not None:
+                    recall.add(conf, _candidate_indices(doc.get(cand_field), names))
 
-            if cand_field is not None:
-                recall.add(conf, _candidate_indices(sample[cand_field], names))
+                if matches is not None:
+                    gt_id, pred_id = str(doc[gt_field]["_id"]), str(doc[pred_field]["_id"])
+                    for i, j in zip(*np.nonzero(conf)):
+                        matches.append((labels[i], labels[j], int(conf[i, j]), gt_id, pred_id))
 
-            if matches is not None:
-                for i, j in zip(*np.nonzero(conf)):
-                    matches.append((labels[i], labels[j], int(conf[i, j]), gt_seg.id, pred_seg.id))
-
-            if save:
-                _write_sample(sample, fields, conf, gt, pred, labels, config)
+                if fields:
+                    writer.set(doc["_id"], _sample_values(fields, conf, gt, pred, labels, config))
 
         _warn(counts, unknown_gt, config)
 
@@ -228,7 +227,7 @@ class FASegEvaluation(fous.SegmentationEvaluation):
             ),
             backend=self,
         )
-        if save:
+        if fields:
             outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
         return results
 
@@ -262,25 +261,97 @@ class CandidateRecall(object):
         }
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while the loop makes thousands of short-lived label
+    documents (freed by reference counting): each collection would walk every object of
+    the process."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _candidate_indices(candidates, names):
+    """Class indices of a sample's candidates (a raw Classifications document)."""
     if candidates is None:
         return None
-    return {names.get(normalize(c.label)) for c in candidates.classifications or []} - {None}
+    return {names.get(normalize(c.get("label"))) for c in candidates.get("classifications") or []} - {None}
 
 
-def _write_sample(sample, fields, conf, gt, pred, labels, config):
+def _iter_docs(samples, gt_field, pred_field, cand_field):
+    """The raw documents of the collection's samples (id, both masks, candidate names),
+    streamed by the database: nothing is built per sample beyond what is read."""
+    project = {}
+    for field in (gt_field, pred_field):
+        project.update({field + "._id": True, field + ".mask": True, field + ".mask_path": True})
+    if cand_field is not None:
+        project[cand_field + ".classifications.label"] = True
+    return samples._aggregate(post_pipeline=[{"$project": project}])
+
+
+def _read_mask(label, field, sample_id):
+    """The mask of a raw Segmentation document (None when it has none)."""
+    if not label:
+        return None
+    if label.get("mask") is not None:
+        mask = deserialize_mask(label["mask"])
+    elif label.get("mask_path"):
+        mask = fol.Segmentation(mask_path=label["mask_path"]).get_mask()
+    else:
+        return None
+    if mask.ndim != 2:
+        raise ValueError(
+            "The mask of '%s' of sample %s has shape %s: FA-Seg evaluation needs "
+            "2D masks of integer class values, not RGB masks" % (field, sample_id, mask.shape)
+        )
+    return mask
+
+
+_NPY_HEADERS = {}
+
+
+def deserialize_mask(data):
+    """``fiftyone.core.utils.deserialize_numpy_array`` for the masks FiftyOne stores,
+    without parsing the same ``.npy`` header again for every mask."""
+    raw = zlib.decompress(data)
+    if raw[:8] != b"\x93NUMPY\x01\x00":
+        return fou.deserialize_numpy_array(data)
+    end = 10 + int.from_bytes(raw[8:10], "little")
+    header = raw[10:end]
+    if header not in _NPY_HEADERS:
+        if len(_NPY_HEADERS) > 64:
+            _NPY_HEADERS.clear()
+        with io.BytesIO(raw) as f:
+            np.lib.format.read_magic(f)
+            _NPY_HEADERS[header] = np.lib.format.read_array_header_1_0(f)
+    shape, fortran_order, dtype = _NPY_HEADERS[header]
+    if dtype.hasobject:
+        return fou.deserialize_numpy_array(data)
+    array = np.frombuffer(raw, dtype=dtype, offset=end, count=int(np.prod(shape)))
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def _sample_values(fields, conf, gt, pred, labels, config):
+    """``{field: database value}`` of one sample's outputs."""
     acc, pre, rec = accuracy_precision_recall(conf, config.average)
-    sample[fields["accuracy"]] = acc
-    sample[fields["precision"]] = pre
-    sample[fields["recall"]] = rec
+    values = {
+        fields["accuracy"]: acc,
+        fields["precision"]: pre,
+        fields["recall"]: rec,
+        fields["miou"]: per_sample.sample_miou(conf, config.num_gt_classes),
+    }
     if "dice" in fields:
-        sample[fields["dice"]] = fous._compute_dice_score(conf)
-    sample[fields["miou"]] = per_sample.sample_miou(conf, config.num_gt_classes)
+        values[fields["dice"]] = fous._compute_dice_score(conf)
     if "classes" in fields:
-        sample[fields["classes"]] = per_sample.class_labels(conf, labels, config.num_gt_classes)
-        sample[fields["confusions"]] = per_sample.confusion_labels(conf, labels)
+        values[fields["classes"]] = per_sample.class_doc(conf, labels, config.num_gt_classes)
+        values[fields["confusions"]] = per_sample.confusion_doc(conf, labels)
     if "errors" in fields:
-        sample[fields["errors"]] = per_sample.error_label(gt, pred)
+        values[fields["errors"]] = per_sample.error_doc(gt, pred, conf)
+    return values
 
 
 def accuracy_precision_recall(conf, average="micro"):

@@ -6,10 +6,16 @@ later run refuses to write into it; deleting or renaming the evaluation deletes 
 renames all of them, the error overlay's mask_targets and the ``<eval_key>_worst`` view.
 """
 
+import concurrent.futures
+import datetime
+
+from pymongo import UpdateOne
+
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+import fiftyone.core.sample as fos
 
-from .per_sample import ERROR_TARGETS
+from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
 
 INFO_KEY = "faseg_eval"
 DEFAULT_WORST_K = 25
@@ -62,18 +68,82 @@ def owner(field):
 
 
 def declare_fields(dataset, eval_key, config):
-    """Adds every output field (marked as this evaluation's), the error overlay's
-    mask_targets, before any sample is written."""
+    """Adds every output field (marked as this evaluation's, with the attributes of its
+    labels, so the App's sidebar filters them) and the error overlay's mask_targets,
+    before any sample is written."""
     info = {INFO_KEY: {"eval_key": eval_key}}
     kinds = {"classes": fol.Classifications, "confusions": fol.Classifications, "errors": fol.Segmentation}
+    attributes = {"classes": CLASS_ATTRIBUTES, "confusions": PAIR_ATTRIBUTES, "errors": ERROR_ATTRIBUTES}
+    types = {int: fof.IntField, bool: fof.BooleanField, str: fof.StringField}
+    schema = {}
     for role, name in field_names(eval_key, config).items():
         if role in kinds:
-            dataset.add_sample_field(name, fof.EmbeddedDocumentField, embedded_doc_type=kinds[role])
+            schema[name] = fof.EmbeddedDocumentField(kinds[role], info=info)
+            prefix = name + (".classifications." if kinds[role] is fol.Classifications else ".")
+            schema.update({prefix + a: types[t]() for a, t in attributes[role].items()})
         else:
-            dataset.add_sample_field(name, fof.FloatField)
-        _mark(dataset, name, info)
+            schema[name] = fof.FloatField(info=info)
+        if dataset.has_sample_field(name):
+            _mark(dataset, name, info)  # a field left by an evaluation made before fields were marked
+    # one schema update for every field and attribute (add_sample_field reloads the dataset each time)
+    dataset.add_dynamic_sample_fields(fields=schema)
     if "errors" in field_names(eval_key, config):
         set_targets(dataset, field_names(eval_key, config)["errors"], ERROR_TARGETS)
+
+
+class SampleWriter(object):
+    """Writes per-sample values in batches of ``$set`` updates (one update per sample),
+    so an evaluation's memory does not grow with the number of samples. A batch is
+    written in a background thread while the next one is computed (at most one batch
+    waits: memory stays bounded).
+
+    Args:
+        dataset: a :class:`fiftyone.core.dataset.Dataset`
+        batch_size (256): samples per bulk write
+    """
+
+    def __init__(self, dataset, batch_size=256):
+        self._dataset = dataset
+        self._ops = []
+        self._pending = None
+        self._pool = None
+        self.batch_size = batch_size
+
+    def set(self, sample_id, values):
+        """Queues ``values`` (``{field: database value}``) for the sample with this ``_id``."""
+        values = dict(values, last_modified_at=datetime.datetime.utcnow())
+        self._ops.append(UpdateOne({"_id": sample_id}, {"$set": values}))
+        if len(self._ops) >= self.batch_size:
+            self.flush()
+
+    def flush(self, wait=False):
+        """Starts writing the queued updates (waits for the previous batch first)."""
+        self._wait()
+        if self._ops:
+            ops, self._ops = self._ops, []
+            self._pending = self._pool.submit(self._dataset._sample_collection.bulk_write, ops, ordered=False)
+        if wait:
+            self._wait()
+
+    def _wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # raises the write's error here
+
+    def __enter__(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="faseg-eval-writer")
+        return self
+
+    def __exit__(self, exc_type, *args):
+        try:
+            if exc_type is None:
+                self.flush(wait=True)
+            else:
+                self._ops = []
+                self._pending = None
+        finally:
+            self._pool.shutdown(wait=True)
+            fos.Sample._reload_docs(self._dataset._sample_collection_name)  # samples in memory see the values
 
 
 def finish_fields(samples, eval_key, config, worst_k=DEFAULT_WORST_K):
@@ -151,7 +221,7 @@ def set_targets(dataset, field, targets):
 
     targets = {str(k): str(v) for k, v in targets.items()}
     foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$set": {"mask_targets." + field: targets}})
-    dataset.reload()
+    dataset._reload(hard=True)  # the dataset document only (reload() also reloads every sample in memory)
 
 
 def delete_targets(dataset, field):
@@ -160,4 +230,4 @@ def delete_targets(dataset, field):
 
     if field:
         foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$unset": {"mask_targets." + field: ""}})
-        dataset.reload()
+        dataset._reload(hard=True)  # the dataset document only (reload() also reloads every sample in memory)

@@ -7,20 +7,29 @@
     that class, with ``gt_pixels``, ``pred_pixels``, ``tp_pixels`` and ``in_mean``
     attributes ("label = person, confidence < 0.3" is a sidebar filter);
 -   ``<eval_key>_confusions``: :class:`fiftyone.core.labels.Classifications`, one per
-    (ground truth class, predicted class) pair that disagrees on some pixel, labelled
-    ``"person → dog"``, with ``gt``, ``pred`` and ``pixels`` attributes and
-    ``confidence`` = the share of the ground truth class's pixels predicted as ``pred``;
+    (ground truth class, predicted class) pair that disagrees on some pixel, most pixels
+    first, labelled ``"person → dog"``, with ``gt``, ``pred`` and ``pixels`` attributes
+    and ``confidence`` = the share of the ground truth class's pixels predicted as ``pred``;
 -   ``<eval_key>_errors``: a :class:`fiftyone.core.labels.Segmentation` at the ground
     truth's size whose values are :data:`ERROR_TARGETS` (pixels that are background on
     both sides, and ignored pixels, are 0: not drawn), with the pixel count of each
-    kind as attributes.
+    kind as attributes (``correct``, ``wrong_class``, ``missed``, ``false_alarm``).
 
-Nothing here keeps anything beyond one sample: the evaluation writes these as it goes.
+The labels are built directly as the database documents FiftyOne stores (the evaluation
+writes them in bulk as it goes: building thousands of label objects per batch would cost
+more than the evaluation itself); ``fol.Classifications.from_dict(doc)`` reads them back.
 """
 
-import numpy as np
+import functools
+import io
+import itertools
+import os
+import random
+import time
+import zlib
 
-import fiftyone.core.labels as fol
+import numpy as np
+from bson import ObjectId
 
 import fiftyone_faseg.metrics as fm
 
@@ -32,6 +41,9 @@ ERROR_TARGETS = {
     FALSE_ALARM: "false alarm",
 }
 PAIR_SEPARATOR = " → "
+CLASS_ATTRIBUTES = {"gt_pixels": int, "pred_pixels": int, "tp_pixels": int, "in_mean": bool}
+PAIR_ATTRIBUTES = {"gt": str, "pred": str, "pixels": int}
+ERROR_ATTRIBUTES = {name.replace(" ", "_"): int for name in ERROR_TARGETS.values()}
 
 
 def pair_label(gt_class, pred_class):
@@ -45,75 +57,107 @@ def sample_miou(conf, num_gt_classes):
     return None if np.isnan(value) else value
 
 
-def class_labels(conf, classes, num_gt_classes):
-    """One :class:`fiftyone.core.labels.Classification` per class with pixels in the
-    ground truth or the prediction of one sample (``conf`` rows: ground truth)."""
+def class_doc(conf, classes, num_gt_classes):
+    """``<eval_key>_classes`` of one sample (``conf`` rows: ground truth): one
+    Classification per class with pixels in the ground truth or the prediction."""
     gt_pixels = conf.sum(axis=1)
     pred_pixels = conf.sum(axis=0)
     tp = np.diag(conf)
     union = gt_pixels + pred_pixels - tp
-    labels = []
-    for k in np.flatnonzero(union):
-        labels.append(
-            fol.Classification(
-                label=classes[k],
-                confidence=float(tp[k] / union[k]),
-                gt_pixels=int(gt_pixels[k]),
-                pred_pixels=int(pred_pixels[k]),
-                tp_pixels=int(tp[k]),
-                in_mean=bool(k < num_gt_classes),
-            )
-        )
-    return fol.Classifications(classifications=labels)
+    present = np.flatnonzero(union)
+    rows = zip(present.tolist(), (tp[present] / union[present]).tolist(), gt_pixels[present].tolist(),
+               pred_pixels[present].tolist(), tp[present].tolist())
+    return _classifications([
+        _classification(classes[k], iou, gt_pixels=g, pred_pixels=p, tp_pixels=t, in_mean=k < num_gt_classes)
+        for k, iou, g, p, t in rows
+    ])
 
 
-def confusion_labels(conf, classes):
-    """One :class:`fiftyone.core.labels.Classification` per off-diagonal pair of one
-    sample's confusion matrix, most pixels first."""
-    gt_pixels = conf.sum(axis=1)
-    off = conf.copy()
-    np.fill_diagonal(off, 0)
-    rows, cols = np.nonzero(off)
-    order = np.argsort(-off[rows, cols], kind="stable")
-    labels = []
-    for i, j in zip(rows[order], cols[order]):
-        labels.append(
-            fol.Classification(
-                label=pair_label(classes[i], classes[j]),
-                confidence=float(off[i, j] / gt_pixels[i]),
-                gt=classes[i],
-                pred=classes[j],
-                pixels=int(off[i, j]),
-            )
-        )
-    return fol.Classifications(classifications=labels)
+def confusion_doc(conf, classes):
+    """``<eval_key>_confusions`` of one sample: one Classification per off-diagonal
+    pair of its confusion matrix, most pixels first."""
+    rows, cols = np.nonzero(conf)
+    off = rows != cols
+    rows, cols = rows[off], cols[off]
+    pixels = conf[rows, cols]
+    order = np.argsort(-pixels, kind="stable")
+    rows, cols, pixels = rows[order], cols[order], pixels[order]
+    shares = (pixels / conf.sum(axis=1)[rows]).tolist()
+    return _classifications([
+        _classification(pair_label(classes[i], classes[j]), share, gt=classes[i], pred=classes[j], pixels=n)
+        for i, j, n, share in zip(rows.tolist(), cols.tolist(), pixels.tolist(), shares)
+    ])
 
 
-def error_mask(gt, pred):
+def error_mask(gt, pred, num_classes):
     """The error overlay of one sample.
 
     Args:
         gt: ``(H, W)`` ground truth class indices, negative where ignored
-        pred: ``(H, W)`` predicted class indices (already at the ground truth's size)
+        pred: ``(H, W)`` predicted class indices in ``[0, num_classes)``, already at the
+            ground truth's size
+        num_classes: the number of classes (background is class 0)
 
     Returns:
         a ``(H, W)`` uint8 array of :data:`ERROR_TARGETS` values (0 elsewhere)
     """
-    valid = gt >= 0
-    fg_gt = valid & (gt > 0)
-    fg_pred = pred > 0
-    out = np.zeros(gt.shape, np.uint8)
-    out[fg_gt & fg_pred & (gt == pred)] = CORRECT
-    out[fg_gt & fg_pred & (gt != pred)] = WRONG_CLASS
-    out[fg_gt & ~fg_pred] = MISSED
-    out[valid & (gt == 0) & fg_pred] = FALSE_ALARM
-    return out
+    pair = np.where(gt >= 0, gt * num_classes + pred, 0)  # ignored pixels: (background, background)
+    return _error_codes(num_classes)[pair]
 
 
-def error_label(gt, pred):
-    """:func:`error_mask` as a :class:`fiftyone.core.labels.Segmentation` with the
-    pixel count of each kind as attributes (``correct``, ``wrong_class``, ...)."""
-    mask = error_mask(gt, pred)
-    counts = np.bincount(mask.ravel(), minlength=len(ERROR_TARGETS) + 1)
-    attributes = {name.replace(" ", "_"): int(counts[v]) for v, name in ERROR_TARGETS.items()}
-    return fol.Segmentation(mask=mask, **attributes)
+@functools.lru_cache(maxsize=8)
+def _error_codes(num_classes):
+    """The overlay value of every (gt class, pred class) pair, flattened."""
+    codes = np.full((num_classes, num_classes), WRONG_CLASS, np.uint8)
+    np.fill_diagonal(codes, CORRECT)
+    codes[1:, 0] = MISSED
+    codes[0, 1:] = FALSE_ALARM
+    codes[0, 0] = 0
+    return codes.ravel()
+
+
+def error_doc(gt, pred, conf):
+    """``<eval_key>_errors`` of one sample: :func:`error_mask` as a Segmentation with
+    the pixel count of each kind (from the sample's confusion matrix ``conf``, background
+    first) as attributes."""
+    fg = conf[1:, 1:]
+    correct = int(np.trace(fg))
+    counts = {
+        "correct": correct,
+        "wrong_class": int(fg.sum()) - correct,
+        "missed": int(conf[1:, 0].sum()),
+        "false_alarm": int(conf[0, 1:].sum()),
+    }
+    return dict(_label_id("Segmentation"), mask=serialize_mask(error_mask(gt, pred, len(conf))), **counts)
+
+
+def serialize_mask(mask):
+    """A mask as FiftyOne stores it (``np.save`` bytes, zlib-compressed; see
+    ``fiftyone.core.utils.serialize_numpy_array``), at the fastest compression level."""
+    with io.BytesIO() as f:
+        np.save(f, mask, allow_pickle=False)
+        return zlib.compress(f.getvalue(), 1)
+
+
+def _classification(label, confidence, **attributes):
+    doc = _label_id("Classification")
+    doc.update(label=label, confidence=confidence, **attributes)
+    return doc
+
+
+_PREFIX = [None, None]  # [process id, 9 bytes: timestamp + random]
+_COUNTER = itertools.count(random.getrandbits(24))
+
+
+def _label_id(cls):
+    """A new label document ``{"_id", "_cls", "tags"}``. ObjectIds are made from one
+    timestamp + random prefix and a counter (what ``ObjectId()`` does, without its lock
+    and clock read per id)."""
+    if _PREFIX[0] != os.getpid():  # a forked worker takes a prefix of its own
+        _PREFIX[:] = [os.getpid(), int(time.time()).to_bytes(4, "big") + os.urandom(5)]
+    counter = next(_COUNTER) & 0xFFFFFF
+    return {"_id": ObjectId(_PREFIX[1] + counter.to_bytes(3, "big")), "_cls": cls, "tags": []}
+
+
+def _classifications(docs):
+    return {"_cls": "Classifications", "classifications": docs}
