@@ -159,22 +159,17 @@ class FASegPanel(foo.Panel):
         panel.md(ctx.panel.get_state("header") or "", name="header")
         panel.btn("worst", label="Worst samples", icon="sort", on_click=self.show_worst)
 
-        axis = {"automargin": True}
         panel.plot("class_iou", label="IoU per class (%): click a bar for its samples, worst first",
-                   on_click=self.on_class_click, height=48,
-                   layout={"xaxis": dict(axis, title="class"), "yaxis": dict(axis, title="IoU (%)", range=[0, 100]),
-                           "margin": {"t": 20}})
+                   on_click=self.on_class_click,
+                   layout=_layout("class", "IoU (%)", yrange=[0, 100]))
         if ctx.panel.get_state("per_class") and ctx.panel.get_state("pairs"):
             panel.plot("confusions", label="Top confusions (GT → predicted): click a bar for its samples",
-                       on_click=self.on_pair_click, height=40,
-                       layout={"xaxis": dict(axis, title="ground truth → prediction"),
-                               "yaxis": dict(axis, title="pixels"), "margin": {"t": 20}})
+                       on_click=self.on_pair_click, layout=_layout("ground truth → prediction", "pixels"))
 
         curve = ctx.panel.get_state("curve")
         if curve:
-            panel.plot("curve_plot", label="mIoU per background threshold (stored scores)", height=36,
-                       layout={"xaxis": dict(axis, title="threshold"), "yaxis": dict(axis, title="mIoU (%)"),
-                               "margin": {"t": 20}})
+            panel.plot("curve_plot", label="mIoU per background threshold (stored scores)",
+                       layout=_layout("threshold", "mIoU (%)"))
             values = curve["thresholds"]
             panel.float("threshold", label="Threshold", default=ctx.panel.get_state("threshold"),
                         min=min(values), max=max(values), multipleOf=0.05,
@@ -194,6 +189,15 @@ class FASegPanel(foo.Panel):
             panel.list("recall_table", types.Object(), view=table,
                        label="Candidate recall: how often a ground truth class was proposed")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=2))
+
+
+def _layout(xtitle, ytitle, yrange=None, height=300):
+    """A readable chart: a fixed height in pixels, titled axes, labels that fit."""
+    yaxis = {"title": {"text": ytitle}, "automargin": True}
+    if yrange:
+        yaxis["range"] = yrange
+    return {"height": height, "margin": {"t": 10, "b": 10, "l": 10, "r": 10},
+            "xaxis": {"title": {"text": xtitle}, "automargin": True}, "yaxis": yaxis}
 
 
 def _header(s):

@@ -282,6 +282,9 @@ def _candidate_indices(candidates, names):
     return {names.get(normalize(c.get("label"))) for c in candidates.get("classifications") or []} - {None}
 
 
+_READ_BATCH = 128
+
+
 def _iter_docs(samples, gt_field, pred_field, cand_field):
     """The raw documents of the collection's samples (id, both masks, candidate names),
     streamed by the database: nothing is built per sample beyond what is read."""
@@ -290,7 +293,9 @@ def _iter_docs(samples, gt_field, pred_field, cand_field):
         project.update({field + "._id": True, field + ".mask": True, field + ".mask_path": True})
     if cand_field is not None:
         project[cand_field + ".classifications.label"] = True
-    return samples._aggregate(post_pipeline=[{"$project": project}])
+    cursor = samples._aggregate(post_pipeline=[{"$project": project}])
+    # small batches: by default the server sends up to 16 MB of documents at once
+    return cursor.batch_size(_READ_BATCH) if hasattr(cursor, "batch_size") else cursor
 
 
 def _read_mask(label, field, sample_id):

@@ -13,6 +13,7 @@ from pymongo import UpdateOne
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+import fiftyone.core.odm as fod
 import fiftyone.core.sample as fos
 
 from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
@@ -72,17 +73,20 @@ def declare_fields(dataset, eval_key, config):
     labels, so the App's sidebar filters them) and the error overlay's mask_targets,
     before any sample is written."""
     info = {INFO_KEY: {"eval_key": eval_key}}
-    kinds = {"classes": fol.Classifications, "confusions": fol.Classifications, "errors": fol.Segmentation}
+    label_fields = {"classes": fol.Classifications, "errors": fol.Segmentation}
     attributes = {"classes": CLASS_ATTRIBUTES, "confusions": PAIR_ATTRIBUTES, "errors": ERROR_ATTRIBUTES}
-    types = {int: fof.IntField, bool: fof.BooleanField, str: fof.StringField}
+    prefixes = {"classes": ".classifications.", "confusions": ".", "errors": "."}
+    types = {int: fof.IntField, bool: fof.BooleanField, str: fof.StringField, float: fof.FloatField}
     schema = {}
     for role, name in field_names(eval_key, config).items():
-        if role in kinds:
-            schema[name] = fof.EmbeddedDocumentField(kinds[role], info=info)
-            prefix = name + (".classifications." if kinds[role] is fol.Classifications else ".")
-            schema.update({prefix + a: types[t]() for a, t in attributes[role].items()})
+        if role in label_fields:
+            schema[name] = fof.EmbeddedDocumentField(label_fields[role], info=info)
+        elif role == "confusions":
+            schema[name] = fof.ListField(fof.EmbeddedDocumentField(fod.DynamicEmbeddedDocument), info=info)
         else:
             schema[name] = fof.FloatField(info=info)
+        if role in attributes:
+            schema.update({name + prefixes[role] + a: types[t]() for a, t in attributes[role].items()})
         if dataset.has_sample_field(name):
             _mark(dataset, name, info)  # a field left by an evaluation made before fields were marked
     # one schema update for every field and attribute (add_sample_field reloads the dataset each time)

@@ -6,18 +6,19 @@
     present in the ground truth or the prediction, ``confidence`` = the sample's IoU of
     that class, with ``gt_pixels``, ``pred_pixels``, ``tp_pixels`` and ``in_mean``
     attributes ("label = person, confidence < 0.3" is a sidebar filter);
--   ``<eval_key>_confusions``: :class:`fiftyone.core.labels.Classifications`, one per
-    (ground truth class, predicted class) pair that disagrees on some pixel, most pixels
-    first, labelled ``"person → dog"``, with ``gt``, ``pred`` and ``pixels`` attributes
-    and ``confidence`` = the share of the ground truth class's pixels predicted as ``pred``;
+-   ``<eval_key>_confusions``: a list of embedded documents, one per (ground truth class,
+    predicted class) pair that disagrees on some pixel, most pixels first: ``gt``,
+    ``pred``, ``pixels`` and ``share`` (of the ground truth class's pixels predicted as
+    ``pred``). A plain list, not labels: the grid does not draw it, and it is what
+    :func:`fiftyone_faseg.evaluation.confusion_view` reads;
 -   ``<eval_key>_errors``: a :class:`fiftyone.core.labels.Segmentation` at the ground
     truth's size whose values are :data:`ERROR_TARGETS` (pixels that are background on
     both sides, and ignored pixels, are 0: not drawn), with the pixel count of each
     kind as attributes (``correct``, ``wrong_class``, ``missed``, ``false_alarm``).
 
-The labels are built directly as the database documents FiftyOne stores (the evaluation
+The values are built directly as the database documents FiftyOne stores (the evaluation
 writes them in bulk as it goes: building thousands of label objects per batch would cost
-more than the evaluation itself); ``fol.Classifications.from_dict(doc)`` reads them back.
+more than the evaluation itself); FiftyOne reads them back as usual.
 """
 
 import functools
@@ -42,7 +43,7 @@ ERROR_TARGETS = {
 }
 PAIR_SEPARATOR = " → "
 CLASS_ATTRIBUTES = {"gt_pixels": int, "pred_pixels": int, "tp_pixels": int, "in_mean": bool}
-PAIR_ATTRIBUTES = {"gt": str, "pred": str, "pixels": int}
+PAIR_ATTRIBUTES = {"gt": str, "pred": str, "pixels": int, "share": float}
 ERROR_ATTRIBUTES = {name.replace(" ", "_"): int for name in ERROR_TARGETS.values()}
 
 
@@ -74,8 +75,8 @@ def class_doc(conf, classes, num_gt_classes):
 
 
 def confusion_doc(conf, classes):
-    """``<eval_key>_confusions`` of one sample: one Classification per off-diagonal
-    pair of its confusion matrix, most pixels first."""
+    """``<eval_key>_confusions`` of one sample: one document per off-diagonal pair of its
+    confusion matrix, most pixels first."""
     rows, cols = np.nonzero(conf)
     off = rows != cols
     rows, cols = rows[off], cols[off]
@@ -83,10 +84,10 @@ def confusion_doc(conf, classes):
     order = np.argsort(-pixels, kind="stable")
     rows, cols, pixels = rows[order], cols[order], pixels[order]
     shares = (pixels / conf.sum(axis=1)[rows]).tolist()
-    return _classifications([
-        _classification(pair_label(classes[i], classes[j]), share, gt=classes[i], pred=classes[j], pixels=n)
+    return [
+        {"_cls": "DynamicEmbeddedDocument", "gt": classes[i], "pred": classes[j], "pixels": n, "share": share}
         for i, j, n, share in zip(rows.tolist(), cols.tolist(), pixels.tolist(), shares)
-    ])
+    ]
 
 
 def error_mask(gt, pred, num_classes):

@@ -35,7 +35,7 @@ def class_view(samples, eval_key, class_name, worst_first=True):
 
 def confusion_view(samples, eval_key, gt_class, pred_class):
     """The samples where ground truth ``gt_class`` was predicted as ``pred_class``, the
-    most such pixels first; ``<eval_key>_confusions`` shows only that pair.
+    most such pixels first; ``<eval_key>_confusions`` holds only that pair in the view.
 
     Example usage::
 
@@ -53,8 +53,9 @@ def confusion_view(samples, eval_key, gt_class, pred_class):
         a :class:`fiftyone.core.view.DatasetView`
     """
     field = _field(samples, eval_key, "confusions", gt_class, pred_class)
-    view = samples.filter_labels(field, (F("gt") == gt_class) & (F("pred") == pred_class))
-    return view.sort_by(F(field + ".classifications.pixels").max(), reverse=True)
+    pair = F(field).filter((F("gt") == gt_class) & (F("pred") == pred_class))
+    view = samples.exists(field).set_field(field, pair).match(F(field).length() > 0)
+    return view.sort_by(F(field + ".pixels").max(), reverse=True)
 
 
 def _field(samples, eval_key, role, *class_names):
