@@ -210,13 +210,13 @@ class RerunFASeg(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: rerun"))
 
     def execute(self, ctx):
-        from fiftyone_faseg.rerun import rerun_kwargs
+        from fiftyone_faseg.rerun import rerun_settings
         from fiftyone_faseg.run import iter_segment_samples
 
         target = ctx.target_view()
-        kwargs = rerun_kwargs(target, ctx.params["label_field"], model_path=ctx.params.get("model_path") or None,
-                              threshold=ctx.params.get("threshold"))
-        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, **kwargs))
+        settings = rerun_settings(target, ctx.params["label_field"], model_path=ctx.params.get("model_path") or None,
+                                  threshold=ctx.params.get("threshold"))
+        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, settings=settings))
         yield dict(processed=len(summary.processed) if summary else 0, failed=len(summary.failed) if summary else 0)
 
 
