@@ -16,6 +16,7 @@ import fiftyone.core.labels as fol
 import fiftyone.core.odm as fod
 import fiftyone.core.sample as fos
 
+from ..targets import delete_targets, set_targets
 from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
 
 INFO_KEY = "faseg_eval"
@@ -171,7 +172,8 @@ def delete_outputs(dataset, eval_key, config):
     """Deletes every field, the mask_targets and the saved view of an evaluation."""
     names = list(field_names(eval_key, config).values())
     dataset.delete_sample_fields([n for n in names if dataset.has_sample_field(n)])
-    delete_targets(dataset, field_names(eval_key, config).get("errors"))
+    if "errors" in field_names(eval_key, config):
+        delete_targets(dataset, field_names(eval_key, config)["errors"])
     if dataset.has_saved_view(worst_view_name(eval_key)):
         dataset.delete_saved_view(worst_view_name(eval_key))
 
@@ -216,22 +218,3 @@ def _limit(view):
         if type(stage).__name__ == "Limit":
             return stage.limit
     return None
-
-
-# @todo replace with fiftyone_faseg.targets (set_targets / delete_targets) once it lands on main
-def set_targets(dataset, field, targets):
-    """Sets one field's mask_targets in one atomic database update (other fields' untouched)."""
-    import fiftyone.core.odm as foo
-
-    targets = {str(k): str(v) for k, v in targets.items()}
-    foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$set": {"mask_targets." + field: targets}})
-    dataset._reload(hard=True)  # the dataset document only (reload() also reloads every sample in memory)
-
-
-def delete_targets(dataset, field):
-    """Removes one field's mask_targets in one atomic database update."""
-    import fiftyone.core.odm as foo
-
-    if field:
-        foo.get_db_conn().datasets.update_one({"_id": dataset._doc.id}, {"$unset": {"mask_targets." + field: ""}})
-        dataset._reload(hard=True)  # the dataset document only (reload() also reloads every sample in memory)
