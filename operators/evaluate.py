@@ -13,6 +13,7 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 import fiftyone_faseg.metrics as fm
+from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
 
@@ -251,6 +252,11 @@ def _evaluate_faseg_inputs(ctx, inputs):
     if not eval_key.isidentifier():
         eval_prop.invalid = True
         eval_prop.error_message = "Use letters, digits and underscores (e.g. faseg_eval)"
+        return
+    problem = _output_problem(dataset, eval_key, pred_field, gt_field, ctx.params)
+    if problem:
+        eval_prop.invalid = True
+        eval_prop.error_message = problem
     elif eval_key in dataset.list_evaluations():
         info = dataset.get_evaluation_info(eval_key)
         same = (getattr(info.config, "pred_field", None) == pred_field
@@ -264,6 +270,17 @@ def _evaluate_faseg_inputs(ctx, inputs):
                 label="Evaluation '%s' is stale: '%s' changed since; executing re-evaluates it" % (eval_key, pred_field)))
         else:
             inputs.view("overwrite", types.Notice(label="Evaluation '%s' will be overwritten" % eval_key))
+
+
+def _output_problem(dataset, eval_key, pred_field, gt_field, params):
+    """Why the evaluation could not write its fields under ``eval_key`` (None if it can)."""
+    names = output_names(eval_key, per_class=bool(params.get("per_class", True)),
+                         error_masks=bool(params.get("error_masks", True)))
+    try:
+        check_free(dataset, eval_key, names, reads=(pred_field, gt_field))
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def register(p):

@@ -161,6 +161,11 @@ def test_outputs_can_be_turned_off_and_foreign_fields_are_refused(known):
     with pytest.raises(ValueError, match="field 'mine_errors' exists and does not belong to evaluation 'mine'"):
         ffe.evaluate_faseg(known, "faseg", eval_key="mine")
     assert "mine" not in known.list_evaluations() and not known.has_sample_field("mine_miou")
+    # the form says so before Execute
+    ctx = ExecutionContext(_parse_ctx(dataset=known, params=dict(pred_field="faseg", gt_field="ground_truth",
+                                                                  eval_key="mine")))
+    prop = foo.get_operator(operator_uri("evaluate_faseg")).resolve_input(ctx).type.properties["eval_key"]
+    assert prop.invalid and "mine_errors" in prop.error_message
     with pytest.raises(ValueError, match="valid Python identifier"):
         ffe.evaluate_faseg(known, "faseg", eval_key="a.b")
 

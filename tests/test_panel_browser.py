@@ -82,15 +82,20 @@ def test_panel_chart_and_bar_click_set_the_view(panel_dataset, app_server, tmp_p
         assert "mIoU" in page.locator("body").inner_text()
         page.screenshot(path=str(tmp_path / "panel.png"))
 
-        box = bars.nth(classes.index(target)).bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         before = _count_text(page)
-        page.mouse.move(x, y)
-        page.mouse.click(x, y)
+        changed = "t => (document.querySelector('[data-cy=entry-counts]')?.textContent || t) !== t"
         try:
-            page.wait_for_function(
-                "t => (document.querySelector('[data-cy=entry-counts]')?.textContent || t) !== t",
-                arg=before, timeout=30000)
+            for attempt in range(3):  # a click while the chart is still settling can be lost
+                box = bars.nth(classes.index(target)).bounding_box()
+                x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(x, y)
+                page.mouse.click(x, y)
+                try:
+                    page.wait_for_function(changed, arg=before, timeout=20000)
+                    break
+                except sync_api.TimeoutError:
+                    if attempt == 2:
+                        raise
         finally:
             page.screenshot(path=str(tmp_path / "panel-clicked.png"))
             print("\n".join(console[-30:]))

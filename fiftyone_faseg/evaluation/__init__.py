@@ -13,6 +13,7 @@ confusion pairs and an error overlay (:mod:`.per_sample`). The FA-Seg panel
 prediction changed since, and :func:`reevaluate_faseg` runs it again.
 
 Modules: :mod:`.matching` (class names), :mod:`.method` (config, method, results),
+:mod:`.reading` (masks streamed from the database), :mod:`.results`,
 :mod:`.per_sample` (what each sample gets), :mod:`.outputs` (fields, mask_targets, index,
 saved view; cleanup and rename), :mod:`.views`, :mod:`.summary`, :mod:`.api`.
 """
@@ -20,13 +21,8 @@ saved view; cleanup and rename), :mod:`.views`, :mod:`.summary`, :mod:`.api`.
 from ..constants import operator_uri
 from .api import evaluate_faseg, reevaluate_faseg
 from .matching import UNNAMED, match_classes
-from .method import (
-    MIOU_METRIC_URI,
-    FASegEvaluation,
-    FASegEvaluationConfig,
-    FASegResults,
-    accuracy_precision_recall,
-)
+from .method import MIOU_METRIC_URI, FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall
+from .results import FASegResults
 from .outputs import DEFAULT_WORST_K, field_names
 from .per_sample import ERROR_TARGETS
 from .summary import evaluation_summary, is_stale, list_faseg_evaluations, preview_miou

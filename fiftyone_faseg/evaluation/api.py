@@ -120,7 +120,7 @@ def evaluate_faseg(
     if eval_key is not None:
         if not isinstance(eval_key, str) or not eval_key.isidentifier():
             raise ValueError("eval_key must be a valid Python identifier (e.g. 'faseg_eval'), got %r" % (eval_key,))
-        outputs.check_free(dataset, eval_key, config)
+        outputs.check_free(dataset, eval_key, outputs.field_names(eval_key, config), reads=(pred_field, gt_field))
 
     results = samples.evaluate_segmentations(
         pred_field,

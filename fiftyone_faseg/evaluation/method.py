@@ -11,14 +11,11 @@ confusion-matrix cells then open their samples), which grow with the dataset.
 
 import contextlib
 import gc
-import io
 import logging
 import warnings
-import zlib
 
 import numpy as np
 
-import fiftyone.core.labels as fol
 import fiftyone.core.utils as fou
 import fiftyone.utils.eval.segmentation as fous
 
@@ -26,6 +23,8 @@ import fiftyone_faseg.metrics as fm
 
 from ..constants import IGNORE_INDEX, operator_uri
 from . import outputs, per_sample
+from .reading import iter_docs, read_mask
+from .results import FASegResults, miou_metric
 from .matching import UNNAMED, normalize
 
 logger = logging.getLogger(__name__)
@@ -173,12 +172,12 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         logger.info("Evaluating segmentations...")
         writer = outputs.SampleWriter(samples._dataset) if fields else contextlib.nullcontext()
         with _gc_paused(), writer, fou.ProgressBar(total=samples.count(), progress=progress) as pb:
-            for doc in pb(_iter_docs(samples, gt_field, pred_field, cand_field)):
-                gt_mask = _read_mask(doc.get(gt_field), gt_field, doc["_id"])
+            for doc in pb(iter_docs(samples, gt_field, pred_field, cand_field)):
+                gt_mask = read_mask(doc.get(gt_field), gt_field, doc["_id"])
                 if gt_mask is None:
                     counts["no_ground_truth"] += 1
                     continue
-                pred_mask = _read_mask(doc.get(pred_field), pred_field, doc["_id"])
+                pred_mask = read_mask(doc.get(pred_field), pred_field, doc["_id"])
                 if pred_mask is None:
                     counts["no_prediction"] += 1
                     continue
@@ -232,11 +231,6 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         return results
 
 
-def miou_metric(value):
-    """The mIoU as FiftyOne stores a custom metric (the Model Evaluation panel shows it)."""
-    return {"key": "miou", "value": float(value), "label": "mIoU", "lower_is_better": False}
-
-
 class CandidateRecall(object):
     """Per ground truth class: in how many samples it is present, and in how many of
     those it was among the sample's candidate classes."""
@@ -280,64 +274,6 @@ def _candidate_indices(candidates, names):
     if candidates is None:
         return None
     return {names.get(normalize(c.get("label"))) for c in candidates.get("classifications") or []} - {None}
-
-
-_READ_BATCH = 128
-
-
-def _iter_docs(samples, gt_field, pred_field, cand_field):
-    """The raw documents of the collection's samples (id, both masks, candidate names),
-    streamed by the database: nothing is built per sample beyond what is read."""
-    project = {}
-    for field in (gt_field, pred_field):
-        project.update({field + "._id": True, field + ".mask": True, field + ".mask_path": True})
-    if cand_field is not None:
-        project[cand_field + ".classifications.label"] = True
-    cursor = samples._aggregate(post_pipeline=[{"$project": project}])
-    # small batches: by default the server sends up to 16 MB of documents at once
-    return cursor.batch_size(_READ_BATCH) if hasattr(cursor, "batch_size") else cursor
-
-
-def _read_mask(label, field, sample_id):
-    """The mask of a raw Segmentation document (None when it has none)."""
-    if not label:
-        return None
-    if label.get("mask") is not None:
-        mask = deserialize_mask(label["mask"])
-    elif label.get("mask_path"):
-        mask = fol.Segmentation(mask_path=label["mask_path"]).get_mask()
-    else:
-        return None
-    if mask.ndim != 2:
-        raise ValueError(
-            "The mask of '%s' of sample %s has shape %s: FA-Seg evaluation needs "
-            "2D masks of integer class values, not RGB masks" % (field, sample_id, mask.shape)
-        )
-    return mask
-
-
-_NPY_HEADERS = {}
-
-
-def deserialize_mask(data):
-    """``fiftyone.core.utils.deserialize_numpy_array`` for the masks FiftyOne stores,
-    without parsing the same ``.npy`` header again for every mask."""
-    raw = zlib.decompress(data)
-    if raw[:8] != b"\x93NUMPY\x01\x00":
-        return fou.deserialize_numpy_array(data)
-    end = 10 + int.from_bytes(raw[8:10], "little")
-    header = raw[10:end]
-    if header not in _NPY_HEADERS:
-        if len(_NPY_HEADERS) > 64:
-            _NPY_HEADERS.clear()
-        with io.BytesIO(raw) as f:
-            np.lib.format.read_magic(f)
-            _NPY_HEADERS[header] = np.lib.format.read_array_header_1_0(f)
-    shape, fortran_order, dtype = _NPY_HEADERS[header]
-    if dtype.hasobject:
-        return fou.deserialize_numpy_array(data)
-    array = np.frombuffer(raw, dtype=dtype, offset=end, count=int(np.prod(shape)))
-    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _sample_values(fields, conf, gt, pred, labels, config):
@@ -394,141 +330,3 @@ def _warn(counts, unknown_gt, config):
             "were ignored like %d: name them in dataset.mask_targets['%s'] to "
             "evaluate them" % (sorted(unknown_gt), config.gt_field, config.ignore_index, config.gt_field)
         )
-
-
-class FASegResults(fous.SegmentationResults):
-    """Results of :func:`fiftyone_faseg.evaluation.evaluate_faseg`: FiftyOne's
-    segmentation results (its ``report()``, ``print_report()``,
-    ``plot_confusion_matrix()`` and the App's panel work as usual) plus IoU.
-
-    The classes in the mean are the first ``num_gt_classes`` of :attr:`classes` (the
-    ground truth classes); predicted classes without a ground truth counterpart come
-    after them.
-
-    :attr:`summary` holds what the FA-Seg panel shows besides the matrix: the sample
-    counts (``evaluated``, ``no_prediction``, ``no_ground_truth``), the
-    ``candidate_recall`` per ground truth class and, when the prediction has stored
-    scores, the ``threshold_curve``.
-    """
-
-    def __init__(
-        self,
-        samples,
-        config,
-        eval_key,
-        pixel_confusion_matrix,
-        classes,
-        matches=None,
-        missing=None,
-        custom_metrics=None,
-        summary=None,
-        backend=None,
-    ):
-        super().__init__(
-            samples,
-            config,
-            eval_key,
-            pixel_confusion_matrix,
-            classes,
-            matches=matches,
-            missing=missing,
-            custom_metrics=custom_metrics,
-            backend=backend,
-        )
-        self.summary = summary or {}
-
-    @classmethod
-    def _from_dict(cls, d, samples, config, eval_key, **kwargs):
-        matches = None
-        if d.get("ytrue_ids") is not None:
-            matches = list(zip(d["ytrue"], d["ypred"], d["weights"], d["ytrue_ids"], d["ypred_ids"]))
-        return cls(
-            samples,
-            config,
-            eval_key,
-            d["pixel_confusion_matrix"],
-            d["classes"],
-            matches=matches,
-            missing=d.get("missing", None),
-            custom_metrics=d.get("custom_metrics", None),
-            summary=d.get("summary", None),
-            **kwargs,
-        )
-
-    @property
-    def confusion(self):
-        """The pixel confusion matrix (rows: ground truth, columns: prediction)."""
-        return self.pixel_confusion_matrix
-
-    @property
-    def num_gt_classes(self):
-        """The number of ground truth classes (the classes of the mean)."""
-        n = getattr(self.config, "num_gt_classes", None)
-        return len(self.classes) if n is None else min(n, len(self.classes))
-
-    @property
-    def iou(self):
-        """Per-class IoU as an array aligned with :attr:`classes` (``nan`` where
-        the class's union is empty)."""
-        return fm.iou_per_class(self.confusion)
-
-    @property
-    def class_iou(self):
-        """A dict mapping each ground truth class with a non-empty union to its IoU:
-        the classes whose mean is :attr:`miou`."""
-        n = self.num_gt_classes
-        return {c: float(v) for c, v in zip(self.classes[:n], self.iou[:n]) if not np.isnan(v)}
-
-    @property
-    def miou(self):
-        """The dataset mIoU in ``[0, 1]`` (``nan`` if no pixel was counted)."""
-        return fm.mean_iou(self.confusion, self.num_gt_classes)
-
-    def top_confusions(self, k=10, include_background=True):
-        """The ``k`` off-diagonal (ground truth, prediction) pairs with the most
-        pixels, as ``[(gt class, predicted class, pixels)]``."""
-        off = np.array(self.confusion, dtype=np.int64)
-        np.fill_diagonal(off, 0)
-        if not include_background:
-            off[0, :] = 0
-            off[:, 0] = 0
-        rows, cols = np.nonzero(off)
-        order = np.argsort(-off[rows, cols], kind="stable")[:k]
-        return [(self.classes[i], self.classes[j], int(off[i, j])) for i, j in zip(rows[order], cols[order])]
-
-    def iou_report(self):
-        """Returns a dict mapping every class to a dict with its ``iou`` (None if its
-        union is empty), ``gt_pixels``, ``pred_pixels`` and ``in_mean``."""
-        conf = self.confusion
-        iou = self.iou
-        n = self.num_gt_classes
-        report = {}
-        for k, c in enumerate(self.classes):
-            report[c] = {
-                "iou": None if np.isnan(iou[k]) else float(iou[k]),
-                "gt_pixels": int(conf[k, :].sum()),
-                "pred_pixels": int(conf[:, k].sum()),
-                "in_mean": bool(k < n and not np.isnan(iou[k])),
-            }
-        return report
-
-    def markdown(self, digits=1):
-        """Returns the per-class IoU and the mIoU (in %) as a Markdown table."""
-        rows = ["| class | IoU (%) | GT pixels | predicted pixels |", "|---|---:|---:|---:|"]
-        fmt = "%%.%df" % digits
-        for c, r in self.iou_report().items():
-            if r["iou"] is None:
-                iou = "–"
-            elif r["in_mean"]:
-                iou = fmt % (100 * r["iou"])
-            else:
-                iou = "(%s, not in mean)" % (fmt % (100 * r["iou"]))
-            rows.append("| %s | %s | %d | %d |" % (c, iou, r["gt_pixels"], r["pred_pixels"]))
-
-        miou = self.miou
-        rows.append("| **mIoU** | **%s** | | |" % ("–" if np.isnan(miou) else fmt % (100 * miou)))
-        return "\n".join(rows)
-
-    def print_iou_report(self, digits=1):
-        """Prints :meth:`markdown`."""
-        print(self.markdown(digits=digits))

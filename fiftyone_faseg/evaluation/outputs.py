@@ -26,12 +26,18 @@ DEFAULT_WORST_K = 25
 def field_names(eval_key, config):
     """``{role: field name}`` of every sample field an evaluation with ``config`` writes
     (FiftyOne's own ``accuracy``/``precision``/``recall``/``dice`` included)."""
+    return output_names(eval_key, per_class=getattr(config, "per_class", False),
+                        error_masks=getattr(config, "error_masks", False), compute_dice=config.compute_dice)
+
+
+def output_names(eval_key, per_class=True, error_masks=True, compute_dice=False):
+    """``{role: field name}`` of the fields an evaluation with these settings writes."""
     roles = ["accuracy", "precision", "recall", "miou"]
-    if config.compute_dice:
+    if compute_dice:
         roles.append("dice")
-    if getattr(config, "per_class", False):
+    if per_class:
         roles += ["classes", "confusions"]
-    if getattr(config, "error_masks", False):
+    if error_masks:
         roles.append("errors")
     return {role: "%s_%s" % (eval_key, role) for role in roles}
 
@@ -40,11 +46,17 @@ def worst_view_name(eval_key):
     return "%s_worst" % eval_key
 
 
-def check_free(dataset, eval_key, config):
-    """Raises if a field the evaluation would write exists and is not this evaluation's
-    own (another evaluation's, a run's, ground truth, ...): validate before writing."""
+def check_free(dataset, eval_key, names, reads=()):
+    """Raises if a field the evaluation would write (``names``, see :func:`output_names`)
+    exists and is not this evaluation's own (another evaluation's, a run's, ground
+    truth, ...), or is one it reads (``reads``): validate before writing."""
     existing = eval_key in dataset.list_evaluations()
-    for name in field_names(eval_key, config).values():
+    for name in names.values():
+        if name in reads:
+            raise ValueError(
+                "eval_key '%s' would write into '%s', which the evaluation reads: "
+                "choose another eval_key" % (eval_key, name)
+            )
         field = dataset.get_field(name)
         if field is None or owner(field) == eval_key:
             continue
@@ -53,14 +65,8 @@ def check_free(dataset, eval_key, config):
         raise ValueError(
             "field '%s' exists and does not belong to evaluation '%s'; the evaluation "
             "writes %s: choose another eval_key (or delete that field)"
-            % (name, eval_key, sorted(field_names(eval_key, config).values()))
+            % (name, eval_key, sorted(names.values()))
         )
-    for name in (config.pred_field, config.gt_field):
-        if name in field_names(eval_key, config).values():
-            raise ValueError(
-                "eval_key '%s' would write into '%s', which the evaluation reads: "
-                "choose another eval_key" % (eval_key, name)
-            )
 
 
 def owner(field):
