@@ -166,7 +166,8 @@ def main(argv=None) -> dict:
             datasets[n] = make_dataset(name, n)
 
     memory = {}
-    for label, kwargs in (("all outputs", {}), ("all outputs + store_matches", {"store_matches": True})):
+    variants = [("all outputs", {})] + ([] if args.quick else [("all outputs + store_matches", {"store_matches": True})])
+    for label, kwargs in variants:
         memory[label] = {n: _measure_memory(datasets[n].name, kwargs) for n in sizes}
 
     big = datasets[sizes[-1]]
