@@ -16,9 +16,10 @@ except ImportError:
 
 
 def register(p):
-    from .operators import evaluate, iterate, run, workers
+    from .operators import evaluate, iterate, panel, run, workers
 
     run.register(p)
     evaluate.register(p)
+    panel.register(p)
     workers.register(p)
     iterate.register(p)

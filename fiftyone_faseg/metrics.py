@@ -64,18 +64,46 @@ def remap(mask, mapping, default=-1):
     Returns:
         an ``int64`` array of the same shape
     """
-    mask = np.asarray(mask)
-    if mask.size == 0:
-        return np.full(mask.shape, default, dtype=np.int64)
+    return Remapper(mapping, default)(mask)
 
-    if mask.dtype.kind not in "iu":
-        raise ValueError("Expected an integer label mask, got dtype %s" % mask.dtype)
 
-    values, inverse = np.unique(mask, return_inverse=True)
-    mapped = np.array(
-        [mapping.get(int(v), default) for v in values], dtype=np.int64
-    )
-    return mapped[inverse].reshape(mask.shape)
+class Remapper(object):
+    """:func:`remap` with one mapping for many masks: uint8/uint16 masks go through a
+    lookup table built once.
+
+    Args:
+        mapping: a dict mapping pixel values to new values
+        default (-1): the value given to pixels whose value is not in ``mapping``
+    """
+
+    def __init__(self, mapping, default=-1):
+        self.mapping = {int(k): int(v) for k, v in mapping.items()}
+        self.default = default
+        self._luts = {}
+
+    def __call__(self, mask):
+        mask = np.asarray(mask)
+        if mask.size == 0:
+            return np.full(mask.shape, self.default, dtype=np.int64)
+
+        if mask.dtype.kind not in "iu":
+            raise ValueError("Expected an integer label mask, got dtype %s" % mask.dtype)
+
+        if mask.dtype.kind == "u" and mask.dtype.itemsize <= 2:
+            return self._lut(mask.dtype.itemsize)[mask]
+
+        values, inverse = np.unique(mask, return_inverse=True)
+        mapped = np.array([self.mapping.get(int(v), self.default) for v in values], dtype=np.int64)
+        return mapped[inverse].reshape(mask.shape)
+
+    def _lut(self, itemsize):
+        if itemsize not in self._luts:
+            lut = np.full(256**itemsize, self.default, dtype=np.int64)
+            for value, index in self.mapping.items():
+                if 0 <= value < lut.size:
+                    lut[value] = index
+            self._luts[itemsize] = lut
+        return self._luts[itemsize]
 
 
 def confusion_matrix(gt, pred, num_classes, ignore_index=IGNORE_INDEX):
