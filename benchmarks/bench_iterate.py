@@ -27,6 +27,7 @@ def _dataset(folder: Path, count: int):
     import fiftyone as fo
 
     from fiftyone_faseg import storage
+    from fiftyone_faseg.settings import RunRecord
 
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=str(folder / f"{i}.jpg"), metadata=fo.ImageMetadata(width=500, height=375))
@@ -39,7 +40,9 @@ def _dataset(folder: Path, count: int):
         scores = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bicubic")
         paths[sample_id] = storage.save_scores(str(folder / f"{sample_id}.npz"), scores[0].clamp(0, 1).numpy(), CLASSES)
     ds.set_values("faseg_scores", paths, key_field="id")
-    ds.set_values("faseg", [fo.Segmentation(mask=np.zeros((375, 500), np.uint8))] * count)
+    ds.set_values("faseg", [fo.Segmentation(mask=np.zeros((375, 500), np.uint8)) for _ in range(count)])
+    # what a run with store_scores=True records (re-thresholding reads its settings from it)
+    RunRecord(threshold=0.55, image_size=512, model_path="stored", store_scores=True).write(ds, "faseg")
     return ds
 
 
