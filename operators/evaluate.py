@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 
-from .run import dropdown
+from .forms import dropdown
 
 
 class EvaluateFASeg(foo.Operator):

@@ -6,7 +6,8 @@ Thin over :func:`fiftyone_faseg.workers.recover_stale_runs`.
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.workers import DEFAULT_MAX_AGE_S, RUN_URI
+from fiftyone_faseg.constants import operator_uri
+from fiftyone_faseg.workers import DEFAULT_MAX_AGE_S
 
 
 class RecoverFASeg(foo.Operator):
@@ -68,7 +69,7 @@ class RecoverFASeg(foo.Operator):
         runs = recover_stale_runs(
             max_age_s=float(ctx.params.get("max_age_s", DEFAULT_MAX_AGE_S)),
             requeue=bool(ctx.params.get("requeue", True)),
-            operator=RUN_URI,
+            operator=operator_uri("run_faseg"),
             dataset_name=dataset_name,
             dry_run=bool(ctx.params.get("dry_run", False)),
         )
