@@ -322,13 +322,18 @@ def summary_results(summary, folder=None, **extra):
     return results
 
 
-def summary_outputs(outputs, label_field="<label_field>"):
-    """Defines the properties of :func:`summary_results` on ``outputs``."""
+def summary_outputs(results, label_field="<label_field>"):
+    """The view of :func:`summary_results` (reasons only when some sample failed, and any
+    extra message result, e.g. ``stale``)."""
+    outputs = types.Object()
     outputs.int("processed", label="Segmented")
     outputs.int("skipped", label="Skipped (already labelled)")
     outputs.int("failed", label="Failed (reasons in %s_error)" % label_field)
-    outputs.list("reasons", types.String(), label="Why samples failed")
+    if results.get("reasons"):
+        outputs.list("reasons", types.String(), label="Why samples failed")
     outputs.str("files", label="Files written to")
+    if results.get("stale"):
+        outputs.str("stale", label="Evaluations")
     return outputs
 
 

@@ -257,9 +257,8 @@ class RerunFASeg(foo.Operator):
         forms.raise_if_all_failed(summary, what="rerun")
         results = forms.summary_results(summary, folder=getattr(summary, "root", None) or kwargs.get("output_dir"),
                                         stale=forms.stale_message(ctx.dataset, label_field))
-        outputs = forms.summary_outputs(types.Object(), label_field)
-        outputs.str("stale", label="Evaluations")
-        yield from forms.show_output(ctx, outputs, results, "FA-Seg rerun complete")
+        yield from forms.show_output(ctx, forms.summary_outputs(results, label_field), results,
+                                     "FA-Seg rerun complete")
 
 
 def _edited_classes(params):

@@ -120,7 +120,7 @@ class RunFASeg(foo.Operator):
             yield ctx.trigger("reload_dataset")
         forms.raise_if_all_failed(summary)
         results = forms.summary_results(summary, folder=_files_folder(summary, settings, ctx.dataset))
-        yield from forms.show_output(ctx, forms.summary_outputs(types.Object(), settings.label_field), results,
+        yield from forms.show_output(ctx, forms.summary_outputs(results, settings.label_field), results,
                                      "FA-Seg run complete")
 
 
