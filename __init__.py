@@ -56,8 +56,14 @@ def download_model(model_name, model_path):
         return
     from huggingface_hub import snapshot_download
 
-    snapshot_download(repo_id=repo_id, local_dir=model_path,
-                      allow_patterns=["%s/*" % c for c in MODEL_COMPONENTS])
+    try:
+        snapshot_download(repo_id=repo_id, local_dir=model_path,
+                          allow_patterns=["%s/*" % c for c in MODEL_COMPONENTS])
+    except Exception as e:
+        raise OSError(
+            "could not download '%s' (%s) into '%s': %s\nOffline, place a checkpoint folder holding %s there"
+            % (model_name, repo_id, model_path, e, ", ".join(c + "/" for c in MODEL_COMPONENTS))
+        ) from e
 
 
 def load_model(model_name, model_path, classes=None, threshold=None, image_size=None, batch_size=None,
