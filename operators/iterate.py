@@ -91,8 +91,7 @@ class SweepFASegThreshold(foo.Operator):
             description="mIoU of the current view at thresholds 0.3-0.8, from stored scores",
             dynamic=True,
             allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=False,  # fast, and its plot shows only in the dialog
+            allow_delegated_execution=False,  # fast, and its plot exists only in the dialog
         )
 
     def resolve_input(self, ctx):
@@ -240,6 +239,7 @@ class RerunFASeg(foo.Operator):
             stale = forms.stale_message(ctx.dataset, label_field, before=True)
             if stale:
                 inputs.view("stale_notice", types.Notice(label=stale))
+            forms.delegation_notice(inputs)
         return types.Property(inputs, view=types.View(label="FA-Seg: rerun"))
 
     @forms.shows_errors
