@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -121,6 +122,8 @@ class FASeg:
         store = self.config.store_dtype
         self.store_dtype = _DTYPES[store] if store else (torch.float32 if dtype == torch.float32 else torch.float16)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # one call at a time uses the model: the recorder is installed on the shared UNet
+        self._lock = threading.RLock()
         self._warned_truncation = False
 
     # ------------------------------------------------------------------ loading
@@ -223,18 +226,19 @@ class FASeg:
 
     # ------------------------------------------------------------------ image
     @torch.no_grad()
-    def encode_images(self, images: list) -> torch.Tensor:
+    def encode_images(self, images: list, config: FASegConfig | None = None) -> torch.Tensor:
         """RGB images → `[B * V, 4, h, w]` scaled latents, V = 2 views (image, mirror) with `flip`."""
-        pixels = to_pixels(images, self.config.image_size)  # [B, 3, S, S]
-        if self.config.flip:
+        cfg = config or self.config
+        pixels = to_pixels(images, cfg.image_size)  # [B, 3, S, S]
+        if cfg.flip:
             pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [B*2, 3, S, S]
         posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         latents = posterior.mean
-        if self.config.vae_sample:
+        if cfg.vae_sample:
             # As the reference: each image pair samples with its own CPU generator seeded
             # `seed`, so every pair gets the same noise whatever the batch.
-            views = 2 if self.config.flip else 1
-            generator = torch.Generator("cpu").manual_seed(self.config.seed)
+            views = 2 if cfg.flip else 1
+            generator = torch.Generator("cpu").manual_seed(cfg.seed)
             noise = torch.randn((views, *latents.shape[1:]), generator=generator, dtype=latents.dtype)
             noise = noise.to(self.device).repeat(latents.shape[0] // views, 1, 1, 1)
             latents = latents + posterior.std * noise
@@ -253,7 +257,8 @@ class FASeg:
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
-    def __call__(self, images, classes, captions=None, progress=False) -> list[FASegResult]:
+    def __call__(self, images, classes, captions=None, progress=False,
+                 config: FASegConfig | None = None) -> list[FASegResult]:
         """Segment images into the given classes.
 
         Args:
@@ -262,6 +267,8 @@ class FASeg:
             captions: `None`, one string, or one string per image. `None` makes the
                 reconstruction prompt the class prompt.
             progress: `True` for a progress bar, or a callable `(done, total)`.
+            config (`FASegConfig`, *optional*): this call's settings (defaults to `self.config`, which is
+                never changed: concurrent calls with different settings do not interfere).
         Returns:
             one `FASegResult` per image, in order.
         """
@@ -276,13 +283,16 @@ class FASeg:
 
             bar = tqdm(total=total, desc="FA-Seg")
         done = 0
-        for start in range(0, total, self.config.batch_size):
+        cfg = config or self.config  # settings travel with the call; `self` is never changed
+        for start in range(0, total, cfg.batch_size):
             # 1. Read images, build prompts
             jobs = [
                 self._prepare(i, images[i], class_lists[i], captions[i])
-                for i in range(start, min(start + self.config.batch_size, total))
+                for i in range(start, min(start + cfg.batch_size, total))
             ]
-            for result, job in zip(self._segment_splitting_on_oom(jobs), jobs):
+            with self._lock:
+                segmented = self._segment_splitting_on_oom(jobs, cfg)
+            for result, job in zip(segmented, jobs):
                 results[job.index] = result
             done += len(jobs)
             if bar is not None:
@@ -293,10 +303,10 @@ class FASeg:
             bar.close()
         return results
 
-    def _segment_splitting_on_oom(self, jobs: list[_Job]) -> list[FASegResult]:
+    def _segment_splitting_on_oom(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         """Segment a batch; on out-of-memory, retry it as two halves (down to one image)."""
         try:
-            return self._segment(jobs)
+            return self._segment(jobs, cfg)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not _is_oom(e) or len(jobs) == 1:
                 raise
@@ -304,10 +314,9 @@ class FASeg:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             half = len(jobs) // 2
-            return self._segment_splitting_on_oom(jobs[:half]) + self._segment_splitting_on_oom(jobs[half:])
+            return self._segment_splitting_on_oom(jobs[:half], cfg) + self._segment_splitting_on_oom(jobs[half:], cfg)
 
-    def _segment(self, jobs: list[_Job]) -> list[FASegResult]:
-        cfg = self.config
+    def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         views = 2 if cfg.flip else 1
 
         # 2. Encode prompts: the reconstruction prompt per image, the class prompts per image
@@ -318,7 +327,7 @@ class FASeg:
         class_embeds = class_embeds.unflatten(0, (len(jobs), width)).repeat_interleave(views, dim=0)  # [B*V, P, 77, D]
 
         # 3. Encode images (+ mirror)
-        latents = self.encode_images([job.image for job in jobs])  # [B*V, 4, h, w]
+        latents = self.encode_images([job.image for job in jobs], cfg)  # [B*V, 4, h, w]
 
         # 4. One-step inversion (an identity at t=0: skipped unless asked for)
         if cfg.run_inversion:
@@ -333,16 +342,15 @@ class FASeg:
         )
         with recording(self.unet, recorder):
             self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs={"class_embeds": class_embeds})
-        self._check_recorded(recorder)
+        self._check_recorded(recorder, cfg)
         del latents, text, class_embeds
 
         # 6. Refine (HARD), 7. unflip + threshold, per image
-        results = [self._result(job, recorder, b * views, views) for b, job in enumerate(jobs)]
+        results = [self._result(job, recorder, b * views, views, cfg) for b, job in enumerate(jobs)]
         recorder.reset()
         return results
 
-    def _check_recorded(self, recorder: AttentionRecorder):
-        cfg = self.config
+    def _check_recorded(self, recorder: AttentionRecorder, cfg: FASegConfig):
         wanted = {(SELF, r) for r, w in cfg.self_weights.items() if w > 0}
         wanted |= {(CROSS, r) for r, w in cfg.cross_weights.items() if w > 0}
         missing = sorted(wanted - set(recorder.sums))
@@ -354,8 +362,7 @@ class FASeg:
                 "or weights keyed by the model's grids"
             )
 
-    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, views: int) -> FASegResult:
-        cfg = self.config
+    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, views: int, cfg: FASegConfig) -> FASegResult:
         rows = slice(row, row + views)
         cross_maps = {}
         for r, w in cfg.cross_weights.items():

@@ -15,7 +15,9 @@ _LAZY = {
     "segment_samples": "fiftyone_faseg.run",
     "iter_segment_samples": "fiftyone_faseg.run",
     "RunSummary": "fiftyone_faseg.run",
-    "load_segmenter": "fiftyone_faseg.run",
+    "load_segmenter": "fiftyone_faseg.models",
+    "RunSettings": "fiftyone_faseg.settings",
+    "RunRecord": "fiftyone_faseg.settings",
     "DEFAULT_MODEL": "fiftyone_faseg.constants",
 }
 __all__ = sorted(_LAZY)

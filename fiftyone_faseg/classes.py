@@ -24,6 +24,7 @@ from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
 from .fields import candidates_field, get_mask_targets, int_targets, label_mask
 
 CANDIDATES = "candidates"
+_CHUNK = 10000
 
 
 def parse_classes_from(classes, classes_from, gt_field):
@@ -49,23 +50,27 @@ def gt_classes(samples, gt_field):
     return {v: n for v, n in targets.items() if v not in (0, IGNORE_INDEX) and str(n).lower() != BACKGROUND}
 
 
-def candidate_classes(samples, candidates_field):
-    """Every class of a per-sample classes field over a collection, in order of first appearance.
+def candidate_classes(dataset, ids, field_name):
+    """Every class of a per-sample classes field over the samples ``ids`` of a dataset, in
+    order of first appearance.
 
     The field holds :class:`fiftyone.core.labels.Classifications` (as ``<label_field>_candidates``)
     or a list of names.
     """
-    if candidates_field not in samples.get_field_schema():
+    if field_name not in dataset.get_field_schema():
         raise ValueError(
             "classes_from='candidates' reads '%s', which dataset '%s' lacks: run FA-Seg once "
             "(it stores each sample's candidates there), edit them with edit_candidates, or "
-            "pass classes_field=<a field of class names>" % (candidates_field, samples._dataset.name)
+            "pass classes_field=<a field of class names>" % (field_name, dataset.name)
         )
-    path = candidates_field
-    if isinstance(samples.get_field(candidates_field), fof.EmbeddedDocumentField):
+    path = field_name
+    if isinstance(dataset.get_field(field_name), fof.EmbeddedDocumentField):
         path += ".classifications.label"
-    labels = samples.values(path)
-    return clean_classes([name for names in labels if names for name in names if name])
+    names = []
+    for start in range(0, len(ids), _CHUNK):
+        labels = dataset.select(ids[start : start + _CHUNK]).values(path)
+        names.extend(name for row in labels if row for name in row if name)
+    return clean_classes(names)
 
 
 def sample_candidates(value):
@@ -87,24 +92,11 @@ def run_vocabulary(samples, classes, classes_from, gt_field, vocabulary=None):
     return list(tagger_vocabulary(samples, classes, gt_field, vocabulary).names)
 
 
-def run_class_names(samples, classes, classes_from, gt_field, vocabulary=None, classes_field=None, label_field=None):
-    """Every class name a run over `samples` may write (pixel values are fixed for these)."""
+def run_class_names(dataset, ids, classes, classes_from, gt_field, vocabulary=None, per_sample_field=None):
+    """Every class name a run over the samples ``ids`` may write (pixel values are claimed for these)."""
     if classes_from == CANDIDATES:
-        return candidate_classes(samples, classes_field or candidates_field(label_field))
-    return run_vocabulary(samples, classes, classes_from, gt_field, vocabulary)
-
-
-def fix_mask_targets(samples, label_field, names, gt_field=None):
-    """Assigns pixel values to `names` (:func:`assign_ids`) and stores them in the dataset's
-    ``mask_targets[label_field]`` before anything is written; returns ``{name: value}``."""
-    dataset = samples._dataset
-    preferred = gt_classes(samples, gt_field) if gt_field else None
-    class_ids = assign_ids(names, dataset.mask_targets.get(label_field), preferred)
-    targets = {v: n for n, v in sorted(class_ids.items(), key=lambda kv: kv[1])}
-    if dataset.mask_targets.get(label_field) != targets:
-        dataset.mask_targets = {**dataset.mask_targets, label_field: targets}
-        dataset.save()
-    return class_ids
+        return candidate_classes(dataset, ids, per_sample_field)
+    return run_vocabulary(dataset, classes, classes_from, gt_field, vocabulary)
 
 
 def tagger_vocabulary(samples, classes, gt_field, vocabulary=None):
@@ -144,12 +136,11 @@ def assign_ids(names, existing=None, preferred=None):
     return ids
 
 
-def present_classes(sample, gt_field, names_by_value):
+def present_classes(seg, gt_field, names_by_value, sample_id):
     """Names of the ground-truth classes present in a sample's mask (empty when there is none)."""
-    seg = sample[gt_field]
-    if seg is None:
+    if seg is None or not seg.has_mask:
         return []
-    values = np.unique(label_mask(seg, gt_field, sample.id))
+    values = np.unique(label_mask(seg, gt_field, sample_id))
     return list(dict.fromkeys(names_by_value[v] for v in values.tolist() if v in names_by_value))
 
 

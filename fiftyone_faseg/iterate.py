@@ -31,41 +31,32 @@ Example usage::
     print(iterate.sweep(dataset, "faseg", "ground_truth"))
 """
 
+import dataclasses
 import logging
-import os
 
 import numpy as np
 
+import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
 from . import metrics as fm
 from . import storage
+from .settings import RunRecord
+from .targets import claim_values
 from .fields import get_mask_targets, int_targets, label_mask, scores_field, validate_segmentation_field
 
 logger = logging.getLogger(__name__)
 
-HEATMAP_SIDE = 128
 DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(11))  # 0.3 ... 0.8
 LATENT_FACTOR = 8  # SD-1.x: the score grid is the latent grid, image_size / 8
 _CHUNK = 128
 
 
 def run_settings(samples, label_field):
-    """The settings a run recorded in its label field's ``info["faseg"]`` (empty if none)."""
-    field = samples._dataset.get_field(label_field)
-    return dict(((field.info or {}).get("faseg") or {}) if field is not None else {})
-
-
-def top_score_heatmap(scores, side=HEATMAP_SIDE):
-    """The top class's score of ``(K, h, w)`` maps as a ``(side, side)`` uint8 heatmap
-    (0-255 for scores 0-1; bicubic resize)."""
-    import torch
-
-    from faseg_core.hard import upsample_bicubic
-
-    top = torch.as_tensor(np.asarray(scores, dtype=np.float32)).amax(dim=0, keepdim=True)  # [1, h, w]
-    top = upsample_bicubic(top, side)[0]  # [side, side]
-    return (top.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    """The settings a run recorded in its label field (:class:`fiftyone_faseg.settings.RunRecord`)
+    as a dict; empty if no FA-Seg run made the field."""
+    record = RunRecord.read(samples._dataset, label_field)
+    return dataclasses.asdict(record) if record is not None else {}
 
 
 def rethreshold(
@@ -81,15 +72,22 @@ def rethreshold(
 ):
     """Recomputes the label maps of an FA-Seg field from its stored scores.
 
-    Samples with neither ``label_field`` nor stored scores (e.g. failed ones) are left
-    alone; a sample with a mask but no stored scores is an error.
+    Samples without ``label_field`` (e.g. failed ones) are left alone; a sample with a
+    mask but no stored scores is an error, raised before anything is written. Samples
+    are judged on the dataset (a view that hides fields changes nothing).
+
+    A field's masks all come from one threshold (and class subset), as its record says:
+    re-thresholding only some samples of a field in place, or into an existing field
+    whose other samples were made otherwise, is refused; write a new ``out_field``
+    instead. Pixel values never change meaning: ``out_field`` keeps its own values and
+    gets values for the new classes (atomically, see :mod:`fiftyone_faseg.targets`).
 
     Example usage::
 
         from fiftyone_faseg.iterate import rethreshold
 
-        rethreshold(dataset.match_tags("review"), "faseg", 0.45)            # in place
-        rethreshold(dataset, "faseg", 0.6, classes=["cat"], out_field="cat_only")
+        rethreshold(dataset, "faseg", 0.45)                                  # in place
+        rethreshold(dataset.match_tags("review"), "faseg", 0.6, out_field="faseg_060")
 
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection`
@@ -97,40 +95,44 @@ def rethreshold(
         threshold: the new background threshold in ``[0, 1]``
         classes (None): keep only these classes' score maps (the others become
             background or lose to the kept ones); None keeps all
-        out_field (None): the field to write; defaults to ``label_field``. A new field
-            gets ``label_field``'s mask_targets
+        out_field (None): the field to write; defaults to ``label_field``
         image_size (None): the run's image size; by default the one it recorded
         output_dir (None): where to write PNG masks when the source masks are on disk;
-            by default beside them (``<folder>/<out_field>/<id>.png``)
-        overwrite (False): allow writing into an existing ``out_field`` other than
-            ``label_field`` (never a field that no FA-Seg run made)
+            by default the run's output folder (under this dataset's own root)
+        overwrite (False): allow writing into an existing FA-Seg ``out_field`` other
+            than ``label_field`` (never a field that no FA-Seg run made)
         progress (None): ``callable(done, total)``
 
     Returns:
         the list of the sample IDs written
     """
+    from .plan import check_field_name, file_path, files_root
+
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError("threshold must be in [0, 1] but is %s" % threshold)
-    out_field = out_field or label_field
     dataset = samples._dataset
-    validate_segmentation_field(samples, label_field)
-    if out_field != label_field and out_field in dataset.get_field_schema():
-        if not run_settings(samples, out_field):
-            raise ValueError(
-                "field '%s' exists and was not made by FA-Seg (e.g. ground truth): choose a new out_field"
-                % out_field
-            )
-        if not overwrite:
-            raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
-    ids_by_name = _name_to_value(samples, label_field)
+    out_field = out_field or label_field
+    check_field_name(out_field, "out_field")
+    validate_segmentation_field(dataset, label_field)
+    source = RunRecord.read(dataset, label_field)
+    if source is None:
+        raise ValueError("'%s' was not made by an FA-Seg run: re-threshold needs a run's stored scores" % label_field)
+    ids_by_name = _name_to_value(dataset, label_field)
     keep = _parse_subset(classes, ids_by_name, label_field)
-    settings = run_settings(samples, label_field)
-    image_size = image_size or settings.get("image_size")
-    todo = _stored(samples, label_field)
+    image_size = image_size or source.image_size
+    record = source.replace(threshold=float(threshold), image_size=image_size, source_field=label_field,
+                            classes=sorted(keep) if keep else None,
+                            output_dir=output_dir or source.output_dir).new_revision()
+    ids = [str(i) for i in samples.values("_id")]
+    todo = _stored(dataset, ids, label_field)
+    _check_out_field(dataset, label_field, out_field, overwrite, record, set(todo[0]))
 
-    if out_field != label_field:
-        dataset.mask_targets = {**dataset.mask_targets, out_field: dict(get_mask_targets(samples, label_field))}
-        dataset.save()
+    # every check has passed: the first writes
+    out_ids = claim_values(dataset, out_field, list(ids_by_name), preferred=get_mask_targets(dataset, label_field))
+    if out_field not in dataset.get_field_schema():
+        dataset.add_sample_field(out_field, fof.EmbeddedDocumentField, embedded_doc_type=fol.Segmentation)
+    record = record.replace(root=files_root(dataset, record.output_dir))
+    record.write(dataset, out_field)
 
     written = []
     total = len(todo[0])
@@ -140,21 +142,44 @@ def rethreshold(
         for sample_id, path, mask_path, width, height in zip(*chunk):
             scores, names = _load(sample_id, path, label_field)
             top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, names, keep)
-            lut = _lut(names, ids_by_name, label_field, sample_id)
+            lut = _lut(names, out_ids, label_field, sample_id)
             mask = np.where(top >= np.float32(threshold), lut[index + 1], lut[0])
             if mask_path:
-                folder = output_dir or os.path.dirname(os.path.dirname(os.path.abspath(mask_path)))
-                path = storage.write_mask(os.path.join(folder, out_field, sample_id + ".png"), mask)
+                path = storage.write_mask(file_path(record.root, out_field, sample_id, "png"), mask)
                 masks[sample_id] = fol.Segmentation(mask_path=path)
             else:
                 masks[sample_id] = fol.Segmentation(mask=mask)
-        samples.set_values(out_field, masks, key_field="id", validate=False)  # built valid here
+        dataset.set_values(out_field, masks, key_field="id", validate=False)  # built valid here
         written.extend(masks)
         if callable(progress):
             progress(len(written), total)
-
-    _record(dataset, label_field, out_field, settings, threshold, image_size, classes=keep)
     return written
+
+
+def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
+    """Refuses a write that would mix thresholds (or class subsets) within ``out_field``,
+    or write into a field FA-Seg did not make."""
+    if out_field not in dataset.get_field_schema():
+        return
+    old = RunRecord.read(dataset, out_field)
+    if old is None:
+        raise ValueError("field '%s' exists and was not made by FA-Seg (e.g. ground truth): choose a new out_field"
+                         % out_field)
+    validate_segmentation_field(dataset, out_field)
+    if out_field != label_field and not overwrite:
+        raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
+    if old.threshold == record.threshold and old.classes == record.classes and old.image_size == record.image_size:
+        return
+    from .plan import existing_ids
+
+    labelled = existing_ids(dataset, dataset.values("id"), out_field)
+    others = [i for i in labelled if i not in todo]
+    if others:
+        raise ValueError(
+            "%d other samples of '%s' were made at threshold %s%s: re-threshold every sample of the field, or "
+            "write these to a new out_field" % (len(others), out_field, old.threshold,
+                                                " with classes %s" % old.classes if old.classes else "")
+        )
 
 
 def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes=None, image_size=None,
@@ -209,7 +234,7 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
 
     counts = np.zeros(num * num * steps, np.int64)
     view = samples.exists(gt_field)
-    todo = _stored(view, label_field)
+    todo = _stored(samples._dataset, [str(i) for i in view.values("_id")], label_field)
     total = len(todo[0])
     for done, (sample_id, path, _, width, height, gt_seg) in enumerate(_with_field(view, todo, gt_field), 1):
         if gt_seg is None or not gt_seg.has_mask:
@@ -323,39 +348,41 @@ def _nearest_index(n_in, n_out, axis):
     return index
 
 
-def _stored(samples, label_field, extra=None):
-    """``(ids, score paths, mask paths, widths, heights[, extra])`` of the samples with stored scores."""
+def _stored(dataset, ids, label_field):
+    """``(ids, score paths, mask paths, widths, heights)`` of the samples among ``ids`` with a
+    ``label_field`` mask, read from the dataset; raises if one of them lacks stored scores."""
     name = scores_field(label_field)
-    if name not in samples.get_field_schema():
+    if name not in dataset.get_field_schema():
         raise ValueError(
             "'%s' has no stored scores ('%s' is missing): rerun run_faseg with store_scores=True"
             % (label_field, name)
         )
-    missing = samples.exists(label_field).exists(name, False)
-    if missing.count():
-        raise ValueError(
-            "sample %s has no stored scores (%d samples of '%s' lack them): rerun run_faseg with "
-            "store_scores=True" % (missing.first().id, missing.count(), label_field)
-        )
-    view = samples.exists(name)
-    if view.exists("metadata", False).count():
-        view.compute_metadata()
-    unsized = view.exists("metadata.width", False)
-    if unsized.count():
-        raise ValueError(
-            "sample %s: its image '%s' cannot be read, so its mask size is unknown (%d such samples): "
-            "fix or exclude them (e.g. view.exists('metadata.width'))"
-            % (unsized.first().id, unsized.first().filepath, unsized.count())
-        )
-    fields = ["id", name, label_field + ".mask_path", "metadata.width", "metadata.height"]
-    return view.values(fields + ([extra] if extra else []))
+    fields = ["id", name, label_field + ".mask_path", label_field + "._id", "metadata.width", "metadata.height"]
+    rows = []
+    for start in range(0, len(ids), _CHUNK * 8):
+        view = dataset.select(ids[start : start + _CHUNK * 8], ordered=True)
+        if view.exists(label_field).exists("metadata.width", False).count():
+            view.exists(label_field).exists("metadata.width", False).compute_metadata()
+        rows.extend(row for row in zip(*view.values(fields)) if row[3] is not None)
+    for sample_id, path, _, _, width, _ in rows:
+        if not path:
+            raise ValueError("sample %s has no stored scores: rerun run_faseg with store_scores=True on it"
+                             % sample_id)
+        if width is None:
+            raise ValueError("sample %s: its image cannot be read, so its mask size is unknown: fix or exclude it"
+                             % sample_id)
+    if not rows:
+        return [], [], [], [], []
+    sample_ids, paths, mask_paths, _, widths, heights = (list(col) for col in zip(*rows))
+    return sample_ids, paths, mask_paths, widths, heights
 
 
 def _with_field(view, todo, field):
-    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time."""
+    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time from the dataset
+    (selecting on the view would re-run its whole pipeline for every chunk)."""
     for start in range(0, len(todo[0]), _CHUNK):
         chunk = [values[start : start + _CHUNK] for values in todo]
-        extra = view.select(chunk[0], ordered=True).values(field)
+        extra = view._dataset.select(chunk[0], ordered=True).values(field)
         yield from zip(*chunk, extra)
 
 
@@ -370,7 +397,7 @@ def _load(sample_id, path, label_field):
 
 
 def _name_to_value(samples, label_field):
-    targets = int_targets(get_mask_targets(samples, label_field), "prediction")
+    targets = int_targets(get_mask_targets(samples._dataset, label_field), "prediction")
     return {str(n): v for v, n in targets.items() if v != 0}
 
 
@@ -396,15 +423,3 @@ def _lut(names, ids_by_name, label_field, sample_id):
         )
     values = [0] + [ids_by_name[n] for n in names]
     return np.array(values, np.uint8 if max(values) < 256 else np.uint16)
-
-
-def _record(dataset, label_field, out_field, settings, threshold, image_size, classes=None):
-    field = dataset.get_field(out_field)
-    if field is None:
-        return
-    info = dict(settings, threshold=float(threshold), source_field=label_field,
-                classes=sorted(classes) if classes else None)
-    if image_size:
-        info["image_size"] = int(image_size)
-    field.info = {**(field.info or {}), "faseg": info}
-    field.save()

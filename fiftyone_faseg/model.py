@@ -7,7 +7,7 @@ import fiftyone.core.models as fom
 
 from . import classes as fcl
 from .constants import DEFAULT_MODEL
-from .run import load_segmenter
+from .models import load_segmenter
 
 
 @dataclass
@@ -63,6 +63,7 @@ class FASegModel(fom.Model, fom.SamplesMixin):
         self.config = config if isinstance(config, FASegModelConfig) else FASegModelConfig(config=config, **kwargs)
         self._class_ids = fcl.assign_ids(self._fixed_classes())
         self._segmenter = None
+        self._config = None
         self._preprocess = False
         self._own_fields = {
             k: f for k, f in (("classes", self.config.classes_field), ("caption", self.config.caption_field)) if f
@@ -121,16 +122,19 @@ class FASegModel(fom.Model, fom.SamplesMixin):
             self._segmenter = load_segmenter(self.config.model_path, self.config.device, self.config.dtype)
         return self._segmenter
 
-    def __enter__(self):
-        seg = self.segmenter
-        self._previous_config = seg.config
+    @property
+    def run_config(self):
+        """The :class:`faseg_core.FASegConfig` every call of this model uses (the segmenter's is never changed)."""
         changes = {k: getattr(self.config, k) for k in ("threshold", "batch_size") if getattr(self.config, k) is not None}
-        base = self.config.config or seg.config
-        seg.config = base.replace(**changes) if changes else base
+        base = self.config.config or self.segmenter.config
+        return base.replace(**changes) if changes else base
+
+    def __enter__(self):
+        self._config = self.run_config
         return self
 
     def __exit__(self, *args):
-        self.segmenter.config = self._previous_config
+        self._config = None
 
     def predict(self, arg, sample=None):
         return self.predict_all([arg], samples=None if sample is None else [sample])[0]
@@ -139,7 +143,7 @@ class FASegModel(fom.Model, fom.SamplesMixin):
         images = list(args)
         classes = [self._classes_of(s) for s in (samples or [None] * len(images))]
         captions = [self._caption_of(s) for s in (samples or [None] * len(images))]
-        results = self.segmenter(images, classes, captions)
+        results = self.segmenter(images, classes, captions, config=self._config or self.run_config)
         for result in results:
             self._class_ids = fcl.assign_ids(result.classes, self.mask_targets)
         return [fol.Segmentation(mask=fcl.to_mask(r.label_map, r.classes, self._class_ids)) for r in results]

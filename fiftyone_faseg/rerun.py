@@ -22,6 +22,7 @@ from faseg_core.tokens import clean_classes
 
 from .classes import CANDIDATES
 from .fields import candidates_field
+from .settings import RunRecord, RunSettings
 
 USER = "user"
 MODES = ("replace", "add", "remove")
@@ -88,27 +89,27 @@ def set_candidates(samples, label_field, classes, mode="replace"):
     return len(edited)
 
 
-def rerun_kwargs(samples, label_field="faseg", **overrides):
-    """The :func:`fiftyone_faseg.run.iter_segment_samples` arguments of a rerun: the
-    run's recorded settings, each sample's own candidates, overwrite on."""
-    from .iterate import run_settings
-
-    settings = run_settings(samples, label_field)
-    kwargs = dict(
+def rerun_settings(samples, label_field="faseg", **overrides):
+    """The :class:`fiftyone_faseg.settings.RunSettings` of a rerun: the settings the run
+    recorded, each sample's own candidates, overwrite on; ``overrides`` that are not
+    None replace recorded settings (a field keeps one set of settings: a rerun of some
+    samples with another threshold is refused by the run's checks)."""
+    record = RunRecord.read(samples._dataset, label_field)
+    if record is None:
+        raise ValueError("'%s' was not made by an FA-Seg run: nothing to rerun" % label_field)
+    settings = RunSettings(
         label_field=label_field,
         classes_from=CANDIDATES,
         overwrite=True,
-        threshold=settings.get("threshold"),
-        image_size=settings.get("image_size"),
-        output_dir=settings.get("output_dir"),
-        store_scores=bool(settings.get("store_scores", False)),
-        heatmap=bool(settings.get("heatmap", False)),
-        pamr=settings.get("pamr"),
+        threshold=record.threshold,
+        image_size=record.image_size,
+        output_dir=record.output_dir,
+        store_scores=record.store_scores,
+        heatmap=record.heatmap,
+        pamr=record.pamr,
+        model_path=record.model_path,
     )
-    if settings.get("model_path"):
-        kwargs["model_path"] = settings["model_path"]
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+    return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def rerun(samples, label_field="faseg", progress=None, **kwargs):
@@ -135,4 +136,6 @@ def rerun(samples, label_field="faseg", progress=None, **kwargs):
             "'%s' has no candidates to rerun with: run run_faseg first, or set them with "
             "edit_candidates" % candidates_field(label_field)
         )
-    return segment_samples(samples, progress=progress, **rerun_kwargs(samples, label_field, **kwargs))
+    loaded = {k: kwargs.pop(k) for k in ("segmenter", "proposer", "config", "vocabulary") if k in kwargs}
+    return segment_samples(samples, progress=progress, settings=rerun_settings(samples, label_field, **kwargs),
+                           **loaded)

@@ -178,7 +178,10 @@ class RunRecord:
     def new_revision(self):
         return dataclasses.replace(self, revision=uuid.uuid4().hex)
 
-    def same_masks(self, other):
-        """Whether masks made under ``other`` mean what masks made under this record do."""
-        keys = ("threshold", "image_size", "model_path", "pamr")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
+    CONSISTENT = ("threshold", "image_size", "model_path", "pamr", "store_scores")
+
+    def differences(self, other):
+        """``{setting: (this, other)}`` where masks made under ``other`` would not mean what
+        masks made under this record do (or would lack what it promises, e.g. stored scores)."""
+        return {k: (getattr(self, k), getattr(other, k)) for k in self.CONSISTENT
+                if getattr(self, k) != getattr(other, k)}

@@ -28,7 +28,10 @@ from datetime import datetime, timezone
 
 logger = logging.getLogger(__name__)
 
-RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
+from .constants import PLUGIN_NAME, operator_uri
+
+RUN_URI = operator_uri("run_faseg")
+RERUN_URI = operator_uri("rerun_faseg")
 # A run with no heartbeat for this long is presumed dead. It must exceed the longest
 # model load plus the longest batch of a live worker (run_faseg heartbeats at start and
 # at most every PROGRESS_EVERY_S between batches).
@@ -66,58 +69,27 @@ def shard_ids(ids, num_shards):
     return shards
 
 
-def prepare_run(samples, params):
-    """Fixes what concurrent workers would otherwise all write to the dataset document:
-    the label field's ``mask_targets`` and the run's field schema.
+def shard_view(samples, ids):
+    """The samples of ``samples`` whose id lies in the sorted range of ``ids`` (a stored
+    range, not the id list: a run record stays small whatever the shard size)."""
+    from bson import ObjectId
 
-    Each shard then finds both already in place and writes only its own samples, so
-    two workers never race on the dataset document (the same pixel values as a single
-    run would choose: :func:`fiftyone_faseg.classes.assign_ids`).
-
-    Args:
-        samples: the :class:`fiftyone.core.collections.SampleCollection` to be run
-        params: the ``run_faseg`` parameters (``label_field``, ``classes``,
-            ``classes_from``, ``gt_field``)
-    """
-    import fiftyone as fo
-    import fiftyone.core.labels as fol
-
-    from . import classes as fcl
-    from . import run as frun
-    from .fields import candidates_field
-
-    dataset = samples._dataset
-    label_field = params.get("label_field") or "faseg"
-    classes = [c for c in (params.get("classes") or []) if c and str(c).strip()]
-    gt_field = params.get("gt_field") or None
-    classes_from = fcl.parse_classes_from(classes, params.get("classes_from") or "list", gt_field)
-    names = fcl.run_class_names(samples, classes, classes_from, gt_field, classes_field=params.get("classes_field"),
-                                label_field=label_field)
-    fcl.fix_mask_targets(samples, label_field, names, gt_field)
-
-    schema = dataset.get_field_schema()
-    for name, doc_type in ((label_field, fol.Segmentation), (candidates_field(label_field), fol.Classifications)):
-        if name not in schema:
-            dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=doc_type)
-    frun.declare_fields(dataset, label_field)
-
-
-def pending_ids(samples, label_field, overwrite=False):
-    """Ids of the samples a run still has to do: all with ``overwrite``, else those
-    without ``label_field``."""
-    if overwrite or label_field not in samples._dataset.get_field_schema():
-        return samples.values("id")
-    return samples.exists(label_field, False).values("id")
+    ordered = sorted(ObjectId(i) for i in ids)
+    return samples.match({"_id": {"$gte": ordered[0], "$lte": ordered[-1]}})
 
 
 def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_target=None):
     """Queues the pending part of a collection as ``num_shards`` delegated runs of
     ``run_faseg``, one disjoint slice each, for ``fiftyone delegated launch`` workers.
 
-    Pending means without ``params["label_field"]``, unless ``params["overwrite"]``.
-    Each run gets ``num_shards=1`` and ``skip_existing=True`` unless ``overwrite`` (so a requeued run
-    finishes only what is left of its slice) and its slice as its view. The label
-    field's ``mask_targets`` and schema are fixed first (:func:`prepare_run`).
+    The whole run is checked first (:func:`fiftyone_faseg.plan.plan_run`: nothing is
+    queued for a run that would fail or lose data) and its shared state is written once
+    (:func:`fiftyone_faseg.plan.prepare_run`: pixel values, schema, record), so workers
+    only ever write their own samples. Pending means what the run would process: all
+    samples with ``overwrite``, else those without a complete ``label_field``. Each
+    slice is a range of sample ids over ``samples``; its run gets ``num_shards=1`` and,
+    unless ``overwrite``, ``skip_existing=True`` (so a requeued run finishes only what is
+    left of its slice).
 
     Example usage::
 
@@ -129,52 +101,48 @@ def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_t
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         num_shards: how many runs to queue (at most one per pending sample)
-        params: the ``run_faseg`` parameters (see ``operators/run.py``)
+        params: the ``run_faseg`` parameters (:meth:`fiftyone_faseg.settings.RunSettings.from_params`)
         operator_uri (RUN_URI): the operator to queue
         delegation_target (None): an optional delegation target for the runs
 
     Returns:
         the list of queued run ids (strings), in slice order
     """
+    from bson import ObjectId
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
-    label_field = params.get("label_field") or "faseg"
-    overwrite, skip_existing = bool(params.get("overwrite")), bool(params.get("skip_existing"))
-    if not (overwrite or skip_existing) and label_field in samples._dataset.get_field_schema():
-        count = samples.exists(label_field).count()
-        if count:
-            raise ValueError(
-                "field '%s' already has labels on %d samples: pass overwrite=True to replace them "
-                "or skip_existing=True to process only the others" % (label_field, count)
-            )
-    ids = pending_ids(samples, label_field, overwrite=overwrite)
-    shards = shard_ids(ids, num_shards)
+    from .plan import plan_run, prepare_run
+    from .settings import RunSettings
+
+    settings = RunSettings.from_params(params)
+    plan = plan_run(samples, settings)
+    shards = shard_ids(sorted(plan.ids, key=ObjectId), num_shards)
     if not shards:
-        logger.info("nothing to queue: every sample of the view already has '%s'", label_field)
+        logger.info("nothing to queue: every sample of the view already has '%s'", settings.label_field)
         return []
-    prepare_run(samples, params)
+    prepare_run(samples._dataset, plan)
 
     dataset = samples._dataset
-    # a requeued slice finishes only what is left, unless the run replaces labels (then it is redone)
-    child = dict(params, num_shards=1, skip_existing=not overwrite, overwrite=overwrite, view_target="CURRENT_VIEW")
+    child = dict(params, num_shards=1, skip_existing=not settings.overwrite, overwrite=settings.overwrite,
+                 view_target="CURRENT_VIEW")
     service = DelegatedOperationService()
     queued = []
     for i, shard in enumerate(shards):
         request_params = dict(
             dataset_name=dataset.name,
-            view=dataset.select(shard)._serialize(),
+            view=shard_view(samples, shard)._serialize(),
             params=child,
             delegation_target=delegation_target,
         )
         op = service.queue_operation(
             operator=operator_uri,
-            label="FA-Seg %s: shard %d/%d (%d samples)" % (label_field, i + 1, len(shards), len(shard)),
+            label="FA-Seg %s: shard %d/%d (%d samples)" % (settings.label_field, i + 1, len(shards), len(shard)),
             delegation_target=delegation_target,
             context=ExecutionContext(request_params=request_params),
         )
         queued.append(str(op.id))
-    logger.info("queued %d runs of %s over %d samples", len(queued), operator_uri, len(ids))
+    logger.info("queued %d runs of %s over %d samples", len(queued), operator_uri, len(plan.ids))
     return queued
 
 
@@ -208,13 +176,17 @@ def heartbeat(op):
     return max(times) if times else None
 
 
-def find_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, operator=RUN_URI, dataset_name=None, now=None):
+def _ours(op_uri, operator):
+    return op_uri == operator if operator else str(op_uri).startswith(PLUGIN_NAME + "/")
+
+
+def find_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, operator=None, dataset_name=None, now=None):
     """RUNNING delegated runs whose heartbeat is older than ``max_age_s``.
 
     Args:
         max_age_s (DEFAULT_MAX_AGE_S): seconds without a heartbeat after which a run is
             presumed dead; more than the longest model load plus batch of a live worker
-        operator (RUN_URI): only runs of this operator; None for every operator
+        operator (None): only runs of this operator; None for every FA-Seg operator
         dataset_name (None): only runs on this dataset
         now (None): the current naive UTC time (for tests)
 
@@ -225,7 +197,9 @@ def find_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, operator=RUN_URI, dataset_name=
 
     now = now or _utcnow()
     stale = []
-    for op in DelegatedOperationService().get_running_operations(operator=operator, dataset_name=dataset_name):
+    for op in DelegatedOperationService().get_running_operations(dataset_name=dataset_name):
+        if not _ours(op.operator, operator):
+            continue
         beat = heartbeat(op)
         age = (now - beat).total_seconds() if beat else float("inf")
         if age > max_age_s:
@@ -235,7 +209,7 @@ def find_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, operator=RUN_URI, dataset_name=
     return stale
 
 
-def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=RUN_URI, dataset_name=None,
+def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=None, dataset_name=None,
                        dry_run=False, now=None):
     """Fails the RUNNING runs of dead workers and queues them again.
 
@@ -258,7 +232,7 @@ def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=RUN_U
         max_age_s (DEFAULT_MAX_AGE_S): seconds without a heartbeat after which a run is
             presumed dead
         requeue (True): queue the failed runs again
-        operator (RUN_URI): only runs of this operator; None for every operator
+        operator (None): only runs of this operator; None for every FA-Seg operator
         dataset_name (None): only runs on this dataset
         dry_run (False): only report what would be done
         now (None): the current naive UTC time (for tests)
@@ -289,8 +263,8 @@ def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=RUN_U
         logger.warning("run %s (%s) failed: %s", run.id, run.label, error)
         request_params = dict(doc.context.request_params) if doc.context is not None else {}
         params = dict(request_params.get("params") or {})
-        if doc.operator == RUN_URI:
-            _remove_temp_files(params, max_age_s)
+        if doc.operator in (RUN_URI, RERUN_URI):
+            _remove_temp_files(request_params.get("dataset_name"), params, max_age_s)
         if not requeue:
             continue
         if doc.operator == RUN_URI:
@@ -309,12 +283,18 @@ def recover_stale_runs(max_age_s=DEFAULT_MAX_AGE_S, requeue=True, operator=RUN_U
     return stale
 
 
-def _remove_temp_files(params, max_age_s):
-    output_dir = params.get("output_dir")
-    if isinstance(output_dir, dict):  # the folder picker's value
-        output_dir = output_dir.get("absolute_path") or output_dir.get("path")
-    if output_dir:
-        remove_temp_files(os.path.join(output_dir, params.get("label_field") or "faseg"), max_age_s)
+def _remove_temp_files(dataset_name, params, max_age_s):
+    import fiftyone as fo
+
+    from .plan import files_root, side_fields
+    from .settings import RunSettings
+
+    if not dataset_name or not fo.dataset_exists(dataset_name):
+        return
+    settings = RunSettings.from_params(params)
+    root = files_root(fo.load_dataset(dataset_name), settings.output_dir)
+    for name in side_fields(settings.label_field):
+        remove_temp_files(os.path.join(root, name), max_age_s)
 
 
 def remove_temp_files(folder, max_age_s=DEFAULT_MAX_AGE_S):
@@ -358,10 +338,10 @@ def main(argv=None):
     st = sub.add_parser("status", help="list RUNNING runs and the age of their heartbeat")
     for p in (rec, st):
         p.add_argument("--dataset", default=None, help="only runs on this dataset")
-        p.add_argument("--all-operators", action="store_true", help="not only run_faseg")
+        p.add_argument("--only-run", action="store_true", help="only run_faseg (default: every FA-Seg operator)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    operator = None if args.all_operators else RUN_URI
+    operator = RUN_URI if args.only_run else None
     if args.command == "status":
         runs = find_stale_runs(-1.0, operator=operator, dataset_name=args.dataset)
     else:

@@ -35,7 +35,7 @@ FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # FASegConfig's grids scale from 512 px by powers of two (faseg_core.FASegConfig.at_image_size)
 IMAGE_SIZES = (128, 256, 512, 1024)
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
-MAX_REASONS = 3
+MAX_REASONS = 3  # distinct failure reasons shown
 WORKER_HELP = "start a worker with `fiftyone delegated launch` (one per GPU) on a machine that reaches this database"
 SCHEDULING_HELP = (
     "This App server cannot schedule runs: start it with FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true "
@@ -285,38 +285,31 @@ def shows_errors(execute):
     return wrapper
 
 
-def distinct_reasons(failed, limit=MAX_REASONS):
-    """The first ``limit`` distinct reasons of ``{sample_id: reason}``, each shown by its
-    first occurrence with how many samples gave it (reasons that differ only in a sample
-    id or a quoted path or name count as one)."""
-    groups = {}
-    for sample_id, reason in failed.items():
-        reason = str(reason)
-        key = re.sub(r"'[^']*'", "'…'", reason.replace(str(sample_id), "<id>"))
-        first, count = groups.get(key, (reason, 0))
-        groups[key] = (first, count + 1)
-    return ["%s (%d sample%s)" % (r, n, "" if n == 1 else "s") for r, n in list(groups.values())[:limit]]
+def reasons(summary):
+    """The first distinct failure reasons of a run (:meth:`RunSummary.reasons`), each with
+    how many samples it hit."""
+    return ["%s (%d sample%s)" % (r, n, "" if n == 1 else "s") for r, n in summary.reasons(MAX_REASONS)]
 
 
 def raise_if_all_failed(summary, what="run"):
     """A run that segmented nothing while samples failed is a failed run: raises
     ``RuntimeError`` with the first distinct reasons."""
-    failed = dict(summary.failed or {}) if summary is not None else {}
-    if failed and not summary.processed:
+    if summary is not None and summary.failed and not summary.processed:
         raise RuntimeError("every sample of the %s failed (%d): %s"
-                           % (what, len(failed), "; ".join(distinct_reasons(failed))))
+                           % (what, len(summary.failed), "; ".join(reasons(summary))))
 
 
-def summary_results(summary, folder=None, **extra):
-    """Operator results of a run summary: counts, the first distinct failure reasons and
-    where files went."""
-    failed = dict(summary.failed or {}) if summary is not None else {}
+def summary_results(summary, settings, **extra):
+    """Operator results of a :class:`fiftyone_faseg.run.RunSummary` of a run made with
+    ``settings``: counts, the first distinct failure reasons and where its outputs went
+    (files go under ``summary.root`` with an ``output_dir`` or stored scores)."""
+    on_disk = settings.output_dir or settings.store_scores
     results = dict(
-        processed=len(summary.processed) if summary is not None else 0,
-        skipped=len(summary.skipped) if summary is not None else 0,
-        failed=len(failed),
-        reasons=distinct_reasons(failed),
-        files=folder or "in the database",
+        processed=len(summary.processed),
+        skipped=len(summary.skipped),
+        failed=len(summary.failed),
+        reasons=reasons(summary),
+        files=summary.root if on_disk else "in the database",
     )
     results.update(extra)
     return results

@@ -244,19 +244,18 @@ class RerunFASeg(foo.Operator):
 
     @forms.shows_errors
     def execute(self, ctx):
-        from fiftyone_faseg.rerun import rerun_kwargs
+        from fiftyone_faseg.rerun import rerun_settings
         from fiftyone_faseg.run import iter_segment_samples
 
         label_field = ctx.params["label_field"]
         target = ctx.target_view()
-        kwargs = rerun_kwargs(target, label_field, model_path=ctx.params.get("model_path") or None,
-                              threshold=ctx.params.get("threshold"))
-        summary = yield from forms.progress(ctx, iter_segment_samples(target, **kwargs))
+        settings = rerun_settings(target, label_field, model_path=ctx.params.get("model_path") or None,
+                                  threshold=ctx.params.get("threshold"))
+        summary = yield from forms.progress(ctx, iter_segment_samples(target, settings=settings))
         if not ctx.delegated:
             yield ctx.trigger("reload_dataset")
         forms.raise_if_all_failed(summary, what="rerun")
-        results = forms.summary_results(summary, folder=getattr(summary, "root", None) or kwargs.get("output_dir"),
-                                        stale=forms.stale_message(ctx.dataset, label_field))
+        results = forms.summary_results(summary, settings, stale=forms.stale_message(ctx.dataset, label_field))
         yield from forms.show_output(ctx, forms.summary_outputs(results, label_field), results,
                                      "FA-Seg rerun complete")
 

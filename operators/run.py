@@ -115,38 +115,15 @@ class RunFASeg(foo.Operator):
                                   delegation_target=ctx.delegation_target)
             yield from forms.show_output(ctx, _queued_outputs(), _queued_results(queued), "FA-Seg: runs queued")
             return
-        summary = yield from forms.progress(ctx, _segment(target, settings))
+        from fiftyone_faseg.run import iter_segment_samples
+
+        summary = yield from forms.progress(ctx, iter_segment_samples(target, settings=settings))
         if not ctx.delegated:
             yield ctx.trigger("reload_dataset")
         forms.raise_if_all_failed(summary)
-        results = forms.summary_results(summary, folder=_files_folder(summary, settings, ctx.dataset))
+        results = forms.summary_results(summary, settings)
         yield from forms.show_output(ctx, forms.summary_outputs(results, settings.label_field), results,
                                      "FA-Seg run complete")
-
-
-def _segment(samples, settings):
-    """The SDK run: ``(done, total, summary)`` after each batch."""
-    import dataclasses
-
-    from fiftyone_faseg.run import iter_segment_samples
-
-    return iter_segment_samples(samples, **dataclasses.asdict(settings))
-
-
-def _files_folder(summary, settings, dataset):
-    """Where the run wrote files (masks, score maps, heatmaps); None: only the database."""
-    root = getattr(summary, "root", None)
-    if root:
-        return root
-    if settings.output_dir:
-        return settings.output_dir
-    if settings.store_scores:
-        import os
-
-        import fiftyone as fo
-
-        return os.path.join(fo.config.default_dataset_dir, "faseg", dataset.name)
-    return None
 
 
 def _queued_results(queued):

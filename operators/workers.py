@@ -6,7 +6,6 @@ Thin over :func:`fiftyone_faseg.workers.recover_stale_runs`.
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.constants import operator_uri
 from fiftyone_faseg.workers import DEFAULT_MAX_AGE_S
 
 
@@ -69,7 +68,7 @@ class RecoverFASeg(foo.Operator):
         runs = recover_stale_runs(
             max_age_s=float(ctx.params.get("max_age_s", DEFAULT_MAX_AGE_S)),
             requeue=bool(ctx.params.get("requeue", True)),
-            operator=operator_uri("run_faseg"),
+            operator=None,  # every FA-Seg operator (run, rerun, evaluate, re-threshold, ...)
             dataset_name=dataset_name,
             dry_run=bool(ctx.params.get("dry_run", False)),
         )

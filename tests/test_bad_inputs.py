@@ -146,29 +146,3 @@ def test_duplicated_ground_truth_names_give_one_candidate(tmp_path, tiny_faseg):
         assert [c.label for c in ds.first().faseg_candidates.classifications] == ["cat"]
     finally:
         ds.delete()
-
-
-def test_out_of_memory_batch_retried_at_half_size(tmp_path, tiny_faseg, monkeypatch):
-    import torch
-
-    ds = fo.Dataset()
-    ds.add_samples([fo.Sample(filepath=str(tmp_path / ("%d.png" % i))) for i in range(6)])
-    for i, s in enumerate(ds):
-        Image.fromarray(_rgb(24, 24 + i, i)).save(s.filepath)
-    sizes = []
-    segment = tiny_faseg._segment
-
-    def segment_or_oom(jobs):
-        sizes.append(len(jobs))
-        if len(jobs) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return segment(jobs)
-
-    monkeypatch.setattr(tiny_faseg, "_segment", segment_or_oom)
-    summary = ff.segment_samples(ds, classes=["cat", "dog"], segmenter=tiny_faseg, batch_size=4)
-    assert len(summary.processed) == 6 and not summary.failed
-    assert ds.count("faseg") == 6 and ds.exists("faseg_error").count() == 0
-    assert sizes == [4, 2, 1, 1, 2, 1, 1, 2, 1, 1]  # 4 -> 2 + 2 -> 1 + 1 ..., then the last 2
-    for s in ds:
-        assert s.faseg.get_mask().shape == (24, 24 + ds.values("filepath").index(s.filepath))
-    ds.delete()

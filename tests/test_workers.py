@@ -54,15 +54,18 @@ def test_operators_register():
     assert foo.get_operator(RUN_URI).config.name == "run_faseg"
 
 
-def test_num_shards_queues_disjoint_runs_and_recovery_requeues_only_stale(tmp_path):
+def test_num_shards_queues_disjoint_runs_and_recovery_requeues_only_stale(tmp_path, tiny_faseg, tiny_sd_dir):
+    import fiftyone_faseg as ff
+
     from bson import ObjectId
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionProgress, ExecutionRunState
 
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=write_image(tmp_path / f"{i}.png", seed=i)) for i in range(7)])
-    ds.limit(2).set_values("faseg", [fo.Segmentation(mask=np.zeros((4, 4), np.uint8))] * 2)
-    params = dict(classes=["cat", "dog"], num_shards=3, skip_existing=True, view_target="CURRENT_VIEW")
+    ff.segment_samples(ds.limit(2), classes=["cat", "dog"], segmenter=tiny_faseg)
+    params = dict(classes=["cat", "dog"], num_shards=3, skip_existing=True, model_path=str(tiny_sd_dir), image_size=128,
+                  view_target="CURRENT_VIEW")
     result = foo.execute_operator(RUN_URI, ctx=dict(view=ds.view(), params=params))
     assert result.error is None, result.error
     # a generator operator's outputs do not come back through execute_operator: ask the queue
@@ -83,7 +86,7 @@ def test_num_shards_queues_disjoint_runs_and_recovery_requeues_only_stale(tmp_pa
 
     # without skip_existing or overwrite, labelled samples are refused as in an unsharded run;
     # with overwrite, every sample is queued and each slice replaces its labels
-    with pytest.raises(ValueError, match="already has labels on 2 samples"):
+    with pytest.raises(ValueError, match="already has labels on 2 of these samples"):
         fw.queue_shards(ds, 2, dict(params, skip_existing=False))
     with pytest.raises(Exception, match="existing_warning"):  # the App form refuses it too
         foo.execute_operator(RUN_URI, ctx=dict(view=ds.view(), params=dict(params, skip_existing=False)))
@@ -381,12 +384,14 @@ def test_two_workers_one_killed_nothing_lost_or_duplicated(tmp_path, mongo_uri, 
         result = cluster.helper_json("check", "ds")
         rows = result["rows"]
         assert len(rows) == n and result["mask_targets"] == {"1": "cat", "2": "dog"}
+        folder = os.path.dirname(rows[0]["path"])  # <masks>/<dataset id>/faseg: this dataset's own root
+        assert os.path.dirname(os.path.dirname(folder)) == str(masks) and os.path.basename(folder) == "faseg"
         for row in rows:  # every sample has its mask, on disk, of the image's size; old fields intact
             assert row["error"] is None and row["shape"] == [32, 32], row
             assert row["gt"] == "x" and row["tags"] == ["keep"]
-            assert os.path.dirname(row["path"]) == str(masks / "faseg")
-        assert not [f for f in os.listdir(masks / "faseg") if f.startswith(fw.TEMP_PREFIX)]
-        assert sorted(os.listdir(masks / "faseg")) == sorted(r["id"] + ".png" for r in rows)
+            assert os.path.dirname(row["path"]) == folder
+        assert not [f for f in os.listdir(folder) if f.startswith(fw.TEMP_PREFIX)]
+        assert sorted(os.listdir(folder)) == sorted(r["id"] + ".png" for r in rows)
 
         # each sample written once by a live worker; only the dead worker's unfinished
         # batch (written to disk, never committed) was written again

@@ -1,0 +1,182 @@
+"""What a FiftyOne run costs beyond the model, and whether the model waits for it.
+
+1.  **Overlap** (issue 14): the tiny model (128 px) with torch on one thread, so reading
+    images and writing results have the other core. A ``segment_samples`` run's wall time
+    against the bare ``FASeg`` call on the same images (target <= 1.15x), and its
+    plumbing per sample against FiftyOne's ``apply_model`` loop (target <= 1.5x).
+2.  **Flat cost per sample** (issue 15): a stub model that returns fixed masks, so only
+    the plumbing is timed, over views whose cost used to grow with the dataset or the id
+    list: ``take(200)`` and ``sort_by().limit(200)`` of datasets of 1k and 50k samples,
+    and selections of every id (1k and 50k). Per-sample time as a ratio to
+    ``apply_model`` on the same view (target: flat within 10 % from 1k to 50k).
+
+    python -m benchmarks.bench_plumbing [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import common
+
+NAME = "plumbing"
+CLASSES = ["cat", "dog", "bird"]
+
+
+class StubSegmenter:
+    """Fixed all-"cat" masks of each image's size: only the plumbing around the model is timed."""
+
+    def __init__(self, tokenizer, config):
+        self.tokenizer, self.config = tokenizer, config
+
+    def __call__(self, images, classes, captions=None, config=None):
+        from faseg_core.images import as_image_list, load_image
+        from faseg_core.pipeline import FASegResult
+
+        images = [load_image(i) for i in as_image_list(images)]
+        lists = classes if classes and isinstance(classes[0], (list, tuple)) else [classes] * len(images)
+        return [FASegResult(np.ones((im.height, im.width), np.uint8), np.zeros((len(c), 2, 2), np.float32), list(c))
+                for im, c in zip(images, lists)]
+
+
+class TimedSegmenter:
+    """A segmenter that adds up the seconds spent inside it."""
+
+    def __init__(self, seg):
+        self.seg, self.seconds = seg, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.seg, name)
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.seg(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _model(checkpoint, config, seg):
+    import fiftyone_faseg as ff
+
+    model = ff.FASegModel(model_path=str(checkpoint), classes=CLASSES, config=config)
+    model._segmenter = seg
+    return model
+
+
+def _dataset(paths):
+    import fiftyone as fo
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
+    return ds
+
+
+def overlap(folder: Path, count: int) -> list[list]:
+    import fiftyone_faseg as ff
+    from faseg_core import FASeg, FASegConfig
+    from faseg_core.testing import save_diffusion_checkpoint
+
+    rng = np.random.RandomState(0)
+    paths = []
+    for i in range(count):
+        paths.append(str(folder / f"{i}.jpg"))
+        Image.fromarray(rng.randint(0, 256, (375, 500, 3), dtype=np.uint8)).save(paths[-1])
+    checkpoint = save_diffusion_checkpoint(folder / "tiny")
+    config = FASegConfig(batch_size=8).at_image_size(128)
+    seg = TimedSegmenter(FASeg.from_pretrained(checkpoint, config=config, device="cpu"))
+    seg(paths[:1], CLASSES)  # warm-up
+    runs = {
+        "bare FASeg call": lambda ds: seg.seg(paths, CLASSES, config=config),
+        "segment_samples (masks in the database)": lambda ds: ff.segment_samples(ds, classes=CLASSES, segmenter=seg),
+        "apply_model (FiftyOne's loop)": lambda ds: ds.apply_model(_model(checkpoint, config, seg), "faseg",
+                                                                    batch_size=8, progress=False),
+    }
+    results = {}
+    for name, run in runs.items():
+        walls, models = [], []
+        for _ in range(3):
+            ds = _dataset(paths)
+            seg.seconds = 0.0
+            start = time.perf_counter()
+            run(ds)
+            walls.append(time.perf_counter() - start)
+            models.append(seg.seconds)
+            ds.delete()
+        i = int(np.argsort(walls)[1])  # the median run
+        results[name] = (walls[i] / count, models[i] / count)
+    bare = results["bare FASeg call"][0]
+    base = results["apply_model (FiftyOne's loop)"]
+    rows = []
+    for name, (wall, model) in results.items():
+        plumbing = wall - model if name != "bare FASeg call" else None
+        rows.append([name, wall * 1e3, wall / bare, None if plumbing is None else plumbing * 1e3,
+                     None if plumbing is None else plumbing / (base[0] - base[1])])
+    return rows
+
+
+def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
+    import fiftyone_faseg as ff
+    from faseg_core import FASegConfig
+    from faseg_core.testing import save_clip_tokenizer
+    from transformers import CLIPTokenizer
+
+    path = str(folder / "one.png")
+    Image.fromarray(np.full((24, 32, 3), 128, np.uint8)).save(path)
+    tokenizer = CLIPTokenizer.from_pretrained(str(save_clip_tokenizer(folder / "tok")), model_max_length=77)
+    config = FASegConfig(batch_size=8).at_image_size(128)
+    stub = StubSegmenter(tokenizer, config)
+    rows = []
+    for size in sizes:
+        ds = _dataset([path] * size)
+        views = {
+            "take(%d)" % view_size: lambda: ds.take(view_size, seed=0),
+            "sort_by().limit(%d)" % view_size: lambda: ds.sort_by("_rand").limit(view_size),
+            "select(%d ids)" % size: lambda: ds.select(ds.values("id")),
+        }
+        for k, (name, make) in enumerate(views.items()):
+            view = make()
+            n = view.count()
+            times = {}
+            for label, run in (("segment_samples", lambda f: ff.segment_samples(view, label_field=f, classes=CLASSES,
+                                                                              segmenter=stub)),
+                               ("apply_model", lambda f: view.apply_model(_model("stub", config, stub), f,
+                                                                          batch_size=8, progress=False))):
+                start = time.perf_counter()
+                run("%s_%d" % (label, k))
+                times[label] = (time.perf_counter() - start) / n
+            rows.append([size, name, n, times["segment_samples"] * 1e3, times["apply_model"] * 1e3,
+                         times["segment_samples"] / times["apply_model"]])
+        ds.delete()
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = common.parser(__doc__.split("\n")[0]).parse_args(argv)
+    torch.set_num_threads(1)  # the model on one core, the plumbing on the other
+    report = {"machine": common.machine()}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        rows = overlap(folder, 8 if args.quick else 48)
+        common.table("Overlap: tiny model (128 px), torch on 1 thread, ms per image",
+                     ["variant", "wall", "wall / bare call", "plumbing", "plumbing / apply_model's"], rows)
+        report["overlap"] = [dict(zip(("variant", "wall_ms", "wall_ratio", "plumbing_ms", "plumbing_ratio"), r))
+                             for r in rows]
+        sizes = [500, 2000] if args.quick else [1000, 50000]
+        rows = flat_cost(folder, sizes, 50 if args.quick else 200)
+        common.table("Plumbing per sample (stub model), ms", ["dataset", "view", "samples", "segment_samples",
+                                                              "apply_model", "ratio"], rows)
+        report["flat_cost"] = [dict(zip(("dataset", "view", "samples", "segment_samples_ms", "apply_model_ms",
+                                         "ratio"), r)) for r in rows]
+    common.write_json(NAME, report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

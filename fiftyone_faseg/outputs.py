@@ -1,0 +1,293 @@
+"""From rows of samples to what a run stores, in three steps that can run apart:
+
+1.  :func:`iter_rows` (driver): the samples of a plan as plain rows (id, image path,
+    candidate classes, caption), read from the dataset a chunk at a time, so the cost per
+    sample is the same for any view and any size;
+2.  :func:`segment_rows` (wherever the model is: this process, or a Ray actor): read
+    the images, propose classes, segment, and write the sample's files (mask, scores,
+    heatmap) atomically under the run's root; returns picklable :class:`SampleOutput`;
+3.  :func:`write_outputs` (driver): one database update per sample carrying every
+    field of that sample (whole or not at all), all of a batch in one bulk write.
+
+Per-image problems (an unreadable image, no candidate classes) become that sample's
+``<label_field>_error``; a problem of the run itself (the model cannot segment anything)
+raises :class:`RunError` before anything of the batch is written.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from . import classes as fcl
+from . import storage
+from .fields import candidates_field, scores_field
+from .plan import file_path
+
+logger = logging.getLogger(__name__)
+
+HEATMAP_SIDE = 128
+_ROW_CHUNK = 256
+
+
+class RunError(RuntimeError):
+    """An error of the run as a whole (not of one image): nothing of the batch was written."""
+
+
+@dataclass
+class SampleOutput:
+    """What a run stores on one sample (plain data: it travels from workers to the driver).
+
+    ``error`` set means the sample failed: its label fields are cleared and the reason kept.
+    """
+
+    id: str
+    mask: np.ndarray = None
+    mask_path: str = None
+    candidates: list = field(default_factory=list)  # [(name, confidence, source)]
+    caption: str = None
+    scores_path: str = None
+    heatmap: np.ndarray = None
+    heatmap_path: str = None
+    error: str = None
+
+
+# ---------------------------------------------------------------------- 1. rows
+
+
+def iter_rows(dataset, plan, chunk_size=_ROW_CHUNK):
+    """Yields lists of rows (dicts: ``id``, ``filepath``, ``candidates`` (None: the
+    tagger proposes them), ``caption``) for ``plan.ids``, read from the dataset (never
+    the view, which may hide fields) one chunk at a time."""
+    settings = plan.settings
+    fields = ["id", "filepath"]
+    extra = [f for f in (settings.caption_field, plan.per_sample_field,
+                         settings.gt_field if plan.classes_from == "gt_field" else None) if f]
+    for start in range(0, len(plan.ids), chunk_size):
+        chunk = plan.ids[start : start + chunk_size]
+        values = dataset.select(chunk, ordered=True).values(fields + extra)
+        columns = dict(zip(fields + extra, values))
+        rows = []
+        for i, sample_id in enumerate(columns["id"]):
+            row = dict(id=sample_id, filepath=columns["filepath"][i],
+                       caption=columns[settings.caption_field][i] if settings.caption_field else None)
+            row["candidates"] = _row_candidates(plan, {k: v[i] for k, v in columns.items()}, sample_id)
+            rows.append(row)
+        yield rows
+
+
+def _row_candidates(plan, values, sample_id):
+    source = {"list": "user", "gt_field": "ground_truth"}.get(plan.classes_from, plan.classes_from)
+    if plan.tagging:
+        return None
+    if plan.per_sample_field:
+        return fcl.sample_candidates(values[plan.per_sample_field])
+    if plan.classes_from == "gt_field":
+        seg = values[plan.settings.gt_field]
+        names = fcl.present_classes(seg, plan.settings.gt_field, plan.gt_values, sample_id)
+        return [(name, 1.0, source) for name in names]
+    return [(name, 1.0, source) for name in plan.names]
+
+
+# ---------------------------------------------------------------------- 2. segment
+
+
+def load_rows(rows):
+    """``(loaded, failed)``: ``[(row, RGB image)]`` of the readable images, and
+    :class:`SampleOutput` errors of the others."""
+    from faseg_core.images import ImageError, load_image
+
+    loaded, failed = [], []
+    for row in rows:
+        try:
+            loaded.append((row, load_image(row["filepath"])))
+        except ImageError as e:  # names the image and what is wrong
+            failed.append(SampleOutput(row["id"], error=str(e)))
+        except Exception as e:  # any other failure to read one image (e.g. a decompression bomb) is its own
+            failed.append(SampleOutput(row["id"], error="image '%s' is not a readable image: %s: %s"
+                                       % (row["filepath"], type(e).__name__, e)))
+    return loaded, failed
+
+
+def segment_loaded(loaded, plan, segmenter, proposer=None):
+    """Proposes classes (tagger/captioner) and segments the readable images of a batch.
+
+    Returns:
+        ``(jobs, failed)``: ``[(row, image, candidates, caption, FASegResult)]`` and the
+        :class:`SampleOutput` errors of samples without candidates
+
+    Raises:
+        RunError: the model failed on every image of the batch, one by one too
+    """
+    from faseg_core.candidates import propose_candidates
+
+    if not loaded:
+        return [], []
+    images = [image for _, image in loaded]
+    captions = [row["caption"] for row, _ in loaded]
+    proposals = None
+    if plan.tagging:
+        captioner, tagger = proposer
+        proposals = propose_candidates(images, plan.vocabulary, captioner=captioner, tagger=tagger, fallback="empty")
+        captions = [c if c is not None else p.caption for c, p in zip(captions, proposals)]
+    elif plan.captioning:
+        todo = [i for i, c in enumerate(captions) if c is None]
+        if todo:
+            for i, caption in zip(todo, proposer[0]([images[i] for i in todo])):
+                captions[i] = caption
+    jobs, failed = [], []
+    for i, (row, image) in enumerate(loaded):
+        cands = ([(c.name, c.confidence, c.source) for c in proposals[i]] if proposals is not None
+                 else list(row["candidates"]))
+        if not cands:
+            failed.append(SampleOutput(row["id"], error=(
+                "no candidate classes for sample %s: pass classes=[...], use another classes_from, or check its "
+                "ground truth / the tagger's vocabulary" % row["id"])))
+            continue
+        jobs.append((row, image, cands, captions[i]))
+    if not jobs:
+        return [], failed
+    classes = [[c[0] for c in cands] for _, _, cands, _ in jobs]
+    try:
+        results = segmenter([j[1] for j in jobs], classes, [j[3] for j in jobs], config=plan.config)
+    except Exception as batch_error:
+        # find the samples that fail; the others still get their masks
+        results, errors = [], []
+        for job, names in zip(jobs, classes):
+            try:
+                results.append(segmenter(job[1], names, job[3], config=plan.config)[0])
+            except Exception as e:
+                logger.warning("sample %s failed: %s", job[0]["id"], e)
+                errors.append(e)
+                results.append(None)
+                failed.append(SampleOutput(job[0]["id"], error="segmentation failed: %s" % e))
+        if len(errors) == len(jobs):
+            raise RunError("FA-Seg failed on every image of a batch, so nothing was written: %s" % batch_error) \
+                from batch_error
+    return [(*job, result) for job, result in zip(jobs, results) if result is not None], failed
+
+
+def finish_outputs(jobs, plan):
+    """Masks in the run's pixel values, and the sample's files written (atomically) under
+    the run's root: ``[SampleOutput]``."""
+    from faseg_core import labels_from_scores
+
+    settings, config = plan.settings, plan.config
+    label_field = plan.label_field
+    outputs = []
+    for row, image, cands, caption, result in jobs:
+        out = SampleOutput(row["id"], candidates=cands, caption=caption)
+        labels = result.label_map
+        if settings.store_scores:
+            # the masks are those the stored float16 scores give back (re-thresholding reproduces them)
+            scores = result.scores.astype(np.float16).astype(np.float32)
+            labels = labels_from_scores(scores, config.threshold, config.image_size, labels.shape[1], labels.shape[0])
+            out.scores_path = storage.save_scores(file_path(plan.root, scores_field(label_field), row["id"], "npz"),
+                                                  scores, result.classes)
+        mask = fcl.to_mask(labels, result.classes, plan.class_ids)
+        if settings.output_dir:
+            out.mask_path = storage.write_mask(file_path(plan.root, label_field, row["id"], "png"), mask)
+        else:
+            out.mask = mask
+        if settings.heatmap:
+            heat = top_score_heatmap(result.scores)
+            if settings.output_dir:
+                out.heatmap_path = storage.write_mask(
+                    file_path(plan.root, label_field + "_heatmap", row["id"], "png"), heat)
+            else:
+                out.heatmap = heat
+        outputs.append(out)
+    return outputs
+
+
+def segment_rows(rows, plan, segmenter, proposer=None):
+    """Steps 2 in one call (what a worker does with a batch of rows): ``[SampleOutput]``,
+    one per row, in order."""
+    loaded, unreadable = load_rows(rows)
+    jobs, failed = segment_loaded(loaded, plan, segmenter, proposer)
+    outputs = {o.id: o for o in finish_outputs(jobs, plan) + unreadable + failed}
+    return [outputs[row["id"]] for row in rows]
+
+
+def top_score_heatmap(scores, side=HEATMAP_SIDE):
+    """The top class's score of ``(K, h, w)`` maps as a ``(side, side)`` uint8 heatmap
+    (0-255 for scores 0-1; bicubic resize)."""
+    import torch
+
+    from faseg_core.hard import upsample_bicubic
+
+    top = torch.as_tensor(np.asarray(scores, dtype=np.float32)).amax(dim=0, keepdim=True)  # [1, h, w]
+    top = upsample_bicubic(top, side)[0]  # [side, side]
+    return (top.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+# ---------------------------------------------------------------------- 3. write
+
+
+def sample_docs(plan, out):
+    """``{field: database value}`` of one sample: every field the run writes, all at once.
+
+    The label documents are built as FiftyOne stores them (``_id``, ``_cls``, ``tags``,
+    masks as compressed numpy bytes): constructing label objects only to serialize them
+    again cost more than the rest of the plumbing together.
+    """
+    from bson import ObjectId
+
+    from fiftyone.core.utils import serialize_numpy_array
+
+    def label(cls, **fields):
+        return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
+
+    label_field = plan.label_field
+    docs = {
+        label_field: None,
+        candidates_field(label_field): None,
+        label_field + "_caption": None,
+        label_field + "_error": out.error,
+        scores_field(label_field): out.scores_path,
+        label_field + "_heatmap": None,
+    }
+    if out.error is None:
+        docs[label_field] = (label("Segmentation", mask_path=out.mask_path) if out.mask_path
+                             else label("Segmentation", mask=serialize_numpy_array(out.mask)))
+        docs[candidates_field(label_field)] = {"_cls": "Classifications", "classifications": [
+            label("Classification", label=n, confidence=float(c), source=s) for n, c, s in out.candidates]}
+        docs[label_field + "_caption"] = out.caption
+        if out.heatmap_path:
+            docs[label_field + "_heatmap"] = label("Heatmap", map_path=out.heatmap_path, range=[0.0, 255.0])
+        elif out.heatmap is not None:
+            docs[label_field + "_heatmap"] = label("Heatmap", map=serialize_numpy_array(out.heatmap),
+                                                   range=[0.0, 255.0])
+    return docs
+
+
+def write_outputs(dataset, plan, outputs, summary=None):
+    """Writes a batch: one update per sample setting every field of the run (a failed
+    sample: no labels, its error), all in one bulk write. Fields the schema lacks and
+    that would only be cleared are left out. Updates ``summary`` (a RunSummary)."""
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    if not outputs:
+        return summary
+    schema = dataset.get_field_schema()
+    now = datetime.utcnow()
+    ops, ids = [], []
+    for out in outputs:
+        update = {"last_modified_at": now}
+        for name, value in sample_docs(plan, out).items():
+            if name in schema:
+                update[name] = value
+            elif value is not None:
+                raise RunError("field '%s' is not declared: prepare_run must run before write_outputs" % name)
+        ids.append(ObjectId(out.id))
+        ops.append(UpdateOne({"_id": ids[-1]}, {"$set": update}))
+    dataset._bulk_write(ops, ids=ids)
+    if summary is not None:
+        for out in outputs:
+            if out.error is None:
+                summary.processed.append(out.id)
+            else:
+                summary.failed[out.id] = out.error
+    return summary

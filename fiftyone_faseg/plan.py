@@ -1,0 +1,370 @@
+"""Everything a run checks before its first write, and what it prepares: :func:`plan_run`.
+
+A run refuses clearly before touching anything rather than half-do:
+
+-   the collection is a plain image collection (not patches, frames, clips or groups);
+-   every setting is valid (the :class:`faseg_core.FASegConfig` it builds, the folders);
+-   the label field is a new name, or a field an FA-Seg run made (its record says so),
+    with side fields of the right types; never the ground truth, a caption or classes
+    field, a dotted path or a field of another label type;
+-   existing labels are judged on the dataset, never on the view passed (a view may hide
+    the field); without ``overwrite`` or ``skip_existing`` none may exist; a resumed run
+    must use the settings the field's masks were made with;
+-   the class names exist, and (:func:`check_model`) each fits a CLIP prompt.
+
+Only then does :func:`prepare_run` write: the classes' pixel values (atomic claims, see
+:mod:`fiftyone_faseg.targets`), the field schema and the run record.
+"""
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+import fiftyone as fo
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+
+from . import classes as fcl
+from . import targets as ftg
+from .fields import candidates_field, scores_field, validate_segmentation_field
+from .settings import RunRecord, RunSettings
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames",
+             "group"}
+_QUERY_CHUNK = 10000
+
+
+def side_fields(label_field):
+    """``{field name: (kind, document type)}`` of everything a run writes, the label field first."""
+    return {
+        label_field: (fof.EmbeddedDocumentField, fol.Segmentation),
+        candidates_field(label_field): (fof.EmbeddedDocumentField, fol.Classifications),
+        label_field + "_caption": (fof.StringField, None),
+        label_field + "_error": (fof.StringField, None),
+        scores_field(label_field): (fof.StringField, None),
+        label_field + "_heatmap": (fof.EmbeddedDocumentField, fol.Heatmap),
+    }
+
+
+def files_root(dataset, output_dir=None):
+    """The folder a run's files go under: unique per dataset (a clone gets its own), so
+    two datasets never write each other's files. ``<output_dir or FiftyOne's dataset
+    dir/faseg>/<dataset id>``."""
+    base = output_dir or os.path.join(fo.config.default_dataset_dir, "faseg")
+    return os.path.join(os.path.abspath(os.path.expanduser(base)), str(dataset._doc.id))
+
+
+def file_path(root, field_name, sample_id, ext):
+    """Where one sample's file of one field lives (field names are checked to be safe path segments)."""
+    return os.path.join(root, field_name, "%s.%s" % (sample_id, ext))
+
+
+@dataclass
+class RunPlan:
+    """A validated run: what it does, over which samples, with which classes. Picklable.
+
+    Attributes:
+        dataset_name: the dataset written
+        settings: the :class:`fiftyone_faseg.settings.RunSettings`
+        config: the :class:`faseg_core.FASegConfig` every batch runs with
+        record: the :class:`fiftyone_faseg.settings.RunRecord` the run writes
+        root: the folder of its files (:func:`files_root`)
+        ids: ids of the samples to process, in the collection's order
+        skipped: ids left alone (``skip_existing``: already complete)
+        names: every class name the run may write
+        classes_from: the class source (see :mod:`fiftyone_faseg.classes`)
+        class_ids: ``{name: pixel value}``, set by :func:`prepare_run`
+    """
+
+    dataset_name: str
+    settings: RunSettings
+    config: object
+    record: RunRecord
+    root: str
+    ids: list
+    skipped: list
+    names: list
+    classes_from: str
+    gt_values: dict = None
+    vocabulary: object = None
+    per_sample_field: str = None
+    class_ids: dict = field(default_factory=dict)
+
+    @property
+    def label_field(self):
+        return self.settings.label_field
+
+    @property
+    def tagging(self):
+        return self.classes_from == "tagger"
+
+    @property
+    def captioning(self):
+        return self.tagging or self.settings.use_captioner
+
+
+def plan_run(samples, settings, config=None, vocabulary=None):
+    """Checks a run over ``samples`` and works out what it will do; writes nothing.
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection` of images
+        settings: a :class:`fiftyone_faseg.settings.RunSettings`
+        config (None): the :class:`faseg_core.FASegConfig` to start from (paper defaults)
+        vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
+
+    Returns:
+        a :class:`RunPlan`
+
+    Raises:
+        ValueError: anything that would make the run lose, mislabel or misplace data
+    """
+    _check_collection(samples)
+    dataset = samples._dataset
+    config = run_config(settings, config)
+    classes_from = fcl.parse_classes_from(list(settings.classes), settings.classes_from, settings.gt_field)
+    _check_fields(dataset, settings, classes_from)
+    _check_folders(settings)
+
+    record = RunRecord(threshold=config.threshold, image_size=config.image_size, model_path=settings.model_path,
+                       pamr=bool(config.pamr), output_dir=settings.output_dir,
+                       store_scores=bool(settings.store_scores), heatmap=bool(settings.heatmap),
+                       root=files_root(dataset, settings.output_dir))
+    ids = [str(i) for i in samples.values("_id")]
+    ids, skipped = _check_existing(dataset, ids, settings, record)
+
+    per_sample_field = None
+    if classes_from == fcl.CANDIDATES:
+        per_sample_field = settings.classes_field or candidates_field(settings.label_field)
+    names = fcl.run_class_names(dataset, ids, list(settings.classes), classes_from, settings.gt_field,
+                                vocabulary, per_sample_field)
+    if not names and ids:
+        raise ValueError("no candidate classes for this run: pass classes=[...], use another classes_from, "
+                         "or check '%s'" % (per_sample_field or settings.gt_field))
+    return RunPlan(
+        dataset_name=dataset.name,
+        settings=settings,
+        config=config,
+        record=record,
+        root=record.root,
+        ids=ids,
+        skipped=skipped,
+        names=names,
+        classes_from=classes_from,
+        gt_values=fcl.gt_classes(dataset, settings.gt_field) if classes_from == "gt_field" else None,
+        vocabulary=fcl.tagger_vocabulary(dataset, list(settings.classes), settings.gt_field, vocabulary)
+        if classes_from == "tagger" else None,
+        per_sample_field=per_sample_field,
+    )
+
+
+def run_config(settings, config=None):
+    """The :class:`faseg_core.FASegConfig` of a run: ``config`` (paper defaults) with the
+    settings' overrides (an image size moves the attention-grid weights with it)."""
+    from faseg_core import FASegConfig
+
+    config = config or FASegConfig()
+    if settings.image_size and int(settings.image_size) != config.image_size:
+        config = config.at_image_size(int(settings.image_size))
+    changes = {k: getattr(settings, k) for k in ("threshold", "batch_size", "pamr") if getattr(settings, k) is not None}
+    if "batch_size" in changes and int(changes["batch_size"]) != changes["batch_size"]:
+        raise ValueError("`batch_size` must be an integer >= 1 but is %r." % changes["batch_size"])
+    if "threshold" in changes:
+        changes["threshold"] = float(changes["threshold"])
+    if settings.dtype:
+        changes["dtype"] = settings.dtype
+    return config.replace(**changes) if changes else config
+
+
+def check_model(plan, segmenter):
+    """Each class name the run may use fits a CLIP prompt of ``segmenter``'s tokenizer."""
+    from faseg_core.tokens import build_class_prompts
+
+    for name in plan.names:
+        build_class_prompts(segmenter.tokenizer, [name])  # raises, naming the class
+
+
+def prepare_run(dataset, plan):
+    """The run's first writes, once everything is checked: pixel values for its classes
+    (atomic, per value), the typed fields it writes, and its record (a new revision).
+    Returns the plan with ``class_ids`` set."""
+    settings = plan.settings
+    preferred = fcl.gt_classes(dataset, settings.gt_field) if settings.gt_field else None
+    plan.class_ids = ftg.claim_values(dataset, plan.label_field, plan.names, preferred)
+    schema = dataset.get_field_schema()
+    wanted = side_fields(plan.label_field)
+    if not settings.store_scores:
+        wanted.pop(scores_field(plan.label_field))
+    if not settings.heatmap:
+        wanted.pop(plan.label_field + "_heatmap")
+    new = {name: kind(doc_type) if doc_type else kind() for name, (kind, doc_type) in wanted.items()
+           if name not in schema}
+    if new:
+        dataset._merge_sample_field_schema(new)  # one schema update (what set_values does), not one per field
+    plan.record = plan.record.new_revision()
+    plan.record.write(dataset, plan.label_field)
+    return plan
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _check_collection(samples):
+    kind = None
+    if samples._is_patches:
+        kind = "a patches view"
+    elif samples._is_frames:
+        kind = "a frames view"
+    elif samples._is_clips:
+        kind = "a clips view"
+    elif samples._is_dynamic_groups:
+        kind = "a dynamic groups view"
+    elif samples._is_generated:
+        kind = "a generated view"
+    elif samples.media_type != fo.core.media.IMAGE:
+        kind = "a collection of media type '%s'" % samples.media_type
+    if kind:
+        raise ValueError(
+            "FA-Seg writes image samples, and this is %s: run it on the image dataset (or a view of it, e.g. "
+            "dataset.select_group_slices(media_type='image') for groups)" % kind
+        )
+
+
+def check_field_name(name, what="label_field"):
+    """A field name FA-Seg may create: letters, digits and underscores (also a safe folder name)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED:
+        raise ValueError(
+            "`%s` %r is not a name FA-Seg can write: use letters, digits and underscores, starting with a "
+            "letter, no dots (not a nested path) and not one of %s" % (what, name, sorted(_RESERVED))
+        )
+
+
+def _check_fields(dataset, settings, classes_from):
+    label_field = settings.label_field
+    check_field_name(label_field)
+    schema = dataset.get_field_schema()
+    others = {"gt_field": settings.gt_field, "caption_field": settings.caption_field,
+              "classes_field": settings.classes_field}
+    for what, name in others.items():
+        if name == label_field:
+            raise ValueError("`label_field` %r is also the %s: FA-Seg never writes into its inputs; choose "
+                             "another label_field" % (label_field, what))
+    record = RunRecord.read(dataset, label_field)
+    for name, (kind, doc_type) in side_fields(label_field).items():
+        fld = schema.get(name)
+        if fld is None:
+            continue
+        if name in others.values() and name != candidates_field(label_field):
+            raise ValueError("'%s' is an input of this run (%s) and a field FA-Seg would write: choose another "
+                             "label_field" % (name, [k for k, v in others.items() if v == name][0]))
+        if record is None:
+            raise ValueError(
+                "field '%s' of dataset '%s' exists and no FA-Seg run made '%s' (it may be ground truth or "
+                "yours): choose another label_field" % (name, dataset.name, label_field)
+            )
+        ok = isinstance(fld, kind) and (doc_type is None or issubclass(fld.document_type, doc_type))
+        if not ok:
+            raise ValueError("field '%s' is a %s, not what FA-Seg writes there (%s): choose another label_field"
+                             % (name, _describe(fld), (doc_type or kind).__name__))
+    if settings.gt_field:
+        validate_segmentation_field(dataset, settings.gt_field)
+        if classes_from in ("mask_targets", "gt_field"):
+            fcl.gt_classes(dataset, settings.gt_field)  # raises without mask_targets
+    if settings.caption_field:
+        fld = schema.get(settings.caption_field)
+        if not isinstance(fld, fof.StringField):
+            raise ValueError("`caption_field` '%s' is %s: pass a string field of captions"
+                             % (settings.caption_field, "absent" if fld is None else "a " + _describe(fld)))
+    if settings.classes_field and settings.classes_field not in schema:
+        raise ValueError("`classes_field` '%s' is not a field of dataset '%s'" % (settings.classes_field, dataset.name))
+
+
+def _describe(fld):
+    doc_type = getattr(fld, "document_type", None)
+    return doc_type.__name__ if doc_type is not None else type(fld).__name__
+
+
+def _check_folders(settings):
+    if settings.output_dir:
+        folder = os.path.abspath(os.path.expanduser(settings.output_dir))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError("`output_dir` '%s' is a file: choose a folder" % settings.output_dir)
+        existing = folder
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK):
+            raise ValueError("`output_dir` '%s' is not writable (no write access to '%s')"
+                             % (settings.output_dir, existing))
+    model = settings.model_path
+    looks_local = os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model) or model.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise ValueError("`model_path` '%s' is not a folder: pass a local SD-1.x folder (unet/, vae/, text_encoder/, "
+                         "tokenizer/) or a Hugging Face Hub id such as 'XCLiu/2_rectified_flow_from_sd_1_5'" % model)
+
+
+def _check_existing(dataset, ids, settings, record):
+    """``(ids to process, ids skipped)``, judged on the dataset; raises when a run would
+    replace labels it was not asked to replace, or mix settings within one field."""
+    label_field = settings.label_field
+    if label_field not in dataset.get_field_schema():
+        return ids, []
+    labelled = set(existing_ids(dataset, ids, label_field))
+    if labelled and not (settings.overwrite or settings.skip_existing):
+        raise ValueError(
+            "field '%s' already has labels on %d of these samples: pass overwrite=True to replace them or "
+            "skip_existing=True to process only the others" % (label_field, len(labelled))
+        )
+    old = RunRecord.read(dataset, label_field)
+    if old is not None and old.differences(record):
+        kept = dataset._sample_collection.count_documents({label_field: {"$ne": None}})
+        if settings.overwrite:
+            kept -= len(labelled)
+        if kept:
+            diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in old.differences(record).items())
+            raise ValueError(
+                "%d samples of '%s' were made with %s: use the same settings, write to a new label_field, or "
+                "overwrite every sample of the field" % (kept, label_field, diff)
+            )
+    if not settings.skip_existing or settings.overwrite:
+        return ids, []
+    complete = set(complete_ids(dataset, [i for i in ids if i in labelled], settings))
+    return [i for i in ids if i not in complete], [i for i in ids if i in complete]
+
+
+def _object_ids(ids):
+    from bson import ObjectId
+
+    return [ObjectId(i) for i in ids]
+
+
+def existing_ids(dataset, ids, field_name):
+    """The ids among ``ids`` whose sample has ``field_name`` set, read from the dataset."""
+    coll = dataset._sample_collection
+    found = []
+    for start in range(0, len(ids), _QUERY_CHUNK):
+        chunk = _object_ids(ids[start : start + _QUERY_CHUNK])
+        found.extend(str(d["_id"]) for d in coll.find({"_id": {"$in": chunk}, field_name: {"$ne": None}}, {"_id": 1}))
+    return found
+
+
+def complete_ids(dataset, ids, settings):
+    """The ids among ``ids`` whose sample has everything this run writes: the label, its
+    mask file when on disk, and the stored scores and heatmap it asks for."""
+    label_field = settings.label_field
+    projection = {label_field + ".mask_path": 1, scores_field(label_field): 1, label_field + "_heatmap": 1}
+    coll = dataset._sample_collection
+    complete = []
+    for start in range(0, len(ids), _QUERY_CHUNK):
+        for doc in coll.find({"_id": {"$in": _object_ids(ids[start : start + _QUERY_CHUNK])}}, projection):
+            mask_path = (doc.get(label_field) or {}).get("mask_path")
+            scores = doc.get(scores_field(label_field))
+            heat = doc.get(label_field + "_heatmap")
+            ok = (mask_path is None or os.path.isfile(mask_path)) and (
+                not settings.store_scores or (scores and os.path.isfile(scores))) and (
+                not settings.heatmap or heat is not None)
+            if ok:
+                complete.append(str(doc["_id"]))
+    return complete
