@@ -100,7 +100,7 @@ def test_run_faseg_form_segments_only_the_selected_samples(app, app_dataset, tin
         summary = page.locator("body").inner_text()
         for name, count in (("Segmented", 2), ("Skipped (already labelled)", 0), ("Failed (reasons in faseg_error)", 0)):
             assert re.search(r"%s:\s*%d\b" % (re.escape(name), count), summary), summary[-600:]
-        assert os.path.join("faseg", app_dataset.name) in summary  # where the score maps went
+        assert os.path.join("faseg", str(app_dataset._doc.id)) in summary  # where the score maps went
         page.get_by_role("button", name="Done").click()
         page.goto(app, wait_until="domcontentloaded", timeout=60000)  # a fresh load shows the new masks
         wait_for_grid(page, N)

@@ -191,7 +191,8 @@ def test_immediate_run_ends_with_a_summary_of_the_selected_samples(ds, tiny_sd_d
     assert error is None, error
     names = [name for name, _ in messages]
     assert names.count("set_progress") == 1 and "reload_dataset" in names  # 2 samples, batch_size 2
-    assert shown(messages) == dict(processed=2, skipped=0, failed=0, reasons=[], files=str(tmp_path / "masks"))
+    root = str(tmp_path / "masks" / str(ds._doc.id))  # the run's files, under the dataset's folder
+    assert shown(messages) == dict(processed=2, skipped=0, failed=0, reasons=[], files=root)
     ds.reload()
     assert sorted(ds.exists("faseg").values("id")) == sorted(ids)
 
@@ -219,7 +220,7 @@ def test_run_whose_samples_all_fail_fails_with_the_reason(ds, tiny_sd_dir, tmp_p
     try:
         messages, error = drive(RUN, missing, run_params(tiny_sd_dir))
         assert isinstance(error, RuntimeError) and "every sample of the run failed (3)" in str(error)
-        assert "(3 samples)" in str(error)  # one distinct reason, counted
+        assert str(error).count("does not exist") == 3 and "(1 sample)" in str(error)  # the distinct reasons
         notes = [p for name, p in messages if name == "notify"]
         assert notes and notes[-1]["variant"] == "error" and "every sample" in notes[-1]["message"]
         assert "show_output" not in [name for name, _ in messages]
