@@ -159,9 +159,9 @@ def model_path_problem(value):
 
 def label_field_problem(dataset, name):
     """Why FA-Seg must not write into field ``name`` of ``dataset`` (None when it may): a
-    dotted or odd name, a field of another type, or labels FA-Seg did not write (ground
-    truth, another model's predictions; an empty field, e.g. one a sharded run declared,
-    may be written)."""
+    dotted or odd name, a field of another type, or a field no FA-Seg run made (ground
+    truth, another model's predictions): the run itself refuses the same
+    (:func:`fiftyone_faseg.plan.plan_run`)."""
     if not name:
         return "Name the field to write"
     if "." in name:
@@ -172,8 +172,9 @@ def label_field_problem(dataset, name):
     if field is None:
         return None
     if not (isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, fol.Segmentation)):
-        return "'%s' is a %s field: choose a new field name" % (name, type(field).__name__)
-    if not written_by_faseg(dataset, name) and dataset.exists(name).count():
+        kind = getattr(field, "document_type", None) or type(field)
+        return "'%s' holds %s values, not FA-Seg masks: choose a new field name" % (name, kind.__name__)
+    if not written_by_faseg(dataset, name):
         return ("'%s' was not written by FA-Seg (ground truth or another model's labels): "
                 "choose a new field name" % name)
     return None
