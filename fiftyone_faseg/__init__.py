@@ -10,6 +10,9 @@ from ._lazy import lazy_attributes
 _LAZY = {
     "evaluate_faseg": "fiftyone_faseg.evaluation",
     "FASegResults": "fiftyone_faseg.evaluation",
+    "reevaluate_faseg": "fiftyone_faseg.evaluation",
+    "class_view": "fiftyone_faseg.evaluation",
+    "confusion_view": "fiftyone_faseg.evaluation",
     "FASegModel": "fiftyone_faseg.model",
     "FASegModelConfig": "fiftyone_faseg.model",
     "segment_samples": "fiftyone_faseg.run",

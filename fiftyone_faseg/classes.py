@@ -17,7 +17,7 @@ import numpy as np
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
-from faseg_core.images import label_dtype
+from faseg_core.labels import label_dtype
 from faseg_core.tokens import clean_classes
 
 from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX

@@ -19,6 +19,7 @@ Only then does :func:`prepare_run` write: the classes' pixel values (atomic clai
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -187,10 +188,18 @@ def check_model(plan, segmenter):
         build_class_prompts(segmenter.tokenizer, [name])  # raises, naming the class
 
 
+_SCHEMA_LOCK = threading.Lock()  # a dataset object is shared by every run of this process
+
+
 def prepare_run(dataset, plan):
     """The run's first writes, once everything is checked: pixel values for its classes
     (atomic, per value), the typed fields it writes, and its record (a new revision).
     Returns the plan with ``class_ids`` set."""
+    with _SCHEMA_LOCK:
+        return _prepare(dataset, plan)
+
+
+def _prepare(dataset, plan):
     settings = plan.settings
     preferred = fcl.gt_classes(dataset, settings.gt_field) if settings.gt_field else None
     plan.class_ids = ftg.claim_values(dataset, plan.label_field, plan.names, preferred)
@@ -257,9 +266,6 @@ def _check_fields(dataset, settings, classes_from):
         fld = schema.get(name)
         if fld is None:
             continue
-        if name in others.values() and name != candidates_field(label_field):
-            raise ValueError("'%s' is an input of this run (%s) and a field FA-Seg would write: choose another "
-                             "label_field" % (name, [k for k, v in others.items() if v == name][0]))
         if record is None:
             raise ValueError(
                 "field '%s' of dataset '%s' exists and no FA-Seg run made '%s' (it may be ground truth or "
