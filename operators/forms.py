@@ -18,20 +18,15 @@ Operators import these helpers from here and never from each other.
 """
 
 import functools
-import os
-import re
 import time
 
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.constants import MODEL_COMPONENTS
 from fiftyone_faseg.fields import ground_truth_fields, written_by_faseg
+from fiftyone_faseg.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
 
-# A Hugging Face Hub id: "owner/name" (no leading "/", ".", "~")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # FASegConfig's grids scale from 512 px by powers of two (faseg_core.FASegConfig.at_image_size)
 IMAGE_SIZES = (128, 256, 512, 1024)
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
@@ -135,49 +130,6 @@ def blocker(inputs, name, label, description=None):
     prop = inputs.view(name, types.Warning(label=label, description=description))
     flag(prop, label)
     return prop
-
-
-def model_path_problem(value):
-    """Why ``value`` cannot name an SD-1.x checkpoint (None when it can): an existing folder
-    must hold its components, anything else must look like a Hub id (``owner/name``)."""
-    if not value:
-        return None
-    value = str(value).strip()
-    path = os.path.expanduser(value)
-    if os.path.isdir(path):
-        missing = [c + "/" for c in MODEL_COMPONENTS if not os.path.isdir(os.path.join(path, c))]
-        if missing:
-            return "'%s' is not an SD-1.x checkpoint folder: it lacks %s" % (value, ", ".join(missing))
-        return None
-    if os.path.exists(path):
-        return "'%s' is a file: give the checkpoint folder (with %s/)" % (value, "/, ".join(MODEL_COMPONENTS))
-    if HUB_ID.match(value):
-        return None
-    return ("'%s' is neither an existing folder nor a Hugging Face Hub id (owner/name): "
-            "give a local folder with %s/, or a Hub id" % (value, "/, ".join(MODEL_COMPONENTS)))
-
-
-def label_field_problem(dataset, name):
-    """Why FA-Seg must not write into field ``name`` of ``dataset`` (None when it may): a
-    dotted or odd name, a field of another type, or a field no FA-Seg run made (ground
-    truth, another model's predictions): the run itself refuses the same
-    (:func:`fiftyone_faseg.plan.plan_run`)."""
-    if not name:
-        return "Name the field to write"
-    if "." in name:
-        return "'%s' is an embedded path: FA-Seg writes top-level fields (e.g. 'faseg')" % name
-    if not FIELD_NAME.match(name):
-        return "'%s' is not a field name: use letters, digits and _ (starting with a letter)" % name
-    field = dataset.get_field(name)
-    if field is None:
-        return None
-    if not (isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, fol.Segmentation)):
-        kind = getattr(field, "document_type", None) or type(field)
-        return "'%s' holds %s values, not FA-Seg masks: choose a new field name" % (name, kind.__name__)
-    if not written_by_faseg(dataset, name):
-        return ("'%s' was not written by FA-Seg (ground truth or another model's labels): "
-                "choose a new field name" % name)
-    return None
 
 
 def range_problem(value, name, low=None, high=None):

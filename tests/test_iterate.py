@@ -1,7 +1,6 @@
 """Iterating on a run: stored scores, re-threshold, sweep, candidate editing, rerun (SDK and operators)."""
 
 import os
-import time
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -10,7 +9,6 @@ import pytest
 from PIL import Image
 
 import fiftyone_faseg as ff
-from fiftyone_faseg import classes as fcl
 from fiftyone_faseg import iterate, rerun, storage
 from fiftyone_faseg.evaluation import evaluate_faseg
 from fiftyone_faseg.outputs import HEATMAP_SIDE
