@@ -32,7 +32,10 @@ browser: install
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-# MODEL=/path/to/checkpoint for a local SD-1.x folder (default: the 2-RF Hub id, downloaded once)
+# MODEL=/path/to/checkpoint for a local SD-1.x folder (default: the 2-RF Hub id, downloaded once).
+# The App it opens can schedule runs (open-source FiftyOne needs this variable when the
+# App server starts); `fiftyone delegated launch` in another terminal executes them.
+demo: export FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS = true
 demo: install
 	$(PY) -m fiftyone_faseg.demo $(if $(MODEL),--model-path "$(MODEL)")
 

@@ -3,8 +3,8 @@
 Stages (each timed around the pipeline's own pieces while `FASeg.__call__` runs unchanged):
 load (`FASeg.from_pretrained`), text (`encode_text`), images (`encode_images`: resize + VAE),
 inversion (`invert`, only with `run_inversion=True`), unet (the UNet pass under
-`attention.recording`), refine (`hard.refine`), labels (`hard.to_label_map`), other (the
-rest: image reading, prompt building, class-map gathering, unflip, resizing the labels).
+`attention.recording`), refine (`hard.refine`), labels (`labels.labels_from_scores`: upsample,
+threshold, resize), other (the rest: image reading, prompt building, class-map gathering, unflip).
 
 Settings: the tiny model at 512 px and 128 px, and the full SD-1.5-size model (random
 weights, built locally) at 512 px — one image, batch 1 on the CPU; batch 1/4/8 in fp16 on a
@@ -114,7 +114,7 @@ def instrumented(seg: FASeg, meter: common.Meter, records: list):
         (seg, "encode_images", _timed(meter, "images", seg.encode_images)),
         (seg, "invert", _timed(meter, "inversion", seg.invert)),
         (hard, "refine", _timed(meter, "refine", hard.refine)),
-        (hard, "to_label_map", _timed(meter, "labels", hard.to_label_map)),
+        (pipeline, "labels_from_scores", _timed(meter, "labels", pipeline.labels_from_scores)),
         (pipeline, "recording", recording),
     ]
     saved = [(obj, name, obj.__dict__.get(name)) for obj, name, _ in patches]

@@ -1,9 +1,8 @@
 """Re-thresholding stored scores: `fiftyone_faseg.iterate.rethreshold` against the plain path.
 
-The plain path (baseline, same run) is what a full run does per sample: bicubic
-upsampling of all K maps to the image size (512 px), threshold, nearest resize to the
-image (`faseg_core.labels_from_scores`), one database write per sample. Ours computes only
-the pixels the nearest resize keeps and writes in bulk. Target (issue 7): well under a
+The plain path (baseline, same run) is what a full run does per sample: the label map
+from the scores (`faseg_core.labels_from_scores`, the function re-thresholding shares),
+then one database write per sample. Ours writes in bulk. Target (issue 7): well under a
 second per hundred samples on a CPU.
 
     python -m benchmarks.bench_iterate [--quick] [--out DIR]
@@ -28,6 +27,7 @@ def _dataset(folder: Path, count: int):
     import fiftyone as fo
 
     from fiftyone_faseg import storage
+    from fiftyone_faseg.settings import RunRecord
 
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=str(folder / f"{i}.jpg"), metadata=fo.ImageMetadata(width=500, height=375))
@@ -40,7 +40,9 @@ def _dataset(folder: Path, count: int):
         scores = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bicubic")
         paths[sample_id] = storage.save_scores(str(folder / f"{sample_id}.npz"), scores[0].clamp(0, 1).numpy(), CLASSES)
     ds.set_values("faseg_scores", paths, key_field="id")
-    ds.set_values("faseg", [fo.Segmentation(mask=np.zeros((375, 500), np.uint8))] * count)
+    ds.set_values("faseg", [fo.Segmentation(mask=np.zeros((375, 500), np.uint8)) for _ in range(count)])
+    # what a run with store_scores=True records (re-thresholding reads its settings from it)
+    RunRecord(threshold=0.55, image_size=512, model_path="stored", store_scores=True).write(ds, "faseg")
     return ds
 
 

@@ -8,7 +8,8 @@
     the plumbing is timed, over views whose cost used to grow with the dataset or the id
     list: ``take(200)`` and ``sort_by().limit(200)`` of datasets of 1k and 50k samples,
     and selections of every id (1k and 50k). Per-sample time as a ratio to
-    ``apply_model`` on the same view (target: flat within 10 % from 1k to 50k).
+    ``apply_model`` on the same view (target: flat within 10 % from 1k to 50k). Medians
+    of 3 runs.
 
     python -m benchmarks.bench_plumbing [--quick] [--out DIR]
 """
@@ -121,7 +122,7 @@ def overlap(folder: Path, count: int) -> list[list]:
     return rows
 
 
-def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
+def flat_cost(folder: Path, sizes: list[int], view_size: int, repeats: int = 3) -> list[list]:
     import fiftyone_faseg as ff
     from faseg_core import FASegConfig
     from faseg_core.testing import save_clip_tokenizer
@@ -140,7 +141,7 @@ def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
             "sort_by().limit(%d)" % view_size: lambda: ds.sort_by("_rand").limit(view_size),
             "select(%d ids)" % size: lambda: ds.select(ds.values("id")),
         }
-        for name, make in views.items():
+        for k, (name, make) in enumerate(views.items()):
             view = make()
             n = view.count()
             times = {}
@@ -148,9 +149,12 @@ def flat_cost(folder: Path, sizes: list[int], view_size: int) -> list[list]:
                                                                               segmenter=stub)),
                                ("apply_model", lambda f: view.apply_model(_model("stub", config, stub), f,
                                                                           batch_size=8, progress=False))):
-                start = time.perf_counter()
-                run("%s_%d" % (label, size))
-                times[label] = (time.perf_counter() - start) / n
+                runs = []
+                for repeat in range(repeats):
+                    start = time.perf_counter()
+                    run("%s_%d_%d" % (label, k, repeat))
+                    runs.append((time.perf_counter() - start) / n)
+                times[label] = float(np.median(runs))
             rows.append([size, name, n, times["segment_samples"] * 1e3, times["apply_model"] * 1e3,
                          times["segment_samples"] / times["apply_model"]])
         ds.delete()
@@ -169,7 +173,7 @@ def main(argv=None) -> dict:
         report["overlap"] = [dict(zip(("variant", "wall_ms", "wall_ratio", "plumbing_ms", "plumbing_ratio"), r))
                              for r in rows]
         sizes = [500, 2000] if args.quick else [1000, 50000]
-        rows = flat_cost(folder, sizes, 50 if args.quick else 200)
+        rows = flat_cost(folder, sizes, 50 if args.quick else 200, 1 if args.quick else 3)
         common.table("Plumbing per sample (stub model), ms", ["dataset", "view", "samples", "segment_samples",
                                                               "apply_model", "ratio"], rows)
         report["flat_cost"] = [dict(zip(("dataset", "view", "samples", "segment_samples_ms", "apply_model_ms",

@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     import fiftyone_faseg as ff
     from faseg_core import FASeg, FASegConfig
     from faseg_core.testing import save_diffusion_checkpoint
-    from fiftyone_faseg.protocol.scoring import TimedSegmenter
+    from fiftyone_faseg.protocol.harness import TimedSegmenter
 
     count = 8 if args.quick else 64
     config = FASegConfig(batch_size=8).at_image_size(128)

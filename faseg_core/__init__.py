@@ -3,10 +3,21 @@
     from faseg_core import FASeg, FASegConfig
     seg = FASeg.from_pretrained("XCLiu/2_rectified_flow_from_sd_1_5")
     result = seg(image, ["cat", "dog"], captions="a cat next to a dog")[0]
+
+Attributes load on first use, so `faseg_core.labels` and `faseg_core.config` import without torch.
 """
 
-from .config import THRESHOLDS, FASegConfig
-from .images import ImageError
-from .pipeline import FASeg, FASegResult, labels_from_scores
+import importlib
 
-__all__ = ["FASeg", "FASegConfig", "FASegResult", "ImageError", "THRESHOLDS", "labels_from_scores"]
+_LAZY = {
+    "FASeg": ".pipeline", "FASegResult": ".pipeline", "FASegConfig": ".config", "THRESHOLDS": ".config",
+    "ImageError": ".images", "LOAD_LOCK": ".loading", "labels_from_scores": ".labels",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    return value

@@ -128,13 +128,3 @@ def unflip_average(scores: torch.Tensor) -> torch.Tensor:
     """`[2, K, S, S]` scores of (image, mirrored image) → `[K, S, S]` test-time-flip mean."""
     return 0.5 * (scores[0] + scores[1].flip(-1))
 
-
-def to_label_map(scores: torch.Tensor, threshold: float, size: int | None = None) -> torch.Tensor:
-    """`[K, S, S]` scores → `[size, size]` long labels: 0 background, k+1 for class k.
-
-    The scores are upsampled bicubically to `size` first (as the reference does).
-    """
-    if size is not None:
-        scores = upsample_bicubic(scores.float(), size)
-    best, index = scores.max(dim=0)
-    return torch.where(best >= threshold, index + 1, torch.zeros_like(index))

@@ -107,20 +107,3 @@ def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     arrays = [np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images]
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # [B, 3, S, S]
     return pixels / 127.5 - 1.0
-
-
-def label_dtype(max_value: int):
-    """The smallest unsigned dtype holding labels up to `max_value` (uint8, uint16, else int32)."""
-    return np.uint8 if max_value < 256 else np.uint16 if max_value < 65536 else np.int32
-
-
-def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest-neighbour resize of an integer label map to (height, width)."""
-    if labels.shape == (height, width):
-        return labels
-    if labels.dtype == np.uint8:
-        return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
-    # Same sampling as PIL's nearest for wider integer types: source index = floor((i + .5) * s / d)
-    rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
-    return labels[rows[:, None], cols[None, :]]

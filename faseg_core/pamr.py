@@ -98,7 +98,7 @@ def refine_scores(image, scores: torch.Tensor, size: int, iterations: int = DEFA
                   dilations=DEFAULT_DILATIONS) -> torch.Tensor:
     """PAMR on FA-Seg scores: `[K, S, S]` → `[K, size, size]` on `scores.device`.
 
-    The scores are upsampled bicubically to `size` (as `hard.to_label_map` would) and refined with
+    The scores are upsampled bicubically to `size` (as `labels.labels_from_scores` does) and refined with
     the RGB PIL `image` resized to `size` (PIL bicubic, as the VAE input).
     """
     from .hard import upsample_bicubic

@@ -14,7 +14,9 @@ import torch
 from . import hard
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
-from .images import as_image_list, describe, label_dtype, load_image, resize_labels, to_pixels
+from .images import as_image_list, describe, load_image, to_pixels
+from .labels import labels_from_scores
+from .loading import LOAD_LOCK
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
 
@@ -53,18 +55,6 @@ class _Job:
     prompt: str
 
 
-def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int) -> np.ndarray:
-    """`(K, h, w)` scores → `(height, width)` label map (0 background, k + 1 class k), as FA-Seg makes it.
-
-    Bicubic upsampling to `image_size`, background below `threshold`, else the best class,
-    then a nearest resize to the image's size. Accepts a tensor or an array.
-    """
-    scores = torch.as_tensor(scores)
-    labels = hard.to_label_map(scores.float(), threshold, image_size)  # [image_size, image_size]
-    labels = labels.to("cpu", torch.int32).numpy().astype(label_dtype(scores.shape[0]))
-    return resize_labels(labels, width, height)
-
-
 def _placed(module, device, dtype):
     """`module` in eval mode on `device`, cast only when its dtype differs."""
     module = module.to(device)
@@ -92,16 +82,23 @@ class FASeg:
     Args:
         unet (`UNet2DConditionModel`), vae (`AutoencoderKL`), text_encoder (`CLIPTextModel`),
         tokenizer (`CLIPTokenizer`): the model's components.
-        config (`FASegConfig`, *optional*): the method's settings (paper defaults).
+        config (`FASegConfig`, *optional*): the default settings of calls (paper defaults);
+            a call may pass its own (`seg(..., config=...)`), which never changes this one.
         device (`str` or `torch.device`, *optional*): defaults to CUDA when available.
         dtype (`torch.dtype`, *optional*): defaults to `config.dtype` ("auto": float16 on
-            CUDA, float32 elsewhere).
+            CUDA, float32 elsewhere). Fixed at construction: a call's `config.dtype` is not used.
+
+    One `FASeg` serves concurrent callers (threads): UNet passes and the text-embedding
+    cache are serialised by a lock, everything else is per call. After an out-of-memory
+    error a batch is retried in halves, and the size that worked becomes the most images
+    per UNet pass at that image size for every later batch and call of this object.
 
     Example::
 
         seg = FASeg.from_pretrained("XCLiu/2_rectified_flow_from_sd_1_5")
         result = seg(image, ["cat", "dog", "sofa"], captions="a cat and a dog on a sofa")[0]
         result.label_map  # (H, W): 0 background, 1 cat, 2 dog, 3 sofa
+        coarse = seg(image, ["cat"], config=seg.config.replace(threshold=0.4))[0]
     """
 
     def __init__(self, unet, vae, text_encoder, tokenizer, config: FASegConfig | None = None, device=None, dtype=None):
@@ -119,11 +116,9 @@ class FASeg:
             clip_sample=False, set_alpha_to_one=False,
         )
         self.scheduler.set_timesteps(1)
-        store = self.config.store_dtype
-        self.store_dtype = _DTYPES[store] if store else (torch.float32 if dtype == torch.float32 else torch.float16)
+        self._lock = threading.RLock()  # one UNet pass (attention processors) and cache update at a time
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        # one call at a time uses the model: the recorder is installed on the shared UNet
-        self._lock = threading.RLock()
+        self._fitting_batch: dict[int, int] = {}  # image size -> most images per pass after an OOM
         self._warned_truncation = False
 
     def __getstate__(self):
@@ -136,6 +131,12 @@ class FASeg:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    def store_dtype(self, config: FASegConfig | None = None) -> torch.dtype:
+        """Dtype of the attention sums: `config.store_dtype`, else float32 for a float32 model
+        and float16 for a half-precision one."""
+        store = (config or self.config).store_dtype
+        return _DTYPES[store] if store else torch.float32 if self.dtype == torch.float32 else torch.float16
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, config: FASegConfig | None = None, device=None,
@@ -145,7 +146,7 @@ class FASeg:
         Only `unet/`, `vae/`, `text_encoder/` and `tokenizer/` are read, so nothing unused
         (the safety checker, a custom pipeline class) is downloaded; any SD-1.x layout loads.
         `kwargs` (`revision`, `cache_dir`, `local_files_only`, `token`, ...) go to every
-        `from_pretrained` call.
+        `from_pretrained` call. Loads hold `faseg_core.LOAD_LOCK`: one at a time per process.
         """
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -162,10 +163,11 @@ class FASeg:
                     f"(expected subfolders: {', '.join(COMPONENTS)})"
                 )
         try:
-            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **kwargs)
-            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **kwargs)
-            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype, **kwargs)
-            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", model_max_length=77, **kwargs)
+            with LOAD_LOCK:
+                unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **kwargs)
+                vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **kwargs)
+                text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype, **kwargs)
+                tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", model_max_length=77, **kwargs)
         except OSError as e:
             raise OSError(
                 f"could not load the diffusion model '{model}': {e}\n"
@@ -211,18 +213,19 @@ class FASeg:
     @torch.no_grad()
     def encode_text(self, prompts: list[str], cache: bool = False) -> torch.Tensor:
         """`[len(prompts), 77, D]` last hidden states of the text encoder."""
-        todo = [p for p in dict.fromkeys(prompts) if not (cache and p in self._text_cache)]
-        fresh = {}
-        if todo:
-            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
-            states = self.text_encoder(ids)[0]  # [n, 77, D]
-            fresh = dict(zip(todo, states))
-            if cache:
-                self._text_cache.update(fresh)
-                while len(self._text_cache) > 512:
-                    self._text_cache.popitem(last=False)
-        return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
+        with self._lock:
+            todo = [p for p in dict.fromkeys(prompts) if not (cache and p in self._text_cache)]
+            fresh = {}
+            if todo:
+                ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                     truncation=True, return_tensors="pt").input_ids.to(self.device)
+                states = self.text_encoder(ids)[0]  # [n, 77, D]
+                fresh = dict(zip(todo, states))
+                if cache:
+                    self._text_cache.update(fresh)
+                    while len(self._text_cache) > 512:
+                        self._text_cache.popitem(last=False)
+            return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
 
     def _prepare(self, index, image, classes, caption) -> _Job:
         prompts = build_class_prompts(self.tokenizer, classes)
@@ -267,8 +270,8 @@ class FASeg:
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
-    def __call__(self, images, classes, captions=None, progress=False,
-                 config: FASegConfig | None = None) -> list[FASegResult]:
+    def __call__(self, images, classes, captions=None, config: FASegConfig | None = None,
+                 progress=False) -> list[FASegResult]:
         """Segment images into the given classes.
 
         Args:
@@ -276,55 +279,55 @@ class FASeg:
             classes: `list[str]` for all images, or `list[list[str]]`, one list per image.
             captions: `None`, one string, or one string per image. `None` makes the
                 reconstruction prompt the class prompt.
+            config (`FASegConfig`, *optional*): this call's settings; defaults to `self.config`.
             progress: `True` for a progress bar, or a callable `(done, total)`.
-            config (`FASegConfig`, *optional*): this call's settings (defaults to `self.config`, which is
-                never changed: concurrent calls with different settings do not interfere).
         Returns:
             one `FASegResult` per image, in order.
         """
         # 0. Check inputs
+        cfg = config or self.config
         images = as_image_list(images)
         class_lists, captions = self.check_inputs(images, classes, captions)
         total = len(images)
-        results: list[FASegResult | None] = [None] * total
+        results: list[FASegResult] = []
         bar = None
         if progress is True:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="FA-Seg")
-        done = 0
-        cfg = config or self.config  # settings travel with the call; `self` is never changed
         for start in range(0, total, cfg.batch_size):
-            # 1. Read images, build prompts
-            jobs = [
-                self._prepare(i, images[i], class_lists[i], captions[i])
-                for i in range(start, min(start + cfg.batch_size, total))
-            ]
-            with self._lock:
-                segmented = self._segment_splitting_on_oom(jobs, cfg)
-            for result, job in zip(segmented, jobs):
-                results[job.index] = result
-            done += len(jobs)
+            with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
+                # 1. Read images, build prompts
+                jobs = [
+                    self._prepare(i, images[i], class_lists[i], captions[i])
+                    for i in range(start, min(start + cfg.batch_size, total))
+                ]
+                results += self._segment_fitting(jobs, cfg)
             if bar is not None:
                 bar.update(len(jobs))
             elif callable(progress):
-                progress(done, total)
+                progress(len(results), total)
         if bar is not None:
             bar.close()
         return results
 
-    def _segment_splitting_on_oom(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
-        """Segment a batch; on out-of-memory, retry it as two halves (down to one image)."""
-        try:
-            return self._segment(jobs, cfg)
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not _is_oom(e) or len(jobs) == 1:
-                raise
-            logger.warning("out of memory on a batch of %d images: retrying as two halves", len(jobs))
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = len(jobs) // 2
-            return self._segment_splitting_on_oom(jobs[:half], cfg) + self._segment_splitting_on_oom(jobs[half:], cfg)
+    def _segment_fitting(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
+        """Segment jobs in UNet passes of at most the size known to fit at `cfg.image_size`;
+        on out-of-memory, halve that size (down to one image), remember it and go on.
+        The caller holds `self._lock`."""
+        results = []
+        while len(results) < len(jobs):
+            size = min(len(jobs) - len(results), self._fitting_batch.get(cfg.image_size, len(jobs)))
+            try:
+                results += self._segment(jobs[len(results) : len(results) + size], cfg)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or size == 1:
+                    raise
+                logger.warning("out of memory on a batch of %d images: going on with %d", size, size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._fitting_batch[cfg.image_size] = size // 2
+        return results
 
     def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         views = 2 if cfg.flip else 1
@@ -347,7 +350,7 @@ class FASeg:
         recorder = AttentionRecorder(
             self_resolutions=[r for r, w in cfg.self_weights.items() if w > 0],
             cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
-            store_dtype=self.store_dtype,
+            store_dtype=self.store_dtype(cfg),
             chunk=cfg.attention_chunk,
         )
         with recording(self.unet, recorder):
@@ -356,7 +359,7 @@ class FASeg:
         del latents, text, class_embeds
 
         # 6. Refine (HARD), 7. unflip + threshold, per image
-        results = [self._result(job, recorder, b * views, views, cfg) for b, job in enumerate(jobs)]
+        results = [self._result(job, recorder, b * views, cfg) for b, job in enumerate(jobs)]
         recorder.reset()
         return results
 
@@ -372,8 +375,8 @@ class FASeg:
                 "or weights keyed by the model's grids"
             )
 
-    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, views: int, cfg: FASegConfig) -> FASegResult:
-        rows = slice(row, row + views)
+    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, cfg: FASegConfig) -> FASegResult:
+        rows = slice(row, row + (2 if cfg.flip else 1))
         cross_maps = {}
         for r, w in cfg.cross_weights.items():
             if w > 0:
@@ -383,8 +386,9 @@ class FASeg:
         scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
         if cfg.pamr:
             scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
+        scores = scores.cpu().numpy().astype(np.float32)
         labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, job.image.width, job.image.height)
-        return FASegResult(labels, scores.cpu().numpy().astype(np.float32), list(job.classes), job.prompt)
+        return FASegResult(labels, scores, list(job.classes), job.prompt)
 
     @staticmethod
     def _class_maps(cross: torch.Tensor, prompts: list[ClassPrompt], r: int, length: int) -> torch.Tensor:

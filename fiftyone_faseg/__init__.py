@@ -10,13 +10,18 @@ from ._lazy import lazy_attributes
 _LAZY = {
     "evaluate_faseg": "fiftyone_faseg.evaluation",
     "FASegResults": "fiftyone_faseg.evaluation",
+    "reevaluate_faseg": "fiftyone_faseg.evaluation",
+    "class_view": "fiftyone_faseg.evaluation",
+    "confusion_view": "fiftyone_faseg.evaluation",
     "FASegModel": "fiftyone_faseg.model",
     "FASegModelConfig": "fiftyone_faseg.model",
     "segment_samples": "fiftyone_faseg.run",
     "iter_segment_samples": "fiftyone_faseg.run",
     "segment_samples_on_ray": "fiftyone_faseg.distributed",
     "RunSummary": "fiftyone_faseg.run",
-    "load_segmenter": "fiftyone_faseg.run",
+    "load_segmenter": "fiftyone_faseg.models",
+    "RunSettings": "fiftyone_faseg.settings",
+    "RunRecord": "fiftyone_faseg.settings",
     "DEFAULT_MODEL": "fiftyone_faseg.constants",
 }
 __all__ = sorted(_LAZY)

@@ -17,11 +17,11 @@ import numpy as np
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
-from faseg_core.images import label_dtype
+from faseg_core.labels import label_dtype
 from faseg_core.tokens import clean_classes
 
 from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
-from .fields import candidates_field, get_mask_targets, int_targets, label_mask
+from .fields import get_mask_targets, int_targets, label_mask
 
 CANDIDATES = "candidates"
 _CHUNK = 10000

@@ -111,7 +111,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from .evaluation import evaluate_faseg
-    from .run import load_segmenter, segment_samples
+    from .models import load_segmenter
+    from .run import segment_samples
 
     os.makedirs(args.folder, exist_ok=True)
     dataset = build_dataset(args.folder, coco=args.coco)
@@ -133,6 +134,9 @@ def main(argv=None):
     results = evaluate_faseg(dataset, "faseg", gt_field="ground_truth", eval_key="faseg_eval")
     print(results.markdown())
     if not args.no_app:
+        # the App server (a child process) can then schedule runs for `fiftyone delegated launch` workers
+        os.environ.setdefault("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS", "true")
+        print("Scheduled runs (e.g. run_faseg over many samples) need a worker: `fiftyone delegated launch`")
         session = fo.launch_app(dataset)
         session.wait()
     return 0

@@ -12,14 +12,12 @@ names). From them:
 -   :func:`set_candidates` and :func:`rerun` (in :mod:`fiftyone_faseg.rerun`) fix a
     sample's candidate classes and segment only those samples again.
 
-The label of a pixel is the one a full run gives: the scores are upsampled bicubically
-to the run's ``image_size``, thresholded (``faseg_core.hard.to_label_map``), resized to
-the image's size with nearest (``faseg_core.images.resize_labels``) and mapped through
-the field's ``mask_targets``. Only the pixels that the nearest resize keeps are
-computed, with the separable bicubic weights as matrices (the same numbers as
-``F.interpolate`` up to float32 rounding), so the work is one small matrix product per
-sample. Stored scores are float16: labels equal those of a fresh run except at pixels
-whose top score is within float16 rounding (~3e-4) of the threshold or of another class.
+The label of a pixel is the one the run gave: the same function
+(:func:`faseg_core.labels.top_scores`) upsamples the stored scores bicubically to the run's
+``image_size``, thresholds them and resizes them to the image with PIL's nearest rule,
+and the field's ``mask_targets`` map the classes to pixel values. A run that stores
+scores derives its masks from the float16 scores it stores, so re-thresholding at the
+run's threshold gives its masks back exactly.
 
 Example usage::
 
@@ -38,6 +36,8 @@ import numpy as np
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+
+from faseg_core.labels import top_scores
 
 from . import metrics as fm
 from . import storage
@@ -141,7 +141,7 @@ def rethreshold(
         masks = {}
         for sample_id, path, mask_path, width, height in zip(*chunk):
             scores, names = _load(sample_id, path, label_field)
-            top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, names, keep)
+            top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, _kept(names, keep))
             lut = _lut(names, out_ids, label_field, sample_id)
             mask = np.where(top >= np.float32(threshold), lut[index + 1], lut[0])
             if mask_path:
@@ -213,6 +213,24 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
         a dict mapping each threshold to the mIoU in ``[0, 1]`` (None when no pixel
         counted)
     """
+    match, confusions = sweep_confusions(samples, label_field, gt_field, thresholds, classes=classes,
+                                         image_size=image_size, vocabulary=vocabulary, progress=progress)
+    miou = {t: fm.mean_iou(conf, match["num_gt_classes"]) for t, conf in confusions.items()}
+    return {t: None if np.isnan(value) else value for t, value in miou.items()}
+
+
+def sweep_confusions(samples, label_field, gt_field, thresholds, classes=None, image_size=None, vocabulary=None,
+                     progress=None):
+    """The pixel confusion matrix at every threshold, counted in one pass over the stored scores.
+
+    Each sample's scores are read and upsampled once; every pixel falls in the bin of the
+    thresholds at or below its top score, so one count serves all thresholds. Arguments
+    are those of :func:`sweep`.
+
+    Returns:
+        ``(match, confusions)``: :func:`fiftyone_faseg.evaluation.match_classes`'s dict
+        (classes, ``num_gt_classes``) and ``{threshold: (C, C) int64 confusion matrix}``
+    """
     from .evaluation import match_classes
 
     validate_segmentation_field(samples, label_field)
@@ -240,7 +258,7 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
         if gt_seg is None or not gt_seg.has_mask:
             continue
         scores, names = _load(sample_id, path, label_field)
-        top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, names, keep)
+        top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, _kept(names, keep))
         lut = _lut(names, ids_by_name, label_field, sample_id)
         to_class = np.array([pred_map.get(int(v), num) for v in lut], np.int64)
         if (to_class >= num).any():
@@ -256,96 +274,17 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
 
     counts = counts.reshape(num, num, steps)
     background = counts.cumsum(axis=-1)  # [..., j]: pixels whose top score is below sorted_t[j]
-    results = {}
+    confusions = {}
     for j, i in enumerate(order):
         conf = counts.sum(axis=-1) - background[..., j]
         conf[:, 0] += background[..., j].sum(axis=1)
-        value = fm.mean_iou(conf, match["num_gt_classes"])
-        results[thresholds[i]] = None if np.isnan(value) else value
-    return {t: results[t] for t in thresholds}
+        confusions[thresholds[i]] = conf
+    return match, {t: confusions[t] for t in thresholds}
 
 
-def top_scores(scores, image_size, width, height, names=None, keep=None):
-    """Top score and class of every pixel of the image-size label map a run gives.
-
-    Args:
-        scores: ``(K, h, w)`` score maps
-        image_size: the run's square side (the scores are upsampled bicubically to it)
-        width, height: the image's size (the label map is resized to it with nearest)
-        names (None), keep (None): class names of the maps, and the names to keep
-
-    Returns:
-        ``(top, index)``: ``(height, width)`` float32 top scores and int64 class
-        indices into ``names`` (-1 where no class is kept)
-    """
-    import torch
-
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32))
-    if keep is not None:
-        chosen = [k for k, name in enumerate(names) if name in keep]
-        if not chosen:
-            return np.full((height, width), -np.inf, np.float32), np.full((height, width), -1, np.int64)
-        scores = scores[chosen]
-    else:
-        chosen = list(range(scores.shape[0]))
-    wy, wxt = _sampling_matrices(scores.shape[-1], image_size, width, height)
-    values = wy @ scores @ wxt  # [K, height, width]
-    top, index = values.max(dim=0)  # the first class wins ties, as in the pipeline
-    return top.numpy(), np.asarray(chosen, np.int64)[index.numpy()]
-
-
-_MATRICES = {}
-
-
-def _bicubic_matrix(side, size):
-    """``(size, side)`` weights of ``F.interpolate(mode="bicubic", align_corners=False)`` along one axis."""
-    key = ("bicubic", side, size)
-    if key not in _MATRICES:
-        import torch
-        import torch.nn.functional as F
-
-        eye = torch.eye(side).reshape(1, side, side, 1)  # channel j = basis vector e_j
-        up = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)  # [1, side, size, 1]
-        _MATRICES[key] = up[0, :, :, 0].T.contiguous()
-    return _MATRICES[key]
-
-
-def _sampling_matrices(side, size, width, height):
-    """``(height, side)`` and ``(side, width)`` matrices: bicubic ``side → size`` then the rows /
-    columns ``resize_labels`` keeps for ``height × width``."""
-    key = ("sampling", side, size, width, height)
-    if key not in _MATRICES:
-        rows, cols = _nearest_rows_cols(size, width, height)
-        weights = _bicubic_matrix(side, size)  # [size, side]
-        _MATRICES[key] = (weights[rows].contiguous(), weights[cols].T.contiguous())
-        if len(_MATRICES) > 256:  # many image sizes: keep the cache bounded
-            _MATRICES.clear()
-    return _MATRICES[key]
-
-
-def _nearest_rows_cols(size, width, height):
-    """Source rows and columns that ``resize_labels`` picks from ``size × size`` for ``height × width``."""
-    key = ("nearest", size, width, height)
-    if key not in _MATRICES:
-        _MATRICES[key] = (_nearest_index(size, height, axis=0), _nearest_index(size, width, axis=1))
-    return _MATRICES[key]
-
-
-def _nearest_index(n_in, n_out, axis):
-    """Which of ``n_in`` positions each of ``n_out`` takes under ``resize_labels`` (uint8: PIL's
-    nearest), read off resized index ramps (low and high byte)."""
-    from faseg_core.images import resize_labels
-
-    ramp = np.arange(n_in, dtype=np.int64)
-    index = np.zeros(n_out, np.int64)
-    for shift in (0, 8):
-        line = (ramp >> shift & 255).astype(np.uint8)
-        if axis == 0:
-            picked = resize_labels(line[:, None], 1, n_out)[:, 0]
-        else:
-            picked = resize_labels(line[None, :], n_out, 1)[0]
-        index += picked.astype(np.int64) << shift
-    return index
+def _kept(names, keep):
+    """Indices of the stored classes in ``keep`` (a set of names), or None for all."""
+    return None if keep is None else [k for k, name in enumerate(names) if name in keep]
 
 
 def _stored(dataset, ids, label_field):
@@ -378,10 +317,11 @@ def _stored(dataset, ids, label_field):
 
 
 def _with_field(view, todo, field):
-    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time."""
+    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time from the dataset
+    (selecting on the view would re-run its whole pipeline for every chunk)."""
     for start in range(0, len(todo[0]), _CHUNK):
         chunk = [values[start : start + _CHUNK] for values in todo]
-        extra = view.select(chunk[0], ordered=True).values(field)
+        extra = view._dataset.select(chunk[0], ordered=True).values(field)
         yield from zip(*chunk, extra)
 
 

@@ -9,7 +9,8 @@ MMSegmentation's ``IoUMetric``:
 -   ground truth pixels equal to ``ignore_index`` (255, VOC's void border) are not
     counted;
 -   a prediction whose size differs from its ground truth is resized to the ground
-    truth size with nearest-neighbour sampling (:func:`resize_nearest`);
+    truth size with PIL's nearest rule, the one the pipeline resizes its masks with
+    (:func:`resize_nearest`);
 -   classes whose union is empty (absent from both ground truth and prediction) have
     no IoU (``nan``) and are left out of the mean.
 
@@ -17,26 +18,23 @@ Nothing here imports FiftyOne or torch, so the benchmark harness can use it as i
 
 Example usage::
 
-    from fiftyone_faseg.metrics import ConfusionMatrix
+    from fiftyone_faseg import metrics as fm
 
-    cm = ConfusionMatrix(num_classes=21)
-    for gt, pred in pairs:  # integer arrays of class indices
-        cm.update(gt, pred)
-
-    print(cm.miou(), cm.iou())
+    conf = sum(fm.confusion_matrix(gt, pred, 21) for gt, pred in pairs)  # class indices
+    print(fm.mean_iou(conf), fm.iou_per_class(conf))
 """
 
 import numpy as np
+
+from faseg_core.labels import resize_labels
 
 from .constants import IGNORE_INDEX  # 255: ground truth left out of every count
 
 
 def resize_nearest(mask, shape):
-    """Resizes a 2D label mask to ``shape`` with nearest-neighbour sampling.
-
-    Output pixel ``(i, j)`` takes the input pixel ``(floor(i * H / h),
-    floor(j * W / w))``, the convention of OpenCV's ``INTER_NEAREST`` and of
-    ``torch.nn.functional.interpolate(mode="nearest")``; labels are never blended.
+    """Resizes a 2D label mask to ``shape`` with PIL's nearest rule (pixel centres),
+    for any integer dtype (:func:`faseg_core.labels.resize_labels`); labels are never
+    blended.
 
     Args:
         mask: a ``(H, W)`` integer array
@@ -52,13 +50,7 @@ def resize_nearest(mask, shape):
             % (mask.shape,)
         )
 
-    h, w = int(shape[0]), int(shape[1])
-    if mask.shape == (h, w):
-        return mask
-
-    rows = (np.arange(h) * mask.shape[0]) // h
-    cols = (np.arange(w) * mask.shape[1]) // w
-    return mask[rows[:, None], cols[None, :]]
+    return resize_labels(mask, int(shape[1]), int(shape[0]))
 
 
 def remap(mask, mapping, default=-1):
@@ -72,18 +64,46 @@ def remap(mask, mapping, default=-1):
     Returns:
         an ``int64`` array of the same shape
     """
-    mask = np.asarray(mask)
-    if mask.size == 0:
-        return np.full(mask.shape, default, dtype=np.int64)
+    return Remapper(mapping, default)(mask)
 
-    if mask.dtype.kind not in "iu":
-        raise ValueError("Expected an integer label mask, got dtype %s" % mask.dtype)
 
-    values, inverse = np.unique(mask, return_inverse=True)
-    mapped = np.array(
-        [mapping.get(int(v), default) for v in values], dtype=np.int64
-    )
-    return mapped[inverse].reshape(mask.shape)
+class Remapper(object):
+    """:func:`remap` with one mapping for many masks: uint8/uint16 masks go through a
+    lookup table built once.
+
+    Args:
+        mapping: a dict mapping pixel values to new values
+        default (-1): the value given to pixels whose value is not in ``mapping``
+    """
+
+    def __init__(self, mapping, default=-1):
+        self.mapping = {int(k): int(v) for k, v in mapping.items()}
+        self.default = default
+        self._luts = {}
+
+    def __call__(self, mask):
+        mask = np.asarray(mask)
+        if mask.size == 0:
+            return np.full(mask.shape, self.default, dtype=np.int64)
+
+        if mask.dtype.kind not in "iu":
+            raise ValueError("Expected an integer label mask, got dtype %s" % mask.dtype)
+
+        if mask.dtype.kind == "u" and mask.dtype.itemsize <= 2:
+            return self._lut(mask.dtype.itemsize)[mask]
+
+        values, inverse = np.unique(mask, return_inverse=True)
+        mapped = np.array([self.mapping.get(int(v), self.default) for v in values], dtype=np.int64)
+        return mapped[inverse].reshape(mask.shape)
+
+    def _lut(self, itemsize):
+        if itemsize not in self._luts:
+            lut = np.full(256**itemsize, self.default, dtype=np.int64)
+            for value, index in self.mapping.items():
+                if 0 <= value < lut.size:
+                    lut[value] = index
+            self._luts[itemsize] = lut
+        return self._luts[itemsize]
 
 
 def confusion_matrix(gt, pred, num_classes, ignore_index=IGNORE_INDEX):
@@ -164,32 +184,3 @@ def mean_iou(confusion, num_classes=None):
 
     return float(iou.mean())
 
-
-class ConfusionMatrix(object):
-    """Accumulates a dataset-level pixel confusion matrix, image by image.
-
-    Args:
-        num_classes: the number of classes ``K``; masks hold indices in ``[0, K)``
-        ignore_index (255): a ground truth value that is not counted
-    """
-
-    def __init__(self, num_classes, ignore_index=IGNORE_INDEX):
-        self.num_classes = int(num_classes)
-        self.ignore_index = ignore_index
-        self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-
-    def update(self, gt, pred):
-        """Adds one image; returns its own confusion matrix."""
-        conf = confusion_matrix(
-            gt, pred, self.num_classes, ignore_index=self.ignore_index
-        )
-        self.confusion += conf
-        return conf
-
-    def iou(self):
-        """Per-class IoU (``nan`` for classes with an empty union)."""
-        return iou_per_class(self.confusion)
-
-    def miou(self):
-        """Dataset mIoU over the classes with a non-empty union."""
-        return mean_iou(self.confusion)

@@ -8,16 +8,16 @@ are never changed by a run (settings travel with each call).
 """
 
 import os
-import threading
 
 from .constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
 _CACHE = {}
-_LOCK = threading.Lock()
 
 
 def _cached(key, load):
-    with _LOCK:
+    from faseg_core import LOAD_LOCK  # the one lock every model load holds (reentrant)
+
+    with LOAD_LOCK:
         if key not in _CACHE:
             _CACHE[key] = load()
         return _CACHE[key]
@@ -50,5 +50,7 @@ def load_proposer(captioner_path=DEFAULT_CAPTIONER, tagger_model=DEFAULT_TAGGER,
 
 def clear_cache():
     """Forget the cached models (frees their memory once nothing else holds them)."""
-    with _LOCK:
+    from faseg_core import LOAD_LOCK
+
+    with LOAD_LOCK:
         _CACHE.clear()

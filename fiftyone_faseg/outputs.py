@@ -225,12 +225,22 @@ def top_score_heatmap(scores, side=HEATMAP_SIDE):
 # ---------------------------------------------------------------------- 3. write
 
 
-def sample_values(plan, out):
-    """``{field: FiftyOne value}`` of one sample: every field the run writes, all at once."""
-    import fiftyone.core.labels as fol
+def sample_docs(plan, out):
+    """``{field: database value}`` of one sample: every field the run writes, all at once.
+
+    The label documents are built as FiftyOne stores them (``_id``, ``_cls``, ``tags``,
+    masks as compressed numpy bytes): constructing label objects only to serialize them
+    again cost more than the rest of the plumbing together.
+    """
+    from bson import ObjectId
+
+    from fiftyone.core.utils import serialize_numpy_array
+
+    def label(cls, **fields):
+        return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
 
     label_field = plan.label_field
-    values = {
+    docs = {
         label_field: None,
         candidates_field(label_field): None,
         label_field + "_caption": None,
@@ -239,15 +249,17 @@ def sample_values(plan, out):
         label_field + "_heatmap": None,
     }
     if out.error is None:
-        values[label_field] = (fol.Segmentation(mask_path=out.mask_path) if out.mask_path
-                               else fol.Segmentation(mask=out.mask))
-        values[candidates_field(label_field)] = fol.Classifications(classifications=[
-            fol.Classification(label=n, confidence=float(c), source=s) for n, c, s in out.candidates])
-        values[label_field + "_caption"] = out.caption
-        if out.heatmap_path or out.heatmap is not None:
-            values[label_field + "_heatmap"] = (fol.Heatmap(map_path=out.heatmap_path, range=[0, 255])
-                                                if out.heatmap_path else fol.Heatmap(map=out.heatmap, range=[0, 255]))
-    return values
+        docs[label_field] = (label("Segmentation", mask_path=out.mask_path) if out.mask_path
+                             else label("Segmentation", mask=serialize_numpy_array(out.mask)))
+        docs[candidates_field(label_field)] = {"_cls": "Classifications", "classifications": [
+            label("Classification", label=n, confidence=float(c), source=s) for n, c, s in out.candidates]}
+        docs[label_field + "_caption"] = out.caption
+        if out.heatmap_path:
+            docs[label_field + "_heatmap"] = label("Heatmap", map_path=out.heatmap_path, range=[0.0, 255.0])
+        elif out.heatmap is not None:
+            docs[label_field + "_heatmap"] = label("Heatmap", map=serialize_numpy_array(out.heatmap),
+                                                   range=[0.0, 255.0])
+    return docs
 
 
 def write_outputs(dataset, plan, outputs, summary=None):
@@ -257,8 +269,6 @@ def write_outputs(dataset, plan, outputs, summary=None):
     from bson import ObjectId
     from pymongo import UpdateOne
 
-    from fiftyone.core.collections import _serialize_value
-
     if not outputs:
         return summary
     schema = dataset.get_field_schema()
@@ -266,9 +276,9 @@ def write_outputs(dataset, plan, outputs, summary=None):
     ops, ids = [], []
     for out in outputs:
         update = {"last_modified_at": now}
-        for name, value in sample_values(plan, out).items():
+        for name, value in sample_docs(plan, out).items():
             if name in schema:
-                update[name] = _serialize_value(name, schema[name], value, validate=False)
+                update[name] = value
             elif value is not None:
                 raise RunError("field '%s' is not declared: prepare_run must run before write_outputs" % name)
         ids.append(ObjectId(out.id))

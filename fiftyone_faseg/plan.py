@@ -19,6 +19,7 @@ Only then does :func:`prepare_run` write: the classes' pixel values (atomic clai
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -27,12 +28,14 @@ import fiftyone.core.labels as fol
 
 from . import classes as fcl
 from . import targets as ftg
+from .constants import MODEL_COMPONENTS
 from .fields import candidates_field, scores_field, validate_segmentation_field
 from .settings import RunRecord, RunSettings
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name" (no leading "/", ".", "~")
 _RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames",
              "group"}
 _QUERY_CHUNK = 10000
@@ -187,10 +190,18 @@ def check_model(plan, segmenter):
         build_class_prompts(segmenter.tokenizer, [name])  # raises, naming the class
 
 
+_SCHEMA_LOCK = threading.Lock()  # a dataset object is shared by every run of this process
+
+
 def prepare_run(dataset, plan):
     """The run's first writes, once everything is checked: pixel values for its classes
     (atomic, per value), the typed fields it writes, and its record (a new revision).
     Returns the plan with ``class_ids`` set."""
+    with _SCHEMA_LOCK:
+        return _prepare(dataset, plan)
+
+
+def _prepare(dataset, plan):
     settings = plan.settings
     preferred = fcl.gt_classes(dataset, settings.gt_field) if settings.gt_field else None
     plan.class_ids = ftg.claim_values(dataset, plan.label_field, plan.names, preferred)
@@ -200,12 +211,10 @@ def prepare_run(dataset, plan):
         wanted.pop(scores_field(plan.label_field))
     if not settings.heatmap:
         wanted.pop(plan.label_field + "_heatmap")
-    for name, (kind, doc_type) in wanted.items():
-        if name not in schema:
-            if doc_type is None:
-                dataset.add_sample_field(name, kind)
-            else:
-                dataset.add_sample_field(name, kind, embedded_doc_type=doc_type)
+    new = {name: kind(doc_type) if doc_type else kind() for name, (kind, doc_type) in wanted.items()
+           if name not in schema}
+    if new:
+        dataset._merge_sample_field_schema(new)  # one schema update (what set_values does), not one per field
     plan.record = plan.record.new_revision()
     plan.record.write(dataset, plan.label_field)
     return plan
@@ -244,9 +253,54 @@ def check_field_name(name, what="label_field"):
         )
 
 
+def model_path_problem(value):
+    """Why ``value`` cannot name an SD-1.x checkpoint (None when it can): an existing folder
+    must hold its components, anything else must look like a Hub id (``owner/name``)."""
+    if not value:
+        return None
+    value = str(value).strip()
+    path = os.path.expanduser(value)
+    if os.path.isdir(path):
+        missing = [c + "/" for c in MODEL_COMPONENTS if not os.path.isdir(os.path.join(path, c))]
+        if missing:
+            return "'%s' is not an SD-1.x checkpoint folder: it lacks %s" % (value, ", ".join(missing))
+        return None
+    if os.path.exists(path):
+        return "'%s' is a file: give the checkpoint folder (with %s/)" % (value, "/, ".join(MODEL_COMPONENTS))
+    if _HUB_ID.match(value):
+        return None
+    return ("'%s' is neither an existing folder nor a Hugging Face Hub id (owner/name): "
+            "give a local folder with %s/, or a Hub id" % (value, "/, ".join(MODEL_COMPONENTS)))
+
+
+def label_field_problem(dataset, name):
+    """Why FA-Seg must not write into field ``name`` of ``dataset`` (None when it may): a
+    dotted or odd name, a field of another type, or a field no FA-Seg run made (ground
+    truth, another model's predictions). The App's forms show the same problems."""
+    if not name:
+        return "Name the field to write"
+    if "." in name:
+        return "'%s' is an embedded path: FA-Seg writes top-level fields (e.g. 'faseg')" % name
+    if not _NAME.match(name):
+        return "'%s' is not a field name: use letters, digits and _ (starting with a letter)" % name
+    field = dataset.get_field(name)
+    if field is None:
+        return None
+    if not (isinstance(field, fof.EmbeddedDocumentField) and issubclass(field.document_type, fol.Segmentation)):
+        kind = getattr(field, "document_type", None) or type(field)
+        return "'%s' holds %s values, not FA-Seg masks: choose a new field name" % (name, kind.__name__)
+    if RunRecord.read(dataset, name) is None:
+        return ("'%s' was not written by FA-Seg (ground truth or another model's labels): "
+                "choose a new field name" % name)
+    return None
+
+
 def _check_fields(dataset, settings, classes_from):
     label_field = settings.label_field
     check_field_name(label_field)
+    problem = label_field_problem(dataset, label_field)
+    if problem:
+        raise ValueError("`label_field` %s" % problem)
     schema = dataset.get_field_schema()
     others = {"gt_field": settings.gt_field, "caption_field": settings.caption_field,
               "classes_field": settings.classes_field}
@@ -259,9 +313,6 @@ def _check_fields(dataset, settings, classes_from):
         fld = schema.get(name)
         if fld is None:
             continue
-        if name in others.values() and name != candidates_field(label_field):
-            raise ValueError("'%s' is an input of this run (%s) and a field FA-Seg would write: choose another "
-                             "label_field" % (name, [k for k, v in others.items() if v == name][0]))
         if record is None:
             raise ValueError(
                 "field '%s' of dataset '%s' exists and no FA-Seg run made '%s' (it may be ground truth or "
@@ -300,11 +351,9 @@ def _check_folders(settings):
         if not os.access(existing, os.W_OK):
             raise ValueError("`output_dir` '%s' is not writable (no write access to '%s')"
                              % (settings.output_dir, existing))
-    model = settings.model_path
-    looks_local = os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model) or model.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(model)):
-        raise ValueError("`model_path` '%s' is not a folder: pass a local SD-1.x folder (unet/, vae/, text_encoder/, "
-                         "tokenizer/) or a Hugging Face Hub id such as 'XCLiu/2_rectified_flow_from_sd_1_5'" % model)
+    problem = model_path_problem(settings.model_path)
+    if problem:
+        raise ValueError("`model_path` %s" % problem)
 
 
 def _check_existing(dataset, ids, settings, record):

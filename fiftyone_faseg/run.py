@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import fiftyone as fo
 
-from .models import clear_cache, load_proposer, load_segmenter  # noqa: F401 (public here too)
+from .models import load_proposer, load_segmenter
 from .outputs import finish_outputs, iter_rows, load_rows, segment_loaded, write_outputs
 from .plan import check_model, plan_run, prepare_run
 from .settings import RunSettings

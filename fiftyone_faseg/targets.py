@@ -76,7 +76,7 @@ def claim_values(dataset, field, names, preferred=None):
             else:
                 current = read_targets(dataset, field)  # another process got there first
     if changed:
-        dataset._reload()
+        dataset._doc.reload("mask_targets")
     return {name: ids[name] for name in names}
 
 
@@ -84,10 +84,10 @@ def set_targets(dataset, field, targets):
     """Replaces ``field``'s targets (``{value: name}``) in one update; no other field is touched."""
     _datasets().update_one({"_id": dataset._doc.id},
                            {"$set": {_key(field): {str(int(v)): str(n) for v, n in targets.items()}}})
-    dataset._reload()
+    dataset._doc.reload("mask_targets")
 
 
 def delete_targets(dataset, field):
     """Removes ``field``'s targets; no other field is touched."""
     _datasets().update_one({"_id": dataset._doc.id}, {"$unset": {_key(field): ""}})
-    dataset._reload()
+    dataset._doc.reload("mask_targets")

@@ -1,7 +1,10 @@
-"""mIoU evaluation operators: ``evaluate_faseg`` and the ``miou`` evaluation metric.
+"""Evaluation operators: ``evaluate_faseg`` and the ``miou`` evaluation metric.
 
-Both are thin over :mod:`fiftyone_faseg.evaluation` (numpy + FiftyOne only: no torch).
+Both are thin over :mod:`fiftyone_faseg.evaluation` (numpy + FiftyOne: no torch unless
+the prediction has stored scores for the threshold curve).
 """
+
+import numpy as np
 
 import fiftyone as fo
 import fiftyone.core.labels as fol
@@ -9,8 +12,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
+import fiftyone_faseg.metrics as fm
+from fiftyone_faseg.evaluation.outputs import check_free, output_names
+from fiftyone_faseg.fields import written_by_faseg
+from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
 
-from .run import dropdown
+from .forms import dropdown, ground_truth_input, percent
+
+DEFAULT_EVAL_KEY = "faseg_eval"
 
 
 class EvaluateFASeg(foo.Operator):
@@ -21,12 +30,11 @@ class EvaluateFASeg(foo.Operator):
             label="FA-Seg: evaluate segmentations (mIoU)",
             description=(
                 "Per-class IoU and mIoU of a segmentation field against ground "
-                "truth, classes matched by name"
+                "truth, classes matched by name; per-sample IoU fields and an error overlay"
             ),
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def __call__(
@@ -34,7 +42,9 @@ class EvaluateFASeg(foo.Operator):
         sample_collection,
         pred_field,
         gt_field="ground_truth",
-        eval_key="faseg_eval",
+        eval_key=DEFAULT_EVAL_KEY,
+        per_class=True,
+        error_masks=True,
         delegate=False,
     ):
         """Evaluates ``pred_field`` against ``gt_field`` via this operator, as the
@@ -59,6 +69,8 @@ class EvaluateFASeg(foo.Operator):
             pred_field: the name of the predicted segmentation field
             gt_field ("ground_truth"): the name of the ground truth field
             eval_key ("faseg_eval"): the evaluation key
+            per_class (True): write ``<eval_key>_classes`` and ``<eval_key>_confusions``
+            error_masks (True): write the ``<eval_key>_errors`` overlay
             delegate (False): whether to queue a delegated run
 
         Returns:
@@ -69,66 +81,97 @@ class EvaluateFASeg(foo.Operator):
             pred_field=pred_field,
             gt_field=gt_field,
             eval_key=eval_key,
+            per_class=per_class,
+            error_masks=error_masks,
             view_target="CURRENT_VIEW",
         )
-        return foo.execute_operator(
-            self.uri, ctx, params=params, request_delegation=delegate
-        )
+        return foo.execute_operator(self.uri, ctx, params=params, request_delegation=delegate)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-
-        _evaluate_faseg_inputs(ctx, inputs)
-
-        view = types.View(label="FA-Seg: evaluate segmentations (mIoU)")
-        return types.Property(inputs, view=view)
+        if ctx.params.get("reevaluate"):
+            inputs.str("reevaluate", label="Evaluation to run again", required=True)
+        else:
+            _evaluate_faseg_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="FA-Seg: evaluate segmentations (mIoU)"))
 
     def execute(self, ctx):
-        target_view = ctx.target_view()
-        pred_field = ctx.params["pred_field"]
-        gt_field = ctx.params.get("gt_field", None) or "ground_truth"
-        eval_key = ctx.params.get("eval_key", None) or "faseg_eval"
-
         if ctx.delegated:
             progress = fo.report_progress(
-                lambda pb: ctx.set_progress(
-                    progress=pb.progress, label="Evaluating segmentations"
-                ),
+                lambda pb: ctx.set_progress(progress=pb.progress, label="Evaluating segmentations"),
                 dt=5.0,
             )
         else:
             progress = None
 
-        results = ffe.evaluate_faseg(
-            target_view,
-            pred_field,
-            gt_field=gt_field,
-            eval_key=eval_key,
-            progress=progress,
-        )
+        if ctx.params.get("reevaluate"):
+            eval_key = ctx.params["reevaluate"]
+            results = ffe.reevaluate_faseg(ctx.dataset, eval_key, progress=progress)
+        else:
+            eval_key = ctx.params.get("eval_key") or DEFAULT_EVAL_KEY
+            results = ffe.evaluate_faseg(
+                ctx.target_view(),
+                ctx.params["pred_field"],
+                gt_field=ctx.params.get("gt_field") or "ground_truth",
+                eval_key=eval_key,
+                per_class=bool(ctx.params.get("per_class", True)),
+                error_masks=bool(ctx.params.get("error_masks", True)),
+                progress=progress,
+            )
 
+        out = evaluation_outputs(results, eval_key)
         if not ctx.delegated:
+            if out["warning"]:
+                ctx.ops.notify(out["warning"], variant="warning")
             ctx.trigger("reload_dataset")
-
-        miou = results.miou
-        return {
-            "eval_key": eval_key,
-            "miou": None if miou != miou else miou,
-            "class_iou": results.class_iou,
-            "worst_view": "%s_worst" % eval_key,
-            "report": results.markdown(),
-        }
+        return out
 
     def resolve_output(self, ctx):
         outputs = types.Object()
-        outputs.float("miou", label="mIoU")
+        warning = (ctx.results or {}).get("warning")
+        if warning:
+            outputs.view("warning_notice", types.Warning(label="Samples left out", description=warning))
+        outputs.str("miou", label="mIoU")
+        outputs.str("samples", label="Samples evaluated")
         outputs.str("worst_view", label="Saved view of the worst samples")
         outputs.str("report", label="Per-class IoU", view=types.MarkdownView())
-        view = types.View(label="FA-Seg evaluation complete")
-        return types.Property(outputs, view=view)
+        return types.Property(outputs, view=types.View(label="FA-Seg evaluation complete"))
+
+
+def evaluation_outputs(results, eval_key):
+    """What the operator returns: the mIoU in percent, the sample counts (with a warning
+    when samples were left out), the per-class table."""
+    counts = results.summary or {}
+    evaluated = counts.get("evaluated") or 0
+    total = evaluated + (counts.get("no_prediction") or 0) + (counts.get("no_ground_truth") or 0)
+    warning = None
+    problems = []
+    if counts.get("no_prediction"):
+        problems.append("%d had no '%s' mask (failed or not segmented)" % (counts["no_prediction"], results.config.pred_field))
+    if counts.get("no_ground_truth"):
+        problems.append("%d had no '%s' mask" % (counts["no_ground_truth"], results.config.gt_field))
+    if problems:
+        warning = "%d of %d samples were left out of the mIoU: %s. The mIoU is over %d samples." % (
+            total - evaluated, total, "; ".join(problems), evaluated)
+    miou = results.miou
+    return {
+        "eval_key": eval_key,
+        "miou": percent(None if np.isnan(miou) else miou),
+        "miou_value": None if np.isnan(miou) else float(miou),
+        "class_iou": {c: round(v, 6) for c, v in results.class_iou.items()},
+        "samples": "%d of %d" % (evaluated, total),
+        "counts": {k: counts.get(k) for k in ("evaluated", "no_prediction", "no_ground_truth")},
+        "warning": warning,
+        "worst_view": "%s_worst" % eval_key,
+        "report": results.markdown(),
+    }
 
 
 class MIoU(foo.EvaluationMetric):
+    """The dataset mIoU of a segmentation evaluation's pixel confusion matrix, for
+    FiftyOne's own methods (``custom_metrics=["@faseg/fiftyone-faseg/miou"]``).
+    :func:`fiftyone_faseg.evaluation.evaluate_faseg` stores the same value itself."""
+
     @property
     def config(self):
         config = foo.EvaluationMetricConfig(
@@ -136,7 +179,7 @@ class MIoU(foo.EvaluationMetric):
             label="mIoU",
             description=(
                 "Mean intersection over union over the ground truth classes present "
-                "(FA-Seg / MMSegmentation protocol); writes <eval_key>_miou per sample"
+                "(FA-Seg / MMSegmentation protocol)"
             ),
             eval_types=["segmentation"],
             aggregate_key="miou",
@@ -149,111 +192,95 @@ class MIoU(foo.EvaluationMetric):
         return config
 
     def compute(self, samples, results, **kwargs):
-        return ffe.compute_miou_metric(samples, results)
+        value = fm.mean_iou(results.pixel_confusion_matrix, getattr(results.config, "num_gt_classes", None))
+        return None if np.isnan(value) else value
 
     def get_fields(self, samples, config, eval_key):
-        if samples._is_frame_field(config.gt_field):
-            return []
+        return []
 
-        return ["%s_miou" % eval_key]
+
+def prediction_fields(dataset):
+    """Segmentation fields that can be evaluated: an FA-Seg run's first, never an
+    evaluation's own output."""
+    names = dataset.get_field_schema(embedded_doc_type=fol.Segmentation)
+    runs = [n for n in names if RUN_INFO_KEY in (dataset.get_field(n).info or {})]
+    others = [n for n in names if n not in runs and not written_by_faseg(dataset, n)]
+    return sorted(runs, key=lambda n: (n != "faseg", n)) + sorted(others)
 
 
 def _evaluate_faseg_inputs(ctx, inputs):
     inputs.view_target(ctx)
-    target_view = ctx.target_view()
-
-    seg_fields = sorted(
-        target_view.get_field_schema(embedded_doc_type=fol.Segmentation).keys()
-    )
-    if len(seg_fields) < 2:
-        prop = inputs.view(
-            "warning",
-            types.Warning(
-                label="This dataset needs two Segmentation fields",
-                description=(
-                    "A field of predictions (e.g. 'faseg') and one of ground truth"
-                ),
-            ),
-        )
-        prop.invalid = True
+    dataset = ctx.dataset
+    preds = prediction_fields(dataset)
+    if not preds:
+        inputs.view("no_pred", types.Warning(
+            label="This dataset has no Segmentation field to evaluate",
+            description="Run FA-Seg first (run_faseg), or add a field of predicted masks",
+        )).invalid = True
         return
 
-    choices = dropdown(seg_fields)
-
-    inputs.enum(
-        "pred_field",
-        choices.values(),
-        default="faseg" if "faseg" in seg_fields else None,
-        required=True,
-        label="Predictions field",
-        description="The field of predicted segmentations",
-        view=choices,
-    )
-
-    pred_field = ctx.params.get("pred_field", None)
-    if pred_field is None:
-        return
-
-    gt_choices = dropdown([name for name in seg_fields if name != pred_field])
-
-    inputs.enum(
-        "gt_field",
-        gt_choices.values(),
-        default="ground_truth" if "ground_truth" in seg_fields else None,
-        required=True,
-        label="Ground truth field",
-        description="The field of ground truth segmentations",
-        view=gt_choices,
-    )
-
-    gt_field = ctx.params.get("gt_field", None)
+    inputs.enum("pred_field", preds, default=preds[0], required=True, label="Predictions field",
+                description="The field of predicted segmentations", view=dropdown(preds))
+    pred_field = ctx.params.get("pred_field") or preds[0]
+    gt_field = ground_truth_input(ctx, inputs, exclude=(pred_field,),
+                                  description="Fields FA-Seg wrote are never offered")
     if gt_field is None:
         return
 
-    dataset = ctx.dataset
     for field in (pred_field, gt_field):
         if not (dataset.mask_targets.get(field) or dataset.default_mask_targets):
-            prop = inputs.view(
-                "no_targets_" + field,
-                types.Warning(
-                    label="Field '%s' has no mask_targets" % field,
-                    description=(
-                        "Classes are matched by name: set "
-                        "dataset.mask_targets['%s'] = {1: 'cat', ...} and save"
-                        % field
-                    ),
-                ),
-            )
-            prop.invalid = True
+            inputs.view("no_targets_" + field, types.Warning(
+                label="Field '%s' has no mask_targets" % field,
+                description="Classes are matched by name: set dataset.mask_targets['%s'] = "
+                            "{1: 'cat', ...} and save" % field,
+            )).invalid = True
 
     eval_prop = inputs.str(
         "eval_key",
-        default="faseg_eval",
+        default=DEFAULT_EVAL_KEY,
         required=True,
         label="Evaluation key",
-        description=(
-            "Stores the run; per-sample mIoU goes to <eval_key>_miou and the worst "
-            "samples to the saved view <eval_key>_worst"
-        ),
+        description="Per-sample fields <eval_key>_miou, _classes, _confusions, _errors; "
+                    "saved view <eval_key>_worst",
     )
+    eval_key = ctx.params.get("eval_key") or DEFAULT_EVAL_KEY
+    inputs.bool("per_class", default=True, label="Per-class IoU and confusion pairs per sample",
+                description="<eval_key>_classes and <eval_key>_confusions (filter them in the sidebar)")
+    inputs.bool("error_masks", default=True, label="Error overlay",
+                description="<eval_key>_errors: correct / wrong class / missed / false alarm")
 
-    eval_key = ctx.params.get("eval_key", None) or "faseg_eval"
-    if eval_key in dataset.list_evaluations():
+    if not eval_key.isidentifier():
+        eval_prop.invalid = True
+        eval_prop.error_message = "Use letters, digits and underscores (e.g. faseg_eval)"
+        return
+    problem = _output_problem(dataset, eval_key, pred_field, gt_field, ctx.params)
+    if problem:
+        eval_prop.invalid = True
+        eval_prop.error_message = problem
+    elif eval_key in dataset.list_evaluations():
         info = dataset.get_evaluation_info(eval_key)
-        same = (
-            getattr(info.config, "pred_field", None) == pred_field
-            and getattr(info.config, "gt_field", None) == gt_field
-        )
-        if same:
-            inputs.view(
-                "overwrite",
-                types.Notice(label="Evaluation '%s' will be overwritten" % eval_key),
-            )
-        else:
+        same = (getattr(info.config, "pred_field", None) == pred_field
+                and getattr(info.config, "gt_field", None) == gt_field
+                and getattr(info.config, "method", None) == "faseg")
+        if not same:
             eval_prop.invalid = True
-            eval_prop.error_message = (
-                "Evaluation key already exists for other fields"
-            )
+            eval_prop.error_message = "Evaluation key already exists for other fields"
+        elif ffe.is_stale(dataset, eval_key):
+            inputs.view("stale", types.Notice(
+                label="Evaluation '%s' is stale: '%s' changed since; executing re-evaluates it" % (eval_key, pred_field)))
+        else:
+            inputs.view("overwrite", types.Notice(label="Evaluation '%s' will be overwritten" % eval_key))
+
+
+def _output_problem(dataset, eval_key, pred_field, gt_field, params):
+    """Why the evaluation could not write its fields under ``eval_key`` (None if it can)."""
+    names = output_names(eval_key, per_class=bool(params.get("per_class", True)),
+                         error_masks=bool(params.get("error_masks", True)))
+    try:
+        check_free(dataset, eval_key, names, reads=(pred_field, gt_field))
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def register(p):

@@ -1,9 +1,44 @@
-"""Form pieces shared by the operators (imports no torch)."""
+"""What every operator shares (imports no torch): form inputs and their checks, progress,
+and how a run's outcome reaches the App.
 
+Operators import these helpers from here and never from each other.
+
+-   **Inputs**: :func:`dropdown`, :func:`choices`, :func:`field_choice`,
+    :func:`ground_truth_input`, :func:`label_field_input`, :func:`model_path_input`.
+-   **Checks** flag a property before Execute (``prop.invalid`` + ``error_message``):
+    :func:`flag` with :func:`model_path_problem`, :func:`label_field_problem`,
+    :func:`range_problem`, :func:`image_size_problem`.
+-   **Progress**, one convention: :func:`progress` drives an SDK generator of
+    ``(done, total, ...)`` steps, as ``yield ctx.ops.set_progress(...)`` in the App
+    (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated).
+-   **Outcomes**: :func:`shows_errors` (an exception in an immediate generator
+    operator becomes an error notification in the App, and still fails the run),
+    :func:`summary_results` / :func:`summary_outputs` / :func:`show_output` (what a run
+    did), :func:`raise_if_all_failed`, :func:`stale_evaluations`, :func:`percent`.
+"""
+
+import functools
+import time
+
+import fiftyone as fo
 import fiftyone.core.labels as fol
 import fiftyone.operators.types as types
 
-from fiftyone_faseg.fields import ground_truth_fields
+from fiftyone_faseg.fields import ground_truth_fields, written_by_faseg
+from fiftyone_faseg.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
+
+# FASegConfig's grids scale from 512 px by powers of two (faseg_core.FASegConfig.at_image_size)
+IMAGE_SIZES = (128, 256, 512, 1024)
+PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
+MAX_REASONS = 3  # distinct failure reasons shown
+WORKER_HELP = "start a worker with `fiftyone delegated launch` (one per GPU) on a machine that reaches this database"
+SCHEDULING_HELP = (
+    "This App server cannot schedule runs: start it with FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true "
+    "(open-source FiftyOne), then " + WORKER_HELP
+)
+
+
+# ---------------------------------------------------------------------- choices
 
 
 def dropdown(names):
@@ -27,6 +62,24 @@ def segmentation_fields(ctx):
     return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Segmentation))
 
 
+def faseg_fields(ctx, suffix):
+    """The Segmentation fields FA-Seg wrote that have a ``<field><suffix>`` side field
+    (``"_scores"``: re-thresholdable, ``"_candidates"``: editable)."""
+    schema = ctx.dataset.get_field_schema()
+    return [f for f in segmentation_fields(ctx) if f + suffix in schema and written_by_faseg(ctx.dataset, f)]
+
+
+def field_choice(ctx, inputs, fields, warning, name="label_field", label="FA-Seg field"):
+    """A required dropdown of ``fields`` (``"faseg"`` first when present); returns the
+    chosen one, or None with ``warning`` in the form when there is none."""
+    if not fields:
+        blocker(inputs, "no_" + name, warning)
+        return None
+    default = "faseg" if "faseg" in fields else fields[0]
+    inputs.enum(name, fields, default=default, required=True, label=label, view=dropdown(fields))
+    return ctx.params.get(name) or default
+
+
 def ground_truth_input(ctx, inputs, name="gt_field", required=True, exclude=(), **kwargs):
     """A dropdown of the fields that can be ground truth (never one FA-Seg wrote), defaulting
     to the likeliest (:func:`fiftyone_faseg.fields.ground_truth_fields`); returns the chosen
@@ -34,15 +87,230 @@ def ground_truth_input(ctx, inputs, name="gt_field", required=True, exclude=(), 
     fields = [f for f in ground_truth_fields(ctx.dataset) if f not in exclude]
     if not fields:
         if required:
-            inputs.view("no_" + name, types.Warning(
-                label="No ground truth Segmentation field",
-                description="Add one that FA-Seg did not write (with mask_targets naming its classes)",
-            )).invalid = True
+            blocker(inputs, "no_" + name, "No ground truth Segmentation field",
+                    "Add one that FA-Seg did not write (with mask_targets naming its classes)")
         return None
     kwargs.setdefault("label", "Ground truth field")
     inputs.enum(name, fields, default=fields[0] if required else None, required=required,
                 view=dropdown(fields), **kwargs)
     return ctx.params.get(name) or (fields[0] if required else None)
+
+
+def label_field_input(ctx, inputs, name="label_field", default="faseg", **kwargs):
+    """A field name to write (flagged when :func:`label_field_problem` objects; empty means
+    ``default``); returns it."""
+    value = ctx.params.get(name) or default
+    prop = inputs.str(name, default=default, required=False, **kwargs)
+    flag(prop, label_field_problem(ctx.dataset, value))
+    return value
+
+
+def model_path_input(ctx, inputs, default, name="model_path", **kwargs):
+    """A diffusion model (Hub id or local folder), flagged when :func:`model_path_problem` objects."""
+    prop = inputs.str(name, default=default, required=False, **kwargs)
+    flag(prop, model_path_problem(ctx.params.get(name, default)))
+    return ctx.params.get(name) or default
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def flag(prop, problem):
+    """Marks a form property invalid with ``problem`` (a message, or None: nothing to flag);
+    returns whether it did."""
+    if problem:
+        prop.invalid = True
+        prop.error_message = problem
+    return bool(problem)
+
+
+def blocker(inputs, name, label, description=None):
+    """A warning in the form that blocks Execute; its label is also the error an SDK
+    call gets."""
+    prop = inputs.view(name, types.Warning(label=label, description=description))
+    flag(prop, label)
+    return prop
+
+
+def range_problem(value, name, low=None, high=None):
+    """Why a number is out of ``[low, high]`` (None when it is in range or not given)."""
+    if value is None:
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            return "%s must be at least %s (got %s)" % (name, low, value)
+        return "%s must be between %s and %s (got %s)" % (name, low, high, value)
+    return None
+
+
+def image_size_problem(value):
+    """Why ``value`` cannot be a run's image size (None when it can)."""
+    if value is None or value in IMAGE_SIZES:
+        return None
+    return "Image size must be one of %s px (got %s)" % (", ".join(map(str, IMAGE_SIZES)), value)
+
+
+# ---------------------------------------------------------------------- delegation
+
+
+def scheduling_available():
+    """Whether this App server can schedule (queue) runs: open-source FiftyOne needs
+    ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true`` when the server starts."""
+    return bool(fo.config.allow_legacy_orchestrators)
+
+
+def execution_options(default_delegated):
+    """:class:`ExecutionOptions` offering both modes; delegated first only when asked and
+    when this server can schedule at all."""
+    from fiftyone.operators.executor import ExecutionOptions
+
+    return ExecutionOptions(
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+        default_choice_to_delegated=bool(default_delegated) and scheduling_available(),
+    )
+
+
+def delegation_notice(inputs, long_run=False):
+    """Says in the form what a scheduled run needs (a worker), or how to enable scheduling."""
+    if not scheduling_available():
+        if long_run:
+            inputs.view("scheduling_notice", types.Notice(label=SCHEDULING_HELP))
+        return
+    inputs.view("worker_notice", types.Notice(label="Scheduled runs wait in a queue: " + WORKER_HELP))
+
+
+# ---------------------------------------------------------------------- progress
+
+
+def heartbeat(ctx, label="Done %d of %d"):
+    """A ``callable(done, total)`` (what SDK functions take as ``progress``) reporting to a
+    delegated run's ``ctx.set_progress``, at most every ``PROGRESS_EVERY_S`` and at the
+    end; None for an immediate run (see :func:`progress`)."""
+    if not ctx.delegated:
+        return None
+    last = [float("-inf")]
+
+    def report(done, total):
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S or done == total:
+            ctx.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
+            last[0] = time.monotonic()
+
+    return report
+
+
+def progress(ctx, steps, label="Segmented %d of %d samples"):
+    """Reports an SDK generator's ``(done, total, *rest)`` steps: ``ctx.ops.set_progress``
+    in the App for an immediate run, :func:`heartbeat` for a delegated one.
+
+    Use with ``yield from``; returns the last step's ``rest`` (e.g. the run summary).
+    """
+    report = heartbeat(ctx, label)
+    if report is not None:
+        ctx.set_progress(progress=0.0, label="Starting")  # a first heartbeat before the model loads
+    rest = (None,)
+    for done, total, *rest in steps:
+        if report is not None:
+            report(done, total)
+        else:
+            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+# ---------------------------------------------------------------------- outcomes
+
+
+def shows_errors(execute):
+    """Decorates a generator ``execute``: an exception becomes an error notification in
+    the App before it fails the run (the App shows nothing for a generator operator that
+    raises mid-stream)."""
+
+    @functools.wraps(execute)
+    def wrapper(self, ctx):
+        try:
+            result = yield from execute(self, ctx)
+            return result
+        except Exception as e:
+            if not ctx.delegated and ctx.executor is not None:
+                yield ctx.ops.notify("%s failed: %s" % (self.config.label, e), variant="error")
+            raise
+
+    return wrapper
+
+
+def reasons(summary):
+    """The first distinct failure reasons of a run (:meth:`RunSummary.reasons`), each with
+    how many samples it hit."""
+    return ["%s (%d sample%s)" % (r, n, "" if n == 1 else "s") for r, n in summary.reasons(MAX_REASONS)]
+
+
+def raise_if_all_failed(summary, what="run"):
+    """A run that segmented nothing while samples failed is a failed run: raises
+    ``RuntimeError`` with the first distinct reasons."""
+    if summary is not None and summary.failed and not summary.processed:
+        raise RuntimeError("every sample of the %s failed (%d): %s"
+                           % (what, len(summary.failed), "; ".join(reasons(summary))))
+
+
+def summary_results(summary, settings, **extra):
+    """Operator results of a :class:`fiftyone_faseg.run.RunSummary` of a run made with
+    ``settings``: counts, the first distinct failure reasons and where its outputs went
+    (files go under ``summary.root`` with an ``output_dir`` or stored scores)."""
+    on_disk = settings.output_dir or settings.store_scores
+    results = dict(
+        processed=len(summary.processed),
+        skipped=len(summary.skipped),
+        failed=len(summary.failed),
+        reasons=reasons(summary),
+        files=summary.root if on_disk else "in the database",
+    )
+    results.update(extra)
+    return results
+
+
+def summary_outputs(results, label_field="<label_field>"):
+    """The view of :func:`summary_results` (reasons only when some sample failed, and any
+    extra message result, e.g. ``stale``)."""
+    outputs = types.Object()
+    outputs.int("processed", label="Segmented")
+    outputs.int("skipped", label="Skipped (already labelled)")
+    outputs.int("failed", label="Failed (reasons in %s_error)" % label_field)
+    if results.get("reasons"):
+        outputs.list("reasons", types.String(), label="Why samples failed")
+    outputs.str("files", label="Files written to")
+    if results.get("stale"):
+        outputs.str("stale", label="Evaluations")
+    return outputs
+
+
+def show_output(ctx, outputs, results, label):
+    """Shows ``results`` in the App through ``outputs`` (a generator operator's results are
+    not shown otherwise); nothing for a delegated run. Use with ``yield from``."""
+    if not ctx.delegated and ctx.executor is not None:
+        yield ctx.ops.show_output(types.Property(outputs, view=types.View(label=label)).to_json(), results)
+
+
+def stale_evaluations(dataset, pred_field):
+    """Keys of the evaluations of ``pred_field``: stale once the field is written again."""
+    keys = []
+    for key in dataset.list_evaluations():
+        config = dataset.get_evaluation_info(key).config
+        if getattr(config, "pred_field", None) == pred_field:
+            keys.append(key)
+    return keys
+
+
+def stale_message(dataset, pred_field, before=False):
+    """What to tell the user after (or, ``before``, ahead of) rewriting ``pred_field``;
+    None when no evaluation used it."""
+    keys = stale_evaluations(dataset, pred_field)
+    if not keys:
+        return None
+    many = len(keys) > 1
+    return "Evaluation%s %s of '%s' %s stale%s: run evaluate_faseg again" % (
+        "s" if many else "", ", ".join(keys), pred_field,
+        "will be" if before else ("are now" if many else "is now"), " after this" if before else "",
+    )
 
 
 def percent(value, digits=1):

@@ -5,13 +5,16 @@ Thin over :mod:`fiftyone_faseg.iterate` and :mod:`fiftyone_faseg.rerun`; torch a
 model load only when an operator executes.
 """
 
-import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
+from fiftyone_faseg.settings import RunRecord
 
-from .run import dropdown, segment_with_progress
+from . import forms
+
+NO_SCORES = "No FA-Seg field with stored scores: run run_faseg with 'Store score maps' on"
+NO_CANDIDATES = "No FA-Seg run with candidates in this dataset"
 
 
 class RethresholdFASeg(foo.Operator):
@@ -24,31 +27,28 @@ class RethresholdFASeg(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=False,
+            default_choice_to_delegated=False,  # fast: no model, a matrix product per sample
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        label_field = _scored_field_input(ctx, inputs)
+        inputs.view_target(ctx)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_scores"), NO_SCORES)
         if label_field:
-            from fiftyone_faseg.iterate import run_settings
-
-            inputs.float("threshold", default=run_settings(ctx.dataset, label_field).get("threshold", DEFAULT_THRESHOLD),
-                         required=True, label="Background threshold", description="0.5-0.6 is best in the paper")
+            record = RunRecord.read(ctx.dataset, label_field)
+            default = record.threshold if record and record.threshold is not None else DEFAULT_THRESHOLD
+            prop = inputs.float("threshold", default=default, required=True, label="Background threshold",
+                                description="0.5-0.6 is best in the paper")
+            forms.flag(prop, forms.range_problem(ctx.params.get("threshold"), "The threshold", 0, 1))
             names = [str(n) for v, n in sorted((ctx.dataset.mask_targets.get(label_field) or {}).items()) if int(v)]
             inputs.list("classes", types.String(), required=False, label="Only these classes (optional)",
-                        view=_choices(names, allow_user_input=False))
-            prop = inputs.str("out_field", default=label_field, required=True, label="Write to field",
-                              description="The same field, or a new one (it gets the same mask_targets)")
-            out_field = ctx.params.get("out_field") or label_field
+                        view=forms.choices(names, allow_user_input=False))
+            out_field = forms.label_field_input(
+                ctx, inputs, name="out_field", default=label_field, label="Write to field",
+                description="The same field, or a new one (it gets the same mask_targets)",
+            )
             if out_field != label_field and out_field in ctx.dataset.get_field_schema():
-                from fiftyone_faseg.iterate import run_settings
-
-                if not run_settings(ctx.dataset, out_field):
-                    prop.invalid = True
-                    prop.error_message = "'%s' was not made by FA-Seg: choose a new field" % out_field
-                else:
-                    inputs.bool("overwrite", default=False, label="Replace the masks in '%s'" % out_field)
+                inputs.bool("overwrite", default=False, label="Replace the masks in '%s'" % out_field)
         return types.Property(inputs, view=types.View(label="FA-Seg: re-threshold"))
 
     def execute(self, ctx):
@@ -57,23 +57,28 @@ class RethresholdFASeg(foo.Operator):
         from fiftyone_faseg.iterate import rethreshold
 
         label_field = ctx.params["label_field"]
+        out_field = ctx.params.get("out_field") or label_field
         start = time.perf_counter()
         written = rethreshold(
             ctx.target_view(),
             label_field,
             float(ctx.params.get("threshold")),
             classes=ctx.params.get("classes") or None,
-            out_field=ctx.params.get("out_field") or label_field,
+            out_field=out_field,
             overwrite=bool(ctx.params.get("overwrite", False)),
+            progress=forms.heartbeat(ctx, "Re-thresholded %d of %d samples"),
         )
         if not ctx.delegated:
             ctx.trigger("reload_dataset")
-        return dict(written=len(written), seconds=round(time.perf_counter() - start, 3))
+        return dict(written=len(written), field=out_field, seconds=round(time.perf_counter() - start, 3),
+                    stale=forms.stale_message(ctx.dataset, out_field) if written else None)
 
     def resolve_output(self, ctx):
         outputs = types.Object()
         outputs.int("written", label="Masks written")
+        outputs.str("field", label="Into field")
         outputs.float("seconds", label="Seconds")
+        outputs.str("stale", label="Evaluations")
         return types.Property(outputs, view=types.View(label="Re-threshold complete"))
 
 
@@ -86,29 +91,29 @@ class SweepFASegThreshold(foo.Operator):
             description="mIoU of the current view at thresholds 0.3-0.8, from stored scores",
             dynamic=True,
             allow_immediate_execution=True,
-            allow_delegated_execution=True,
+            allow_delegated_execution=False,  # fast, and its plot exists only in the dialog
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        label_field = _scored_field_input(ctx, inputs)
-        if label_field:
-            fields = [f for f in _segmentation_fields(ctx) if f != label_field]
-            if not fields:
-                inputs.view("no_gt", types.Warning(label="No ground truth Segmentation field")).invalid = True
-                return types.Property(inputs)
-            inputs.enum("gt_field", fields, default="ground_truth" if "ground_truth" in fields else fields[0],
-                        required=True, label="Ground truth field", view=dropdown(fields))
-            inputs.float("start", default=0.3, label="From")
-            inputs.float("stop", default=0.8, label="To")
-            inputs.float("step", default=0.05, label="Step")
+        inputs.view_target(ctx)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_scores"), NO_SCORES)
+        if label_field and forms.ground_truth_input(ctx, inputs, exclude=(label_field,)):
+            start = inputs.float("start", default=0.3, label="From")
+            stop = inputs.float("stop", default=0.8, label="To")
+            step = inputs.float("step", default=0.05, label="Step")
+            lo, hi = ctx.params.get("start", 0.3), ctx.params.get("stop", 0.8)
+            forms.flag(start, forms.range_problem(lo, "From", 0, 1))
+            forms.flag(stop, forms.range_problem(hi, "To", 0, 1) or (
+                "To must be above From" if lo is not None and hi is not None and hi < lo else None))
+            forms.flag(step, forms.range_problem(ctx.params.get("step"), "Step", 0.005, 1))
         return types.Property(inputs, view=types.View(label="FA-Seg: threshold sweep"))
 
     def execute(self, ctx):
         from fiftyone_faseg.iterate import sweep
 
         start, stop, step = (float(ctx.params.get(k, d)) for k, d in (("start", 0.3), ("stop", 0.8), ("step", 0.05)))
-        count = max(1, int(round((stop - start) / step)) + 1) if step > 0 else 1
+        count = int(round((stop - start) / step)) + 1
         thresholds = [round(start + i * step, 4) for i in range(count)]
         miou = sweep(ctx.target_view(), ctx.params["label_field"], ctx.params["gt_field"], thresholds)
         return sweep_outputs(miou)
@@ -116,9 +121,8 @@ class SweepFASegThreshold(foo.Operator):
     def resolve_output(self, ctx):
         outputs = types.Object()
         outputs.float("best_threshold", label="Best threshold")
-        outputs.float("best_miou", label="Best mIoU")
-        outputs.plot("plot", label="mIoU per threshold",
-                     layout=dict(xaxis=dict(title="threshold"), yaxis=dict(title="mIoU")))
+        outputs.str("best_miou_percent", label="Best mIoU")
+        outputs.plot("plot", label="mIoU per threshold", layout=SWEEP_LAYOUT, config=dict(displayModeBar=False))
         table = types.TableView()
         table.add_column("threshold", label="Threshold")
         table.add_column("miou", label="mIoU")
@@ -126,15 +130,30 @@ class SweepFASegThreshold(foo.Operator):
         return types.Property(outputs, view=types.View(label="Threshold sweep"))
 
 
+# Readable in the operator dialog: a fixed height, room for the axis titles, percent ticks
+SWEEP_LAYOUT = dict(
+    height=320,
+    margin=dict(l=70, r=20, t=20, b=60),
+    xaxis=dict(title=dict(text="Background threshold"), tickformat=".2f"),
+    yaxis=dict(title=dict(text="mIoU (%)"), ticksuffix=" %", rangemode="tozero"),
+    showlegend=False,
+)
+
+
 def sweep_outputs(miou):
-    """Operator results of a sweep: a Plotly line, a table and the best threshold."""
+    """Operator results of a sweep: a Plotly line and a table in percent, the best threshold
+    and its mIoU (``best_miou`` in ``[0, 1]`` for SDK callers, shown as ``best_miou_percent``)."""
     known = {t: v for t, v in miou.items() if v is not None}
     best = max(known, key=known.get) if known else None
     return dict(
-        plot=[dict(x=list(miou), y=[v for v in miou.values()], type="scatter", mode="lines+markers", name="mIoU")],
-        table=[dict(threshold=t, miou=None if v is None else round(v, 4)) for t, v in miou.items()],
+        plot=[dict(
+            x=list(miou), y=[None if v is None else round(100 * v, 1) for v in miou.values()],
+            type="scatter", mode="lines+markers", name="mIoU", hovertemplate="%{x:.2f}: %{y:.1f} %<extra></extra>",
+        )],
+        table=[dict(threshold=t, miou=forms.percent(v)) for t, v in miou.items()],
         best_threshold=best,
         best_miou=known.get(best),
+        best_miou_percent=forms.percent(known.get(best)),
     )
 
 
@@ -153,8 +172,7 @@ class EditCandidates(foo.Operator):
 
         inputs = types.Object()
         inputs.view_target(ctx)
-        fields = [f for f in _segmentation_fields(ctx) if f + "_candidates" in ctx.dataset.get_field_schema()]
-        label_field = _field_choice(ctx, inputs, fields, "No FA-Seg run with candidates in this dataset")
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_candidates"), NO_CANDIDATES)
         if not label_field:
             return types.Property(inputs)
         target = ctx.target_view()
@@ -166,21 +184,33 @@ class EditCandidates(foo.Operator):
         modes.add_choice("add", label="Add these classes")
         modes.add_choice("remove", label="Remove these classes")
         inputs.enum("mode", modes.values(), default="replace", label="Edit", view=modes)
-        inputs.list("classes", types.String(), default=current, label="Candidate classes",
-                    description="Current candidates of the %d target samples" % target.count(),
-                    view=_choices(vocabulary(ctx.dataset, label_field)))
+        prop = inputs.list("classes", types.String(), default=current, label="Candidate classes",
+                           description="Current candidates of the %d target samples" % target.count(),
+                           view=forms.choices(vocabulary(ctx.dataset, label_field)))
         inputs.str("new_classes", required=False, label="New classes (comma-separated)")
+        if not _edited_classes(ctx.params if "classes" in ctx.params else dict(ctx.params, classes=current)):
+            forms.flag(prop, "Name at least one class")
         return types.Property(inputs, view=types.View(label="FA-Seg: edit candidates"))
 
     def execute(self, ctx):
         from fiftyone_faseg.rerun import set_candidates
 
-        classes = list(ctx.params.get("classes") or [])
-        classes += [c.strip() for c in (ctx.params.get("new_classes") or "").split(",") if c.strip()]
-        edited = set_candidates(ctx.target_view(), ctx.params["label_field"], classes,
-                                mode=ctx.params.get("mode") or "replace")
+        classes = _edited_classes(ctx.params)
+        mode = ctx.params.get("mode") or "replace"
+        edited = set_candidates(ctx.target_view(), ctx.params["label_field"], classes, mode=mode)
         ctx.trigger("reload_samples")
-        return dict(edited=edited)
+        verb = {"replace": "set to", "add": "added", "remove": "removed"}[mode]
+        return dict(
+            edited=edited,
+            message="Candidates of %d samples: %s %s. Run 'FA-Seg: rerun with edited candidates' on them "
+                    "to segment them again" % (edited, verb, ", ".join(classes)),
+        )
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("edited", label="Samples edited")
+        outputs.str("message", label="Done")
+        return types.Property(outputs, view=types.View(label="Candidates edited"))
 
 
 class RerunFASeg(foo.Operator):
@@ -199,53 +229,41 @@ class RerunFASeg(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx)
-        fields = [f for f in _segmentation_fields(ctx) if f + "_candidates" in ctx.dataset.get_field_schema()]
-        label_field = _field_choice(ctx, inputs, fields, "No FA-Seg run with candidates in this dataset")
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_candidates"), NO_CANDIDATES)
         if label_field:
-            from fiftyone_faseg.iterate import run_settings
-
-            settings = run_settings(ctx.dataset, label_field)
-            inputs.str("model_path", default=settings.get("model_path"), required=False, label="Diffusion model")
-            inputs.float("threshold", default=settings.get("threshold"), required=False, label="Background threshold")
+            record = RunRecord.read(ctx.dataset, label_field)
+            forms.model_path_input(ctx, inputs, record.model_path if record else None, label="Diffusion model")
+            prop = inputs.float("threshold", default=record.threshold if record else None, required=False,
+                                label="Background threshold")
+            forms.flag(prop, forms.range_problem(ctx.params.get("threshold"), "The threshold", 0, 1))
+            stale = forms.stale_message(ctx.dataset, label_field, before=True)
+            if stale:
+                inputs.view("stale_notice", types.Notice(label=stale))
+            forms.delegation_notice(inputs)
         return types.Property(inputs, view=types.View(label="FA-Seg: rerun"))
 
+    @forms.shows_errors
     def execute(self, ctx):
         from fiftyone_faseg.rerun import rerun_settings
         from fiftyone_faseg.run import iter_segment_samples
 
+        label_field = ctx.params["label_field"]
         target = ctx.target_view()
-        settings = rerun_settings(target, ctx.params["label_field"], model_path=ctx.params.get("model_path") or None,
+        settings = rerun_settings(target, label_field, model_path=ctx.params.get("model_path") or None,
                                   threshold=ctx.params.get("threshold"))
-        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, settings=settings))
-        yield dict(processed=len(summary.processed) if summary else 0, failed=len(summary.failed) if summary else 0)
+        summary = yield from forms.progress(ctx, iter_segment_samples(target, settings=settings))
+        if not ctx.delegated:
+            yield ctx.trigger("reload_dataset")
+        forms.raise_if_all_failed(summary, what="rerun")
+        results = forms.summary_results(summary, settings, stale=forms.stale_message(ctx.dataset, label_field))
+        yield from forms.show_output(ctx, forms.summary_outputs(results, label_field), results,
+                                     "FA-Seg rerun complete")
 
 
-def _segmentation_fields(ctx):
-    return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Segmentation))
-
-
-def _choices(names, allow_user_input=True):
-    view = types.AutocompleteView(allow_user_input=allow_user_input, allow_duplicates=False)
-    for name in names:
-        view.add_choice(name, label=name)
-    return view
-
-
-def _field_choice(ctx, inputs, fields, warning):
-    if not fields:
-        inputs.view("no_field", types.Warning(label=warning)).invalid = True
-        return None
-    default = "faseg" if "faseg" in fields else fields[0]
-    inputs.enum("label_field", fields, default=default, required=True, label="FA-Seg field", view=dropdown(fields))
-    return ctx.params.get("label_field") or default
-
-
-def _scored_field_input(ctx, inputs):
-    inputs.view_target(ctx)
-    schema = ctx.dataset.get_field_schema()
-    fields = [f for f in _segmentation_fields(ctx) if f + "_scores" in schema]
-    return _field_choice(ctx, inputs, fields,
-                         "No FA-Seg field with stored scores: run run_faseg with 'Store score maps' on")
+def _edited_classes(params):
+    classes = [str(c).strip() for c in params.get("classes") or [] if c and str(c).strip()]
+    classes += [c.strip() for c in (params.get("new_classes") or "").split(",") if c.strip()]
+    return classes
 
 
 def register(p):

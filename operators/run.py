@@ -1,20 +1,22 @@
 """The ``run_faseg`` operator: FA-Seg over a view, from the App or the SDK.
 
-Thin over :func:`fiftyone_faseg.run.iter_segment_samples`; torch, diffusers and the model
-are loaded only when it executes, so the plugin always registers.
+Thin over :func:`fiftyone_faseg.run.iter_segment_samples` with a
+:class:`fiftyone_faseg.settings.RunSettings` built from the form; torch, diffusers and the
+model are loaded only when it executes, so the plugin always registers.
 """
 
-import fiftyone as fo
-import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER, DEFAULT_THRESHOLD
+from fiftyone_faseg.fields import ground_truth_fields
+from fiftyone_faseg.settings import RunSettings
+
+from . import forms
 
 DEFAULT_BATCH_SIZE = 4
 # Up to this many samples an immediate run is offered first; more go to a delegated run
 IMMEDIATE_MAX_SAMPLES = 8
-PROGRESS_EVERY_S = 5.0
 
 
 class RunFASeg(foo.Operator):
@@ -32,17 +34,7 @@ class RunFASeg(foo.Operator):
         )
 
     def resolve_execution_options(self, ctx):
-        from fiftyone.operators.executor import ExecutionOptions
-
-        try:
-            many = ctx.target_view().count() > IMMEDIATE_MAX_SAMPLES
-        except Exception:
-            many = True
-        return ExecutionOptions(
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=many,
-        )
+        return forms.execution_options(default_delegated=_many(ctx))
 
     def __call__(
         self,
@@ -88,26 +80,20 @@ class RunFASeg(foo.Operator):
             overwrite (False): replace existing labels
             output_dir (None): write masks as PNGs here
             delegate (False): queue a delegated run instead of running now
-            **kwargs: other parameters of the operator
+            **kwargs: other parameters of the operator (any
+                :class:`fiftyone_faseg.settings.RunSettings` field, ``num_shards``)
 
         Returns:
             an :class:`fiftyone.operators.executor.ExecutionResult`
         """
-        params = dict(
-            label_field=label_field,
-            classes=list(classes or []),
-            classes_from=classes_from or "list",
-            gt_field=gt_field,
-            model_path=model_path,
-            threshold=threshold,
-            batch_size=batch_size,
-            skip_existing=skip_existing,
-            overwrite=overwrite,
-            # the folder picker's value shape, which the input validation expects
-            output_dir=dict(absolute_path=str(output_dir)) if output_dir else None,
-            view_target="CURRENT_VIEW",
-            **kwargs,
+        settings = RunSettings.from_kwargs(
+            label_field=label_field, classes=classes or (), classes_from=classes_from, gt_field=gt_field,
+            model_path=model_path, threshold=threshold, batch_size=batch_size, skip_existing=skip_existing,
+            overwrite=overwrite, output_dir=output_dir,
+            **{k: v for k, v in kwargs.items() if k in RunSettings.fields()},
         )
+        params = dict(settings.to_params(), view_target="CURRENT_VIEW",
+                      **{k: v for k, v in kwargs.items() if k not in RunSettings.fields()})
         ctx = dict(view=sample_collection.view())
         return foo.execute_operator(self.uri, ctx, params=params, request_delegation=delegate)
 
@@ -116,134 +102,80 @@ class RunFASeg(foo.Operator):
         _run_faseg_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="FA-Seg: segment images"))
 
+    @forms.shows_errors
     def execute(self, ctx):
-        from fiftyone_faseg.run import iter_segment_samples
-
-        kwargs = run_kwargs(ctx.params)
+        settings = RunSettings.from_params(ctx.params)
         target = ctx.target_view()
-        if ctx.params.get("ray_address"):
-            # the whole run on a Ray cluster, one actor per GPU (fiftyone_faseg.distributed)
-            from fiftyone_faseg.distributed import iter_segment_samples_on_ray
-            from fiftyone_faseg.settings import RunSettings
-
-            steps = iter_segment_samples_on_ray(target, address=ctx.params["ray_address"],
-                                                settings=RunSettings.from_params(ctx.params))
-            summary = yield from segment_with_progress(ctx, steps)
-            yield _outputs(summary)
-            return
-        if int(ctx.params.get("num_shards") or 1) > 1:
+        num_shards = int(ctx.params.get("num_shards") or 1)
+        if num_shards > 1:
             # fan out: one delegated run of this operator per disjoint slice
             from fiftyone_faseg.workers import queue_shards
 
-            queued = queue_shards(target, int(ctx.params["num_shards"]), dict(ctx.params),
-                                  operator_uri=self.uri, delegation_target=ctx.delegation_target)
-            yield dict(processed=0, skipped=0, failed=0, queued_runs=queued)
+            queued = queue_shards(target, num_shards, settings.to_params(), operator_uri=self.uri,
+                                  delegation_target=ctx.delegation_target)
+            yield from forms.show_output(ctx, _queued_outputs(), _queued_results(queued), "FA-Seg: runs queued")
             return
-        summary = yield from segment_with_progress(ctx, iter_segment_samples(target, **kwargs))
-        yield _outputs(summary)
+        from fiftyone_faseg.run import iter_segment_samples
 
-    def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("processed", label="Segmented")
-        outputs.int("skipped", label="Skipped (already labelled)")
-        outputs.int("failed", label="Failed (see <label_field>_error)")
-        outputs.list("queued_runs", types.String(), label="Queued runs (num_shards > 1)")
-        return types.Property(outputs, view=types.View(label="FA-Seg run complete"))
+        if ctx.params.get("ray_address"):
+            # the whole run on a Ray cluster, one actor per GPU (fiftyone_faseg.distributed)
+            from fiftyone_faseg.distributed import iter_segment_samples_on_ray
 
-
-def segment_with_progress(ctx, steps):
-    """Drives :func:`fiftyone_faseg.run.iter_segment_samples` from an operator: progress in
-    the App (immediate) or as the run's heartbeat (delegated), then a dataset reload.
-    Returns the run's summary (use with ``yield from``)."""
-    import time
-
-    if ctx.delegated:
-        # a first heartbeat before the model loads (see fiftyone_faseg.workers)
-        ctx.set_progress(progress=0.0, label="Loading the model")
-    summary, last = None, 0.0
-    for done, total, summary in steps:
-        label = "Segmented %d of %d samples" % (done, total)
-        progress = done / total if total else 1.0
+            steps = iter_segment_samples_on_ray(target, address=ctx.params["ray_address"], settings=settings)
+        else:
+            steps = iter_segment_samples(target, settings=settings)
+        summary = yield from forms.progress(ctx, steps)
         if not ctx.delegated:
-            yield ctx.ops.set_progress(progress=progress, label=label)
-        elif time.monotonic() - last >= PROGRESS_EVERY_S or done == total:
-            ctx.set_progress(progress=progress, label=label)
-            last = time.monotonic()
-    if not ctx.delegated:
-        yield ctx.trigger("reload_dataset")
-    return summary
+            yield ctx.trigger("reload_dataset")
+        forms.raise_if_all_failed(summary)
+        results = forms.summary_results(summary, settings)
+        yield from forms.show_output(ctx, forms.summary_outputs(results, settings.label_field), results,
+                                     "FA-Seg run complete")
 
 
-def dropdown(names):
-    """A dropdown of names (field names, classes) for an operator form."""
-    view = types.DropdownView()
-    for name in names:
-        view.add_choice(name, label=name)
-    return view
-
-
-def run_kwargs(params):
-    """The :func:`iter_segment_samples` arguments of an operator's params."""
-    classes = [c for c in (params.get("classes") or []) if c and str(c).strip()]
-    classes_from = params.get("classes_from") or "list"
+def _queued_results(queued):
     return dict(
-        label_field=params.get("label_field") or "faseg",
-        classes=classes,
-        classes_from=classes_from,
-        gt_field=params.get("gt_field") or None,
-        model_path=params.get("model_path") or DEFAULT_MODEL,
-        threshold=params.get("threshold"),
-        batch_size=params.get("batch_size"),
-        image_size=params.get("image_size") or None,
-        skip_existing=bool(params.get("skip_existing", False)),
-        overwrite=bool(params.get("overwrite", False)),
-        output_dir=_dir_path(params.get("output_dir")),
-        use_captioner=bool(params.get("use_captioner", False)),
-        captioner_path=params.get("captioner_path") or DEFAULT_CAPTIONER,
-        tagger_model=(params.get("tagger_model") or DEFAULT_TAGGER[0], params.get("tagger_pretrained") or DEFAULT_TAGGER[1]),
-        store_scores=bool(params.get("store_scores", False)),
-        heatmap=bool(params.get("heatmap", False)),
-        pamr=params.get("pamr"),  # None keeps the config's setting
+        queued_runs=queued,
+        next_step="%d runs queued: %s. Follow them with `fiftyone delegated list`." % (len(queued), forms.WORKER_HELP)
+        if queued else "Nothing to queue: every target sample already has the field",
     )
 
 
-def _dir_path(value):
-    """A folder param: the file picker gives ``{"absolute_path": ...}``, the SDK a string."""
-    if isinstance(value, dict):
-        value = value.get("absolute_path") or value.get("path")
-    return value or None
+def _queued_outputs():
+    outputs = types.Object()
+    outputs.str("next_step", label="Next step")
+    outputs.list("queued_runs", types.String(), label="Queued runs")
+    return outputs
 
 
-def _outputs(summary):
-    if summary is None:
-        return dict(processed=0, skipped=0, failed=0)
-    return dict(processed=len(summary.processed), skipped=len(summary.skipped), failed=len(summary.failed))
-
-
-def _segmentation_fields(ctx):
-    return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Segmentation).keys())
+def _many(ctx):
+    try:
+        return ctx.target_view().count() > IMMEDIATE_MAX_SAMPLES
+    except Exception:
+        return True
 
 
 def _run_faseg_inputs(ctx, inputs):
     inputs.view_target(ctx)
 
-    inputs.str(
-        "label_field",
-        default="faseg",
-        label="Label field",
+    # 1. Where: the field, and what to do with labels already there (first, so a
+    #    blocking warning is seen next to the choice that clears it)
+    label_field = forms.label_field_input(
+        ctx, inputs, label="Label field",
         description="The Segmentation field to write (plus _candidates, _caption and _error)",
     )
+    _existing_labels_inputs(ctx, inputs, label_field)
 
-    gt_fields = _segmentation_fields(ctx)
+    # 2. Which classes
+    gt_fields = ground_truth_fields(ctx.dataset)
     sources = types.RadioGroup()
     sources.add_choice("list", label="Classes I name")
     if gt_fields:
         sources.add_choice("mask_targets", label="All classes of a ground truth field")
         sources.add_choice("gt_field", label="Classes present in each ground truth mask")
     sources.add_choice("tagger", label="Proposed per image (BLIP caption + CLIP tagger)")
-    inputs.enum("classes_from", sources.values(), default="list",
-                label="Candidate classes", view=sources)
-    classes_from = ctx.params.get("classes_from", "list")
+    inputs.enum("classes_from", sources.values(), default="list", label="Candidate classes", view=sources)
+    classes_from = ctx.params.get("classes_from") or "list"
 
     if classes_from in ("list", "tagger"):
         prop = inputs.list(
@@ -252,14 +184,13 @@ def _run_faseg_inputs(ctx, inputs):
             required=classes_from == "list",
             label="Classes" if classes_from == "list" else "Vocabulary (empty: ground truth classes or PASCAL VOC)",
         )
-        if classes_from == "list" and not ctx.params.get("classes"):
-            prop.invalid = True
-            prop.error_message = "Name at least one class"
-    if classes_from in ("mask_targets", "gt_field") or (classes_from == "tagger" and gt_fields):
-        gt = dropdown(gt_fields)
-        inputs.enum("gt_field", gt.values(), required=classes_from != "tagger",
-                    default=gt_fields[0] if classes_from != "tagger" else None,
-                    label="Ground truth field", view=gt)
+        if classes_from == "list" and not [c for c in ctx.params.get("classes") or [] if c and str(c).strip()]:
+            forms.flag(prop, "Name at least one class")
+    if classes_from in ("mask_targets", "gt_field"):
+        forms.ground_truth_input(ctx, inputs, exclude=(label_field,))
+    elif classes_from == "tagger":
+        forms.ground_truth_input(ctx, inputs, required=False, exclude=(label_field,),
+                                 label="Ground truth field (optional: its classes as the vocabulary)")
 
     if classes_from != "tagger":
         inputs.bool("use_captioner", default=False, label="Caption images (BLIP) for the prompt",
@@ -270,53 +201,77 @@ def _run_faseg_inputs(ctx, inputs):
     if classes_from == "tagger":
         inputs.str("tagger_model", default=DEFAULT_TAGGER[0], label="Tagger (open_clip model or local folder)")
         inputs.str("tagger_pretrained", default=DEFAULT_TAGGER[1], label="Tagger weights (open_clip tag or file)")
-    inputs.str("model_path", default=DEFAULT_MODEL, label="Diffusion model",
-               description="A Hugging Face Hub id or a local folder with unet/, vae/, text_encoder/, tokenizer/")
-    inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
-                 description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
-    inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size")
-    inputs.int("image_size", default=512, label="Image size",
-               description="Images are resized to this square before the VAE (paper: 512)")
-    inputs.int("num_shards", default=1, label="Parallel runs",
-               description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
-                           "for that many `fiftyone delegated launch` workers (one per GPU)")
+
+    # 3. How
+    forms.model_path_input(ctx, inputs, DEFAULT_MODEL, label="Diffusion model",
+                           description="A Hugging Face Hub id or a local folder with unet/, vae/, text_encoder/, "
+                                       "tokenizer/")
+    prop = inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
+                        description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
+    forms.flag(prop, forms.range_problem(ctx.params.get("threshold"), "The threshold", 0, 1))
+    prop = inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size")
+    forms.flag(prop, forms.range_problem(ctx.params.get("batch_size"), "Batch size", 1))
+    prop = inputs.int("image_size", default=512, label="Image size",
+                      description="Images are resized to this square before the VAE (paper: 512)")
+    forms.flag(prop, forms.image_size_problem(ctx.params.get("image_size")))
+    prop = inputs.int("num_shards", default=1, label="Parallel runs",
+                      description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
+                                  "for that many `fiftyone delegated launch` workers (one per GPU)")
+    if not forms.flag(prop, forms.range_problem(ctx.params.get("num_shards"), "Parallel runs", 1)):
+        if int(ctx.params.get("num_shards") or 1) > 1:
+            inputs.view("shards_notice", types.Notice(
+                label="Executing queues %s runs and returns: %s" % (ctx.params["num_shards"], forms.WORKER_HELP)))
     inputs.str("ray_address", required=False, label="Ray cluster address (optional)",
                description="Run on a Ray cluster instead, one model per GPU: 'auto' on a node of the cluster, or "
                            "ray://head:10001 (use a mask folder on storage the workers share; see docs/scaling.md)")
-    inputs.bool("skip_existing", default=False, label="Skip samples that already have this field")
-    inputs.bool("overwrite", default=False, label="Overwrite existing labels")
+
+    # 4. What to keep
     inputs.bool("store_scores", default=False, label="Store score maps",
                 description="Keep each sample's score maps (small float16 files) to re-threshold and sweep later")
     inputs.bool("heatmap", default=False, label="Score heatmap",
                 description="Store the top class's score as <label_field>_heatmap to overlay in the App")
     inputs.bool("pamr", default=False, label="PAMR refinement",
                 description="Snap the score maps to the image's colour edges before thresholding (slower)")
-    inputs.file(
-        "output_dir",
-        required=False,
-        label="Mask folder (optional)",
-        description="Write masks as PNG files here instead of in the database (best for large datasets)",
-        view=types.FileExplorerView(choose_dir=True, button_label="Choose a folder..."),
-    )
+    _output_dir_input(ctx, inputs)
+    forms.delegation_notice(inputs, long_run=_many(ctx))
 
-    label_field = ctx.params.get("label_field") or "faseg"
-    if (
-        label_field in ctx.dataset.get_field_schema()
-        and not ctx.params.get("skip_existing")
-        and not ctx.params.get("overwrite")
-    ):
-        try:
-            existing = ctx.target_view().exists(label_field).count()
-        except Exception:
-            existing = 0
-        if existing:
-            warning = inputs.view(
-                "existing_warning",
-                types.Warning(
-                    label="%d samples already have '%s': choose skip or overwrite" % (existing, label_field)
-                ),
-            )
-            warning.invalid = True
+
+def _existing_labels_inputs(ctx, inputs, label_field):
+    """Skip or overwrite, offered right under the field when target samples already have it."""
+    if forms.label_field_problem(ctx.dataset, label_field) or label_field not in ctx.dataset.get_field_schema():
+        return
+    try:
+        existing = ctx.target_view().exists(label_field).count()
+    except Exception:
+        existing = 0
+    if not existing:
+        return
+    skip, overwrite = ctx.params.get("skip_existing"), ctx.params.get("overwrite")
+    if not (skip or overwrite):
+        forms.blocker(inputs, "existing_warning", "%d target samples already have '%s'" % (existing, label_field),
+                      "Choose below: skip them, or overwrite their labels")
+    inputs.bool("skip_existing", default=False, label="Skip samples that already have '%s'" % label_field)
+    prop = inputs.bool("overwrite", default=False, label="Overwrite their labels")
+    if skip and overwrite:
+        forms.flag(prop, "Choose one: skip those samples, or overwrite them")
+
+
+def _output_dir_input(ctx, inputs):
+    import os
+
+    from fiftyone_faseg.settings import folder_param
+
+    label, description = "Mask folder (optional)", \
+        "Write masks as PNG files here instead of in the database (best for large datasets)"
+    if isinstance(ctx.params.get("output_dir"), str):
+        # from the SDK or a queued run's settings: a plain path
+        prop = inputs.str("output_dir", required=False, label=label, description=description)
+    else:
+        prop = inputs.file("output_dir", required=False, label=label, description=description,
+                           view=types.FileExplorerView(choose_dir=True, button_label="Choose a folder..."))
+    folder = folder_param(ctx.params.get("output_dir"))
+    if folder and os.path.exists(folder) and not os.path.isdir(folder):
+        forms.flag(prop, "'%s' is a file: choose a folder" % folder)
 
 
 def register(p):

@@ -93,3 +93,35 @@ def wait_for_grid(page, count, timeout=60000):
         "() => document.querySelectorAll('[data-cy=looker] canvas[canvas-loaded=true]').length >= %d" % count,
         timeout=timeout,
     )
+
+
+# ---------------------------------------------------------------------- driving forms
+
+
+def select_samples(page, indices):
+    """Selects grid tiles by position, with their checkboxes, as a user does."""
+    for i in indices:
+        tile = page.locator("[data-cy=looker]").nth(i)
+        tile.hover()
+        tile.locator("label").click()
+
+
+def open_operator(page, search):
+    """Opens an operator's form from the operator browser (the "`" key), by its label."""
+    page.mouse.move(5, 880)  # off any input, so the key reaches the App
+    page.keyboard.press("`")
+    page.keyboard.type(search)
+    page.keyboard.press("Enter")
+
+
+def form_input(page, label, nth=1):
+    """The ``nth`` input after the form label ``label`` (list items follow their label)."""
+    return page.locator("xpath=//p[normalize-space()=%r]/following::input[%d]" % (label, nth))
+
+
+def type_into(field, text):
+    """Replaces an input's text key by key, then leaves it, so the form sees the change."""
+    field.click()
+    field.press("Control+a")
+    field.press_sequentially(str(text), delay=20)
+    field.press("Tab")

@@ -24,7 +24,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
+# FASEG_SHARED points elsewhere when the checkout is not beside ../shared (e.g. a worktree)
+SHARED = Path(os.environ.get("FASEG_SHARED") or ROOT.parent / "shared")
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,8 @@ def test_running_means_over_layers_and_heads(unet):
     for key, maps in captured.items():
         assert recorder.counts[key] == len(maps)
         expected = torch.stack(maps).mean(0)
-        assert torch.allclose(recorder.mean(*key), expected, atol=1e-6), key
+        # probabilities up to ~0.2 (peaked attention), summed over layers in float32
+        assert torch.allclose(recorder.mean(*key), expected, rtol=0, atol=1e-5), key
     # rows of self-attention are distributions; cross rows sum to 1 per prompt
     assert torch.allclose(recorder.mean(SELF, 16).sum(-1), torch.ones(2, 256), atol=1e-5)
     assert torch.allclose(recorder.mean(CROSS, 8).sum(-1), torch.full((2, 64), 2.0), atol=1e-5)

@@ -52,3 +52,14 @@ def test_bench_iterate_quick(tmp_path):
     res = load(tmp_path, "iterate")
     assert res["samples"] == 10 and res["ours_s"]["median_s"] > 0 and res["plain_s"]["median_s"] > 0
     assert res["pixels_equal"] > 0.999  # the fast path gives the pipeline's labels
+
+
+def test_bench_eval_quick(tmp_path):
+    from benchmarks import bench_eval
+
+    bench_eval.main(["--quick", "--samples", "10", "--out", str(tmp_path)])
+    res = load(tmp_path, "eval")
+    assert res["sizes"] == [10, 50] and res["time_ratio"] > 0 and res["cpu_ratio"] > 0
+    for n in ("10", "50"):
+        assert res["memory"]["all outputs"][n]["traced_peak_bytes"] > 0
+    assert set(res["times"]) == {"without extras", "with extras"}

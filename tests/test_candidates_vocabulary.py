@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from faseg_core.candidates import Vocabulary, read_protocol_candidates, read_protocol_captions
+from faseg_core.candidates import Vocabulary, protocol_vocabulary, read_protocol_candidates, read_protocol_captions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PROTOCOL = SHARED / "data" / "faseg-protocol"
@@ -153,13 +153,13 @@ def test_protocol_captions_and_bad_files(tmp_path):
         read_protocol_captions(tmp_path / "nope.json")
 
 
-def test_vocabulary_from_protocol_json_picks_the_dataset(tmp_path):
-    assert Vocabulary.from_protocol_json(_write(tmp_path, "candidate_classes_coco.json", {"1": "person"})).name == "coco_object"
-    assert Vocabulary.from_protocol_json(_write(tmp_path, "candidate_classes_context.json", {"1": "sky"})).name == "context"
+def test_protocol_vocabulary_picks_the_dataset(tmp_path):
+    assert protocol_vocabulary(_write(tmp_path, "candidate_classes_coco.json", {"1": "person"})).name == "coco_object"
+    assert protocol_vocabulary(_write(tmp_path, "candidate_classes_context.json", {"1": "sky"})).name == "context"
     # no dataset in the name: the first built-in that reads every entry
-    assert Vocabulary.from_protocol_json(_write(tmp_path, "mine.json", {"1": "sky tv monitor"})).name == "context"
+    assert protocol_vocabulary(_write(tmp_path, "mine.json", {"1": "sky tv monitor"})).name == "context"
     with pytest.raises(ValueError, match="No built-in vocabulary"):
-        Vocabulary.from_protocol_json(_write(tmp_path, "odd.json", {"1": "spaceship"}))
+        protocol_vocabulary(_write(tmp_path, "odd.json", {"1": "spaceship"}))
 
 
 @pytest.mark.skipif(not PROTOCOL.is_dir(), reason="../shared/data/faseg-protocol is absent")
@@ -172,4 +172,24 @@ def test_real_voc_protocol_files_parse_into_the_voc_vocabulary():
     assert candidates["2007_000187"] == ["person", "dining table", "tv monitor", "bottle"]
     assert all(names and all(n in voc.names for n in names) for names in candidates.values())
     assert {n for names in truth.values() for n in names} == set(voc.names)
-    assert Vocabulary.from_protocol_json(PROTOCOL / "candidate_classes_voc.json") == voc
+    assert protocol_vocabulary(PROTOCOL / "candidate_classes_voc.json") == voc
+
+
+def test_candidate_modules_import_without_a_circle():
+    """Every `from .x import` of the package (module level or inside functions; annotations-only
+    imports under `if TYPE_CHECKING` excluded) forms an acyclic graph."""
+    import ast
+    import graphlib
+
+    import faseg_core.candidates as package
+
+    folder = Path(package.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        hidden = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                  for n in ast.walk(node)}
+        graph[path.stem] = {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                            and node.level == 1 and node.module and id(node) not in hidden}
+    assert graph["vocabulary"] == set() and "vocabulary" in graph["protocol"]
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle

@@ -14,6 +14,8 @@ import fiftyone as fo
 import fiftyone.operators as foo
 from fiftyone.operators.delegated import DelegatedOperationService
 
+from conftest import SHARED
+
 from fiftyone_faseg.evaluation import (
     EVALUATE_OPERATOR_URI,
     MIOU_METRIC_URI,
@@ -28,7 +30,7 @@ CLASSES = ["background", "cat", "dog", "zebra"]
 PRED_TO_CLASS = {0: 0, 1: 2, 2: 1, 3: 3}
 # the sample left without a prediction is skipped with FiftyOne's usual warning
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping sample with missing prediction")
-VOC_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-sample"
+VOC_SAMPLE = SHARED / "data" / "voc-sample"
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
     "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
@@ -40,10 +42,9 @@ VOC_CLASSES = [
 
 
 def _nearest(mask, shape):
+    """PIL's own nearest resize (the rule FA-Seg uses everywhere), as an independent oracle."""
     h, w = shape
-    rows = [int(i * mask.shape[0] / h) for i in range(h)]
-    cols = [int(j * mask.shape[1] / w) for j in range(w)]
-    return mask[np.ix_(rows, cols)]
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST))
 
 
 def _count(gt, pred, pred_to_class, num_classes, gt_to_class=None):
@@ -66,6 +67,39 @@ def _miou(conf, num_gt_classes):
         if union > 0:
             ious.append(tp / union)
     return float(np.mean(ious)) if ious else None
+
+
+def _class_entries(conf, classes, num_gt_classes):
+    """{class: (IoU, gt pixels, pred pixels, tp pixels, in mean)} of the classes present."""
+    out = {}
+    for c in range(len(conf)):
+        gt_px, pred_px, tp = int(conf[c, :].sum()), int(conf[:, c].sum()), int(conf[c, c])
+        if gt_px + pred_px - tp > 0:
+            out[classes[c]] = (pytest.approx(tp / (gt_px + pred_px - tp)), gt_px, pred_px, tp, c < num_gt_classes)
+    return out
+
+
+def _stored_entries(classifications):
+    return {
+        c.label: (c.confidence, c.gt_pixels, c.pred_pixels, c.tp_pixels, c.in_mean)
+        for c in classifications.classifications
+    }
+
+
+def _expected_overlay(gt_class, pred_class, num_classes):
+    """The error overlay by a table over every (gt class, pred class) pair; -1 = ignored."""
+    table = np.zeros((num_classes, num_classes), np.uint8)
+    for g in range(num_classes):
+        for p in range(num_classes):
+            if g == 0:
+                table[g, p] = 0 if p == 0 else 4  # background: fine, or a false alarm
+            elif p == 0:
+                table[g, p] = 3  # missed
+            else:
+                table[g, p] = 1 if g == p else 2  # correct, or the wrong class
+    out = table[np.maximum(gt_class, 0), pred_class]
+    out[gt_class < 0] = 0
+    return out
 
 
 # -- datasets -------------------------------------------------------------------------
@@ -263,7 +297,8 @@ def test_operator_immediate_and_delegated(dataset, plugin_ready):
     )
     result.raise_exceptions()
     expected_miou = _miou(_expected(pairs)[0], 3)
-    assert result.result["miou"] == pytest.approx(expected_miou)
+    assert result.result["miou_value"] == pytest.approx(expected_miou)
+    assert result.result["miou"] == "%.1f %%" % (100 * expected_miou)
     assert result.result["worst_view"] == "op_worst"
     _check_run(ds, pairs, "op")
 
@@ -338,10 +373,20 @@ def test_voc_sample_perturbed(tmp_path, plugin_ready):
         assert results.miou == pytest.approx(expected)
         stored = ds.load_evaluation_results("voc").custom_metrics[MIOU_METRIC_URI]
         assert stored["value"] == pytest.approx(expected)
-        np.testing.assert_allclose(
-            ds.values("voc_miou"),
-            [_miou(_count(g, p, to_class, 21), 21) for g, p in pairs],
-        )
+        per_sample = [_count(g, p, to_class, 21) for g, p in pairs]
+        np.testing.assert_allclose(ds.values("voc_miou"), [_miou(c, 21) for c in per_sample])
+
+        # per-class IoU per sample and the error overlay, against the independent counts
+        for sample, conf, (gt, pred) in zip(ds.iter_samples(), per_sample, pairs):
+            expected = _class_entries(conf, VOC_CLASSES, 21)
+            assert _stored_entries(sample.voc_classes) == expected
+            gt_class = np.where(gt == 255, -1, gt.astype(np.int64))  # VOC's GT values are the class indices
+            pred_class = np.vectorize(to_class.get)(_nearest(pred, gt.shape))
+            overlay = _expected_overlay(gt_class, pred_class, 21)
+            np.testing.assert_array_equal(sample.voc_errors.get_mask(), overlay)
+            for value, name in ((1, "correct"), (2, "wrong_class"), (3, "missed"), (4, "false_alarm")):
+                assert sample.voc_errors[name] == int((overlay == value).sum())
+        assert ds.mask_targets["voc_errors"] == {1: "correct", 2: "wrong class", 3: "missed", 4: "false alarm"}
     finally:
         ds.delete()
 
@@ -375,15 +420,3 @@ def test_match_classes_background_and_unnamed_values(tmp_path):
         assert results.miou == pytest.approx((0 + 1 / 3) / 2)
     finally:
         ds.delete()
-
-
-def test_without_the_plugin_the_sdk_computes_the_metric_itself(dataset, monkeypatch):
-    import fiftyone_faseg.evaluation as ffe
-
-    ds, pairs = dataset
-    monkeypatch.setattr(ffe, "_get_miou_metric", lambda: None)
-    evaluate_faseg(ds, "faseg", eval_key="alone")
-    _check_run(ds, pairs, "alone")
-    ds.delete_evaluation("alone")
-    assert not ds.has_sample_field("alone_miou")
-    assert ds.list_saved_views() == []

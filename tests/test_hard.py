@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from faseg_core import hard
+from faseg_core.labels import labels_from_scores
 from faseg_core.testing.dense_hard import dense_refine
 
 CROSS_W = {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
@@ -80,12 +81,6 @@ def test_unflip_average_of_mirrored_pair_is_identity():
     assert torch.equal(hard.unflip_average(torch.stack([s, s.flip(-1)])), s)
 
 
-def test_to_label_map_thresholds_background():
-    scores = torch.tensor([[[0.9, 0.2], [0.5, 0.6]], [[0.1, 0.7], [0.54, 0.3]]])  # (2, 2, 2)
-    labels = hard.to_label_map(scores, threshold=0.55)
-    assert labels.tolist() == [[1, 2], [0, 1]]
-
-
 def planted_scene(size=32):
     """Three rectangles (classes 1..3) and background; a self-attention that stays in each region."""
     labels = torch.zeros(size, size, dtype=torch.long)
@@ -117,7 +112,7 @@ def test_oracle_planted_regions_come_back():
     cw = {4: 0.15, 8: 0.7, 16: 0.15, 32: 0.0}
     sw = {4: 0.1, 8: 0.1, 16: 0.5, 32: 0.3}
     scores = hard.refine(cross, selfm, cw, sw, tau=2)
-    pred = hard.to_label_map(scores, threshold=0.55)
+    pred = torch.from_numpy(labels_from_scores(scores.numpy(), 0.55, 32, 32, 32).astype("int64"))
     for k in (0, 1, 2, 3):
         inter = ((pred == k) & (labels == k)).sum().item()
         union = ((pred == k) | (labels == k)).sum().item()

@@ -247,7 +247,7 @@ def test_case10_the_ground_truth_is_never_written(dataset, tiny_faseg):
 
 def test_case11_a_field_of_another_type_is_refused_before_any_file(dataset, tiny_faseg, tmp_path):
     dataset.set_values("hm", [fo.Heatmap(map=np.zeros((4, 4), np.uint8))] * 3)
-    with pytest.raises(ValueError, match="no FA-Seg run made 'hm'"):
+    with pytest.raises(ValueError, match="'hm' holds Heatmap values, not FA-Seg masks"):
         ff.segment_samples(dataset, label_field="hm", segmenter=tiny_faseg, overwrite=True,
                            output_dir=str(tmp_path / "o"), **KW)
     assert not (tmp_path / "o").exists() and dataset.first().hm.map.shape == (4, 4)

@@ -1,19 +1,14 @@
 """Iterating on a run: stored scores, re-threshold, sweep, candidate editing, rerun (SDK and operators)."""
 
 import os
-import time
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import fiftyone_faseg as ff
-from faseg_core import hard
-from faseg_core.images import resize_labels
-from fiftyone_faseg import classes as fcl
 from fiftyone_faseg import iterate, rerun, storage
 from fiftyone_faseg.evaluation import evaluate_faseg
 from fiftyone_faseg.outputs import HEATMAP_SIDE
@@ -50,16 +45,6 @@ def run(tiny_faseg, tmp_path_factory):
     ff.segment_samples(ds, label_field="disk", output_dir=str(tmp / "out"), **kw)
     yield ds
     ds.delete()
-
-
-def _near_ties(scores, size, shape, threshold, eps):
-    """Pixels of the label map whose top score is within `eps` of the threshold or of the runner-up."""
-    up = hard.upsample_bicubic(torch.as_tensor(scores), size)  # [K, size, size]
-    top2 = up.topk(min(2, up.shape[0]), dim=0).values.numpy()
-    risky = np.abs(top2[0] - threshold) < eps
-    if top2.shape[0] > 1:
-        risky |= (top2[0] - top2[1]) < eps
-    return resize_labels(risky.astype(np.uint8), shape[1], shape[0]).astype(bool)
 
 
 def test_stored_scores_round_trip(run, tiny_faseg, tmp_path):

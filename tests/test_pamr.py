@@ -57,16 +57,15 @@ def test_bad_arguments():
 def test_pipeline_switch(tiny_faseg, tmp_path):
     from PIL import Image
 
+    from faseg_core.labels import labels_from_scores
+
     rng = np.random.RandomState(0)
     path = tmp_path / "img.png"
     Image.fromarray(rng.randint(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
-    previous = tiny_faseg.config
-    try:
-        tiny_faseg.config = previous.replace(pamr=True, pamr_iterations=2, pamr_dilations=(1, 2))
-        (result,) = tiny_faseg(str(path), ["cat", "dog"])
-    finally:
-        tiny_faseg.config = previous
-    side = previous.image_size // 4
+    config = tiny_faseg.config.replace(pamr=True, pamr_iterations=2, pamr_dilations=(1, 2))
+    (result,) = tiny_faseg(str(path), ["cat", "dog"], config=config)
+    side = config.image_size // 4
     assert result.scores.shape == (2, side, side) and result.label_map.shape == (40, 60)
+    assert np.array_equal(result.label_map, labels_from_scores(result.scores, config.threshold, config.image_size, 60, 40))
     with pytest.raises(ValueError, match="pamr_iterations"):
-        previous.replace(pamr_iterations=-1)
+        config.replace(pamr_iterations=-1)

@@ -16,6 +16,16 @@ VOC_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-samp
 
 
 # ----------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module", autouse=True)
+def _no_leftover_datasets():
+    """The protocol's datasets are persistent: drop those an earlier session left in the database."""
+    import fiftyone as fo
+
+    for name in ("t-ctx", "t-coco", "t-voc-sample", "t-voc-json", "t-ctx-run", "t-voc-tagger"):
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
 def _palette_png(path, labels):
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])
@@ -89,18 +99,6 @@ def _dataset(report):
 
 
 # ----------------------------------------------------------------------------- unit
-def test_sweep_labels_match_the_pipeline():
-    """The sweep's label maps (upsample once, threshold many times) are the pipeline's."""
-    from faseg_core import labels_from_scores
-    from fiftyone_faseg.protocol.scoring import labels_at, upsampled_best
-
-    scores = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
-    best, index = upsampled_best(scores, 128)
-    for t in (0.4, 0.55, 0.7):
-        expected = labels_from_scores(scores, t, 128, 50, 40)
-        assert np.array_equal(labels_at(best, index, t, 3, 50, 40), expected)
-
-
 def test_coco_lookup_tables():
     from fiftyone_faseg.protocol.benchmarks import coco_lut, get_benchmark
 
@@ -152,8 +150,8 @@ def test_voc_sample_resume_miou_and_sweep(tmp_path, tiny_model):
     """Ground-truth candidates on the real VOC sample: --limit 2, then --limit 4 resumes."""
     if not VOC_SAMPLE.is_dir():
         pytest.skip("the voc-sample data set is absent")
+    from fiftyone_faseg import iterate
     from fiftyone_faseg.protocol.benchmarks import get_benchmark
-    from fiftyone_faseg.protocol.sweep import sweep
 
     common = ["voc", "--root", VOC_SAMPLE, "--model", tiny_model, "--classes-from", "gt",
               "--dataset-name", "t-voc-sample", "--sweep", 0.4, 0.6]
@@ -172,11 +170,9 @@ def test_voc_sample_resume_miou_and_sweep(tmp_path, tiny_model):
     assert second["miou"] == pytest.approx(_independent_miou(dataset, view, "faseg_gt", gt_files, names), abs=1e-9)
     assert second["sweep"]["0.55"] == second["miou"]
     results = dataset.load_evaluation_results(second["fiftyone_eval_key"])
-    assert 100 * results.miou == pytest.approx(second["miou"], abs=1e-3)
-
-    res = sweep(view, "faseg_gt", [0.4, 0.55, 0.6], 128)
-    assert np.array_equal(res.stored, res.by_threshold[0.55])  # the same pixels, exactly
-    assert not np.array_equal(res.by_threshold[0.4], res.by_threshold[0.6])
+    assert 100 * results.miou == pytest.approx(second["miou"], abs=1e-9)
+    miou = iterate.sweep(view, "faseg_gt", "ground_truth", [0.4, 0.55, 0.6], vocabulary=get_benchmark("voc").vocabulary())
+    assert 100 * miou[0.55] == pytest.approx(second["miou"], abs=1e-9) and miou[0.4] != miou[0.6]
 
 
 def test_paper_json_path_on_written_voc_layout(tmp_path, tiny_model):
@@ -212,6 +208,13 @@ def test_paper_json_path_on_written_voc_layout(tmp_path, tiny_model):
     names = get_benchmark("voc").class_names()
     assert report["miou"] == pytest.approx(_independent_miou(dataset, view, "faseg_json", gt_files, names), abs=1e-9)
     assert report["sweep"]["0.50"] == report["miou"]
+
+    # re-thresholding at the run's threshold gives the run's masks back, pixel for pixel
+    from fiftyone_faseg import iterate
+
+    iterate.rethreshold(view, "faseg_json", 0.5, out_field="faseg_again", output_dir=str(tmp_path / "again"))
+    for sample in view.exists("faseg_json"):
+        assert np.array_equal(sample.faseg_again.get_mask(), sample.faseg_json.get_mask())
 
     # a candidate file of another benchmark is refused with a clear error
     (tmp_path / "other.json").write_text(json.dumps({"000000000139": "person"}))

@@ -14,7 +14,7 @@ from .candidate import Candidate
 from .captioner import Captioner, CaptionerConfig
 from .matching import match_caption, split_class_string
 from .propose import ImageCandidates, combine, propose_candidates
-from .protocol import parse_class_string, read_protocol_candidates, read_protocol_captions
+from .protocol import parse_class_string, protocol_vocabulary, read_protocol_candidates, read_protocol_captions
 from .tagger import Tagger, TaggerConfig, select_tags, tagclip_scores
 from .vocabulary import Vocabulary
 
@@ -30,6 +30,7 @@ __all__ = [
     "match_caption",
     "parse_class_string",
     "propose_candidates",
+    "protocol_vocabulary",
     "read_protocol_candidates",
     "read_protocol_captions",
     "select_tags",

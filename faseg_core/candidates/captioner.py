@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..loading import LOAD_LOCK
 from .images import batches, to_pil_list
 
 logger = logging.getLogger(__name__)
@@ -69,13 +70,15 @@ class Captioner:
         """Load a BLIP captioning checkpoint: a Hub id or a local folder with model and processor files.
 
         `kwargs` go to both `from_pretrained` calls (e.g. `local_files_only=True`, `revision=...`).
+        Loads hold `faseg_core.LOAD_LOCK`: one at a time per process.
         """
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        processor = BlipProcessor.from_pretrained(name_or_path, **kwargs)
-        model = BlipForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, **kwargs).to(device)
+        with LOAD_LOCK:
+            processor = BlipProcessor.from_pretrained(name_or_path, **kwargs)
+            model = BlipForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, **kwargs).to(device)
         logger.info("Loaded captioner %s on %s (%s).", name_or_path, device, dtype)
         return cls(model, processor, config)
 

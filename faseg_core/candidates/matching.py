@@ -12,8 +12,10 @@ from __future__ import annotations
 import itertools
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from .vocabulary import Vocabulary
+if TYPE_CHECKING:  # annotations only: matching needs nothing of the class at run time
+    from .vocabulary import Vocabulary
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _IRREGULAR = {"men": "man", "women": "woman", "children": "child", "mice": "mouse", "geese": "goose",

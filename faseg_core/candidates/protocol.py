@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .matching import split_class_string
-from .vocabulary import Vocabulary
+from .vocabulary import BUILTIN_VOCABULARIES, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +71,28 @@ def read_protocol_candidates(path: str | Path, vocabulary: Vocabulary, strict: b
 def read_protocol_captions(path: str | Path) -> dict[str, str]:
     """`{image_id: caption}` from a `caption_*_blip1.json` file (whitespace trimmed)."""
     return {image_id: " ".join(text.split()) for image_id, text in read_protocol_json(path).items()}
+
+
+def protocol_vocabulary(path: str | Path) -> Vocabulary:
+    """The built-in vocabulary that an FA-Seg protocol JSON file (`candidate_classes_voc.json`, ...) uses.
+
+    The dataset is read from the file name (`voc`, `context`, `coco`); failing that, the first
+    built-in vocabulary that parses every entry of the file is returned.
+    """
+    path = Path(path)
+    entries = read_protocol_json(path)
+    stem = path.stem.lower()
+    keys = [k for k in ("context", "coco_object", "voc") if k.split("_")[0] in stem.split("_")]
+    keys += [k for k in BUILTIN_VOCABULARIES if k not in keys]
+    for key in keys:
+        vocabulary = Vocabulary.builtin(key)
+        try:
+            for image_id, text in entries.items():
+                parse_class_string(text, vocabulary, image_id=image_id)
+        except ValueError:
+            continue
+        return vocabulary
+    raise ValueError(
+        f"No built-in vocabulary ({', '.join(BUILTIN_VOCABULARIES)}) covers every class name in "
+        f"{str(path)!r}: build one with `Vocabulary.from_names(...)` and call `read_protocol_candidates`."
+    )

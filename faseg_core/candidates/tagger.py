@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .candidate import Candidate
+from ..loading import LOAD_LOCK
 from .images import batches, to_pil_list
 from .vocabulary import Vocabulary
 
@@ -127,6 +128,7 @@ class Tagger:
         holding `open_clip_config.json` and weights (read as `local-dir:`). `pretrained` is a tag
         (`"openai"`) or a checkpoint file for a named model; it is ignored for folders.
         Images are resized to the model's square input without cropping, so no object is cut off.
+        Loads hold `faseg_core.LOAD_LOCK`: one at a time per process.
         """
         import open_clip
 
@@ -135,10 +137,12 @@ class Tagger:
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, precision=precision, image_resize_mode="squash", **kwargs
-        )
-        tokenizer = open_clip.get_tokenizer(model_name)
+        with LOAD_LOCK:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device, precision=precision, image_resize_mode="squash",
+                **kwargs,
+            )
+            tokenizer = open_clip.get_tokenizer(model_name)
         logger.info("Loaded tagger %s (%s) on %s (%s).", model_name, pretrained, device, dtype)
         return cls(model, preprocess, tokenizer, config)
 

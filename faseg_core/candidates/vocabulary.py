@@ -187,33 +187,6 @@ class Vocabulary:
             )
         return cls.from_names(names, builtin_synonyms=builtin_synonyms, name="mask_targets")
 
-    @classmethod
-    def from_protocol_json(cls, path: str | Path) -> "Vocabulary":
-        """The built-in vocabulary that an FA-Seg protocol JSON file (`candidate_classes_voc.json`, ...) uses.
-
-        The dataset is read from the file name (`voc`, `context`, `coco`); failing that, the first
-        built-in vocabulary that parses every entry of the file is returned.
-        """
-        from .protocol import parse_class_string, read_protocol_json
-
-        path = Path(path)
-        entries = read_protocol_json(path)
-        stem = path.stem.lower()
-        keys = [k for k in ("context", "coco_object", "voc") if k.split("_")[0] in stem.split("_")]
-        keys += [k for k in BUILTIN_VOCABULARIES if k not in keys]
-        for key in keys:
-            vocabulary = cls.builtin(key)
-            try:
-                for image_id, text in entries.items():
-                    parse_class_string(text, vocabulary, image_id=image_id)
-            except ValueError:
-                continue
-            return vocabulary
-        raise ValueError(
-            f"No built-in vocabulary ({', '.join(BUILTIN_VOCABULARIES)}) covers every class name in "
-            f"{str(path)!r}: build one with `Vocabulary.from_names(...)` and call `read_protocol_candidates`."
-        )
-
     # ------------------------------------------------------------------ editing
     def add_synonyms(self, canonical: str, synonyms: Iterable[str]) -> None:
         """Add synonyms to a class; a synonym already taken (by any class) is skipped."""

@@ -3,7 +3,8 @@
 `save_diffusion_checkpoint(folder)` writes the four components FA-Seg loads (`unet/`,
 `vae/`, `text_encoder/`, `tokenizer/`) in the Hub layout, so `FASeg.from_pretrained(folder)`
 exercises the real loading code. The tokenizer is the real CLIP BPE tokenizer, derived from
-the merges file that open_clip ships; the weights are random (seeded).
+the merges file that open_clip ships; the weights are random (seeded), with the UNet's
+attention sharpened (`ATTENTION_SHARPNESS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ VAE_SHAPES = {
     "tiny": dict(block_out_channels=(4, 4, 8, 8), layers_per_block=1, norm_num_groups=2),
     "sd15": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
 }
+# Scale of the UNet's query and key weights (attention logits x 16). Random weights attend
+# almost uniformly, so the refined maps are nearly flat and their min-max normalisation
+# magnifies float32 rounding ~10^4 times; peaked attention gives maps with structure, whose
+# scores differ by float32 rounding (~1e-5) between batchings, as a trained model's do.
+ATTENTION_SHARPNESS = 4.0
 TEXT_SHAPES = {
     "tiny": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
     "sd15": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
@@ -54,6 +60,7 @@ def save_clip_tokenizer(folder: str | Path) -> Path:
 def build_components(shape: str = "tiny", seed: int = 0) -> dict:
     """`{"unet", "vae", "text_encoder"}` of an SD-1.x layout with random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if shape not in UNET_SHAPES:
@@ -67,6 +74,11 @@ def build_components(shape: str = "tiny", seed: int = 0) -> dict:
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         **UNET_SHAPES[shape],
     )
+    with torch.no_grad():  # peaked attention, as a trained model's (random weights attend almost uniformly)
+        for module in unet.modules():
+            if isinstance(module, Attention):
+                module.to_q.weight.mul_(ATTENTION_SHARPNESS)
+                module.to_k.weight.mul_(ATTENTION_SHARPNESS)
     torch.manual_seed(seed)
     vae = AutoencoderKL(
         in_channels=3,

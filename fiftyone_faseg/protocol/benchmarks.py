@@ -34,6 +34,7 @@ import numpy as np
 
 BACKGROUND = "background"
 IGNORE = 255
+PAPER_THRESHOLDS = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65)  # the sweep of the paper's Table 4
 
 # The 80 COCO thing category ids, in category order (the order of Vocabulary.coco_object())
 COCO_THING_IDS = (

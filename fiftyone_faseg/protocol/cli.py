@@ -12,9 +12,8 @@ import logging
 import os
 import sys
 
-from .benchmarks import ALIASES, BENCHMARKS
+from .benchmarks import ALIASES, BENCHMARKS, PAPER_THRESHOLDS
 from .segment import CLASS_SOURCES
-from .sweep import PAPER_THRESHOLDS
 
 EPILOG = """\
 The dataset is imported once into a persistent FiftyOne dataset and reused; a run that

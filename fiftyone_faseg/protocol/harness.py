@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from .benchmarks import get_benchmark
+from .. import metrics as fm
+from .benchmarks import PAPER_THRESHOLDS, get_benchmark
 from .importers import GT_FIELD, ID_FIELD, INFO_KEY, import_benchmark
 from .segment import CAPTION_FIELD, CLASS_SOURCES, segment, store_protocol_inputs
-from .sweep import PAPER_THRESHOLDS, sweep
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
     Returns:
         a dict (see the keys of the JSON report in the CLI's help)
     """
-    from ..run import DEFAULT_MODEL, load_segmenter
-    from .scoring import TimedSegmenter
+    from ..iterate import sweep_confusions
+    from ..constants import DEFAULT_MODEL
+    from ..models import load_segmenter
 
     bench = get_benchmark(benchmark)
     if classes_from not in CLASS_SOURCES:
@@ -122,14 +123,13 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         import torch
 
         seg = segmenter or load_segmenter(model_path, device=device, dtype=dtype)
-        seg.config = config
         wrapped = TimedSegmenter(seg)
         device_name, dtype_name = str(seg.device), str(seg.dtype).replace("torch.", "")
         cuda = seg.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(seg.device)
         start = time.perf_counter()
-        summary = segment(view, wrapped, classes_from, label_field, vocabulary, output_dir,
+        summary = segment(view, wrapped, config, classes_from, label_field, vocabulary, output_dir,
                           caption_field=CAPTION_FIELD if captions else None, progress=progress,
                           overwrite=overwrite,
                           proposer_kwargs={k: v for k, v in (("captioner_path", captioner_path),
@@ -142,8 +142,14 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
                       wall_s_per_image=wall / done if done else None,
                       gpu_max_memory_bytes=int(torch.cuda.max_memory_allocated(seg.device)) if cuda else None)
 
-    result = sweep(view, label_field, sorted(set(float(t) for t in thresholds) | {config.threshold}),
-                   config.image_size, vocabulary=vocabulary, progress=progress)
+    # One pass over the stored scores counts every threshold; at the run's threshold the
+    # counts are those of its masks (they were made from the same scores by the same function).
+    evaluated = view.exists(label_field).exists(GT_FIELD)
+    thresholds = sorted(set(map(float, thresholds)) | {config.threshold})
+    match, confusions = sweep_confusions(evaluated, label_field, GT_FIELD, thresholds, image_size=config.image_size,
+                                         vocabulary=vocabulary)
+    num_gt = match["num_gt_classes"]
+    class_iou = fm.iou_per_class(confusions[config.threshold])[:num_gt]
     report = {
         "benchmark": bench.key,
         "title": bench.title,
@@ -159,11 +165,11 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         "candidates": record["candidates"],
         "captions": record["captions"],
         "num_images": len(ids),
-        "num_evaluated": result.num_samples,
+        "num_evaluated": evaluated.count(),
         "num_without_mask": len(ids) - view.exists(label_field).count(),
-        "miou": _pct(result.miou()),
-        "class_iou": {c: _pct(v) for c, v in result.class_iou().items()},
-        "sweep": {"%.2f" % t: _pct(result.miou(t)) for t in sorted(result.by_threshold)},
+        "miou": _pct(fm.mean_iou(confusions[config.threshold], num_gt)),
+        "class_iou": {c: _pct(v) for c, v in zip(match["classes"], class_iou)},
+        "sweep": {"%.2f" % t: _pct(fm.mean_iou(conf, num_gt)) for t, conf in confusions.items()},
         "paper_miou": dict(zip(("candidates", "ground_truth"), bench.paper_miou)),
         "timing": timing,
     }
@@ -185,3 +191,31 @@ def _fiftyone_evaluation(view, label_field, vocabulary):
 
 def _pct(value):
     return None if value is None or np.isnan(value) else 100.0 * float(value)
+
+
+class TimedSegmenter(object):
+    """A :class:`faseg_core.FASeg` call that adds up its time (``model_seconds``) and
+    images (``images``); attributes are read from the segmenter (never written to it).
+
+    Args:
+        segmenter: a loaded :class:`faseg_core.FASeg`
+    """
+
+    def __init__(self, segmenter):
+        self.segmenter = segmenter
+        self.model_seconds = 0.0
+        self.images = 0
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["segmenter"], name)
+
+    def __call__(self, *args, **kwargs):
+        import torch
+
+        start = time.perf_counter()
+        results = self.segmenter(*args, **kwargs)
+        if self.segmenter.device.type == "cuda":
+            torch.cuda.synchronize(self.segmenter.device)
+        self.model_seconds += time.perf_counter() - start
+        self.images += len(results)
+        return results

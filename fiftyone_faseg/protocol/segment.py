@@ -70,13 +70,15 @@ def store_protocol_inputs(samples, vocabulary, candidates_path=None, captions_pa
     return missing
 
 
-def segment(samples, segmenter, classes_from, label_field, vocabulary, output_dir, caption_field=None,
+def segment(samples, segmenter, config, classes_from, label_field, vocabulary, output_dir, caption_field=None,
             progress=None, overwrite=False, proposer_kwargs=None):
     """Segments the samples that have no ``label_field`` yet.
 
     Args:
         samples: the benchmark's samples
-        segmenter: a loaded :class:`faseg_core.FASeg` (or a :class:`TimedSegmenter`)
+        segmenter: a loaded :class:`faseg_core.FASeg` (or a
+            :class:`fiftyone_faseg.protocol.harness.TimedSegmenter`)
+        config: the run's :class:`faseg_core.FASegConfig` (the segmenter's own is not used)
         classes_from: ``"json"``, ``"gt"`` or ``"tagger"``
         label_field: where the masks go
         vocabulary: the benchmark's vocabulary
@@ -92,7 +94,7 @@ def segment(samples, segmenter, classes_from, label_field, vocabulary, output_di
     if classes_from not in CLASS_SOURCES:
         raise ValueError("unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES))
     common = dict(label_field=label_field, output_dir=output_dir, progress=progress, gt_field=GT_FIELD,
-                  caption_field=caption_field, segmenter=segmenter, store_scores=True,
+                  caption_field=caption_field, segmenter=segmenter, config=config, store_scores=True,
                   skip_existing=not overwrite, overwrite=overwrite)
     if classes_from == "json":
         if not samples._dataset.has_sample_field(CANDIDATES_FIELD):

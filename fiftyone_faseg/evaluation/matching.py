@@ -1,0 +1,122 @@
+"""Matching ground truth and predicted classes by name (no FiftyOne needed).
+
+An open-vocabulary model numbers its classes in its own way (ground truth
+``{1: "cat", 2: "dog"}``, prediction ``{1: "Dog", 2: "cat"}``), so both masks are mapped
+to one class index space through the two fields' ``mask_targets``, matched by name.
+"""
+
+from ..constants import BACKGROUND, IGNORE_INDEX
+from ..fields import int_targets
+
+UNNAMED = "(unnamed)"  # the class of predicted values that have no name
+
+
+def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE_INDEX):
+    """Matches predicted classes to ground truth classes by name.
+
+    Names are compared after ``vocabulary.canonical(name)`` (when it returns a name),
+    lowercased, with whitespace collapsed. Pixel value 0 is background on both sides
+    whatever its name; ``ignore_index`` in the ground truth is never a class.
+
+    The class list is the ground truth classes (background first, then by pixel
+    value), followed by the predicted classes that match none of them.
+
+    Example usage::
+
+        from fiftyone_faseg.evaluation import match_classes
+
+        m = match_classes({1: "cat", 2: "dog"}, {1: "Dog", 2: "zebra"})
+        m["classes"]      # ["background", "cat", "dog", "zebra"]
+        m["pred_values"]  # [[0, 0], [1, 2], [2, 3]]
+
+    Args:
+        gt_targets: the ground truth ``{pixel value: name}`` dict
+        pred_targets: the prediction ``{pixel value: name}`` dict
+        vocabulary (None): an object with ``canonical(name) -> str | None``
+        ignore_index (255): the ground truth value that is ignored
+
+    Returns:
+        a dict with keys ``classes`` (list of names), ``gt_values`` and
+        ``pred_values`` (lists of ``[pixel value, class index]``),
+        ``num_gt_classes`` (the classes in the mean are ``classes[:num_gt_classes]``)
+        and ``name_index`` (``{normalized name: class index}`` of every name seen,
+        vocabulary synonyms resolved, for matching other names such as a sample's
+        candidates with :func:`normalize`)
+    """
+    canon = canonicalizer(vocabulary)
+    gt_targets = int_targets(gt_targets, "ground truth")
+    pred_targets = int_targets(pred_targets, "prediction")
+
+    classes = [gt_targets.get(0) or BACKGROUND]
+    gt_values = [[0, 0]]
+    index = {canon(classes[0]): 0}
+    for value, name in sorted(gt_targets.items()):
+        if value == 0 or value == ignore_index:
+            continue
+
+        key = canon(name)
+        if key in index:
+            raise ValueError(
+                "Ground truth classes '%s' and '%s' have the same name after "
+                "normalization ('%s'): give each pixel value a distinct name in the "
+                "ground truth mask_targets" % (classes[index[key]], name, key)
+            )
+
+        index[key] = len(classes)
+        gt_values.append([value, len(classes)])
+        classes.append(str(name))
+
+    index.setdefault(canon(BACKGROUND), 0)
+    num_gt_classes = len(classes)
+
+    pred_values = [[0, 0]]
+    names = {}
+    for value, name in sorted(pred_targets.items()):
+        if value == 0:
+            continue
+
+        key = canon(name)
+        if key not in index:
+            index[key] = len(classes)
+            classes.append(str(name))
+
+        pred_values.append([value, index[key]])
+        names[normalize(name)] = index[key]
+
+    for name, k in list(index.items()):
+        names.setdefault(name, k)
+    for k, name in enumerate(classes):
+        names.setdefault(normalize(name), k)
+
+    return dict(
+        classes=classes,
+        gt_values=gt_values,
+        pred_values=pred_values,
+        num_gt_classes=num_gt_classes,
+        name_index=names,
+    )
+
+
+def normalize(name):
+    """A class name lowercased, with whitespace collapsed (no vocabulary)."""
+    return " ".join(str(name).split()).lower()
+
+
+def canonicalizer(vocabulary=None):
+    """``canon(name)``: :func:`normalize` after ``vocabulary.canonical(name)``."""
+    if vocabulary is not None and not callable(getattr(vocabulary, "canonical", None)):
+        raise TypeError(
+            "vocabulary must have a method canonical(name) -> str | None, got %s"
+            % type(vocabulary).__name__
+        )
+
+    def canon(name):
+        name = str(name)
+        if vocabulary is not None:
+            canonical = vocabulary.canonical(name)
+            if canonical is not None:
+                name = str(canonical)
+
+        return normalize(name)
+
+    return canon

@@ -1,0 +1,140 @@
+"""What the FA-Seg panel shows, read from what the evaluation and the run stored.
+
+:func:`threshold_curve` runs once, at evaluation time, when the prediction has stored
+score maps; :func:`evaluation_summary` only reads the stored results (one small document,
+whatever the number of samples) and the run record, so the panel opens at once.
+"""
+
+import numpy as np
+
+from ..fields import scores_field
+from ..settings import RunRecord
+
+CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
+
+
+def threshold_curve(samples, pred_field, gt_field, vocabulary=None, thresholds=CURVE_THRESHOLDS):
+    """The dataset mIoU at many background thresholds, from the run's stored scores.
+
+    Args:
+        samples: the evaluated :class:`fiftyone.core.collections.SampleCollection`
+        pred_field: the FA-Seg prediction field
+        gt_field: the ground truth field
+        vocabulary (None): class-name synonyms, as in ``evaluate_faseg``
+        thresholds (0.05, 0.1, ..., 0.95): thresholds besides the run's own
+
+    Returns:
+        ``(curve, note)``: ``curve`` is None or a dict with ``thresholds``, ``miou``
+        (aligned lists), the run's ``threshold`` and the ``scores_field`` read; ``note``
+        says why there is no curve
+    """
+    from ..iterate import sweep
+
+    dataset = samples._dataset
+    record = RunRecord.read(dataset, pred_field)
+    if record is None:
+        return None, "'%s' was not made by an FA-Seg run" % pred_field
+    source = record.source_field or pred_field
+    if not dataset.has_sample_field(scores_field(source)):
+        return None, "'%s' has no stored scores (run FA-Seg with store_scores=True)" % source
+
+    grid = set(float(t) for t in thresholds)
+    if record.threshold is not None:
+        grid.add(float(record.threshold))
+    grid = sorted(grid)
+    try:
+        miou = sweep(samples, source, gt_field, grid, classes=record.classes, vocabulary=vocabulary)
+    except ValueError as e:
+        return None, "no threshold curve: %s" % e
+    curve = dict(thresholds=grid, miou=[miou[t] for t in grid], threshold=record.threshold, scores_field=source)
+    return curve, None
+
+
+def is_stale(samples, eval_key):
+    """Whether the prediction field of an FA-Seg evaluation changed after it ran (a run,
+    rerun or re-threshold wrote it since, or it was deleted).
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        eval_key: an evaluation key
+
+    Returns:
+        True or False
+    """
+    dataset = samples._dataset
+    config = dataset.get_evaluation_info(eval_key).config
+    if not dataset.has_sample_field(config.pred_field):
+        return True
+    record = RunRecord.read(dataset, config.pred_field)
+    recorded = getattr(config, "pred_revision", None)
+    return (record.revision if record is not None else None) != recorded
+
+
+def list_faseg_evaluations(samples):
+    """The keys of the FA-Seg evaluations of a collection's dataset, newest first."""
+    dataset = samples._dataset
+    infos = [dataset.get_evaluation_info(k) for k in dataset.list_evaluations()]
+    infos = [i for i in infos if getattr(i.config, "method", None) == "faseg"]
+    return [i.key for i in sorted(infos, key=lambda i: i.timestamp, reverse=True)]
+
+
+def evaluation_summary(samples, eval_key, top_k=10):
+    """Everything the FA-Seg panel shows about one evaluation, as plain data.
+
+    Example usage::
+
+        from fiftyone_faseg.evaluation import evaluation_summary
+
+        s = evaluation_summary(dataset, "faseg_eval")
+        s["miou"], s["classes"][:3], s["stale"]
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        eval_key: an FA-Seg evaluation key
+        top_k (10): the number of confusion pairs
+
+    Returns:
+        a dict with ``eval_key``, ``pred_field``, ``gt_field``, ``miou``, ``classes``
+        (``[{"class", "iou", "gt_pixels", "pred_pixels"}]`` of the classes in the mean,
+        worst IoU first), ``confusions`` (``[{"gt", "pred", "pixels"}]``, most pixels
+        first, background included), ``counts``, ``candidate_recall``
+        (``[{"class", "samples", "proposed", "recall"}]``, lowest recall first, or None),
+        ``threshold_curve`` (or None, with ``curve_note``), ``per_class`` and ``stale``
+    """
+    dataset = samples._dataset
+    config = dataset.get_evaluation_info(eval_key).config
+    results = dataset.load_evaluation_results(eval_key)
+    summary = dict(results.summary or {})
+    report = results.iou_report()
+    classes = [dict({"class": c}, **{k: r[k] for k in ("iou", "gt_pixels", "pred_pixels")})
+               for c, r in report.items() if r["in_mean"]]
+    classes.sort(key=lambda r: r["iou"])
+    recall = summary.get("candidate_recall")
+    if recall is not None:
+        recall = [dict({"class": c}, recall=r["proposed"] / r["samples"], **r) for c, r in recall.items()]
+        recall.sort(key=lambda r: r["recall"])
+    miou = results.miou
+    return dict(
+        eval_key=eval_key,
+        pred_field=config.pred_field,
+        gt_field=config.gt_field,
+        miou=None if np.isnan(miou) else miou,
+        classes=classes,
+        confusions=[dict(gt=g, pred=p, pixels=n) for g, p, n in results.top_confusions(top_k)],
+        counts={k: summary.get(k) for k in ("evaluated", "no_prediction", "no_ground_truth")},
+        candidate_recall=recall,
+        threshold_curve=summary.get("threshold_curve"),
+        curve_note=summary.get("curve_note"),
+        per_class=bool(getattr(config, "per_class", False)),
+        stale=is_stale(samples, eval_key),
+    )
+
+
+def preview_miou(curve, threshold):
+    """The stored mIoU at the curve's threshold nearest to ``threshold``:
+    ``(threshold used, mIoU or None)``."""
+    if not curve:
+        return None, None
+    values = np.asarray(curve["thresholds"], dtype=float)
+    k = int(np.argmin(np.abs(values - float(threshold))))
+    return float(values[k]), curve["miou"][k]
