@@ -227,8 +227,9 @@ def test_interrupted_run_resumes_with_skip_existing_from_the_app(images, tiny_sd
 
 
 def test_cli_refuses_a_model_that_does_not_load_before_any_write(images, tmp_path):
-    empty = tmp_path / "not-a-checkpoint"
-    empty.mkdir()
+    empty = tmp_path / "not-a-checkpoint"  # the layout of a checkpoint, with nothing in it
+    for part in ("unet", "vae", "text_encoder", "tokenizer"):
+        (empty / part).mkdir(parents=True)
     with pytest.raises(ValueError, match="does not load .* on the Ray workers, so nothing was written"):
         distributed.main([images.name, "--classes", "cat", "dog", "--model-path", str(empty), "--image-size", "128"])
     assert "faseg" not in images.get_field_schema() and "faseg" not in images.mask_targets
