@@ -9,6 +9,7 @@ written as soon as it is done, so an interrupted run keeps everything it finishe
 """
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -35,11 +36,15 @@ class RunSummary:
     root: str = None
 
     def reasons(self, limit=3):
-        """The first ``limit`` distinct failure reasons, each with how many samples it hit."""
-        counts = {}
+        """The first ``limit`` distinct failure reasons, each with how many samples it hit:
+        ``[(first such reason, count)]``. Reasons that differ only in what they quote (an
+        image path, a sample id) are one reason."""
+        groups = {}
         for reason in self.failed.values():
-            counts[reason] = counts.get(reason, 0) + 1
-        return [(reason, n) for reason, n in list(counts.items())[:limit]]
+            key = re.sub(r"'[^']*'|\b[0-9a-f]{24}\b", "…", reason)
+            first, count = groups.get(key, (reason, 0))
+            groups[key] = (first, count + 1)
+        return list(groups.values())[:limit]
 
     def __str__(self):
         return "%s: %d processed, %d skipped, %d failed" % (

@@ -221,7 +221,7 @@ def test_run_whose_samples_all_fail_fails_with_the_reason(ds, tiny_sd_dir, tmp_p
     try:
         messages, error = drive(RUN, missing, run_params(tiny_sd_dir))
         assert isinstance(error, RuntimeError) and "every sample of the run failed (3)" in str(error)
-        assert str(error).count("does not exist") == 3 and "(1 sample)" in str(error)  # the distinct reasons
+        assert str(error).count("does not exist") == 1 and "(3 samples)" in str(error)  # one reason, 3 images
         notes = [p for name, p in messages if name == "notify"]
         assert notes and notes[-1]["variant"] == "error" and "every sample" in notes[-1]["message"]
         assert "show_output" not in [name for name, _ in messages]
