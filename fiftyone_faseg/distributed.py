@@ -170,23 +170,19 @@ def iter_segment_samples_on_ray(
     """
     import ray
 
-    from .plan import plan_run, prepare_run
-    from .run import RunSummary, _model_path, _settings
+    from .plan import prepare_run
+    from .run import begin_run
 
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
-    settings = _settings(settings, label_field, kwargs)
-    if segmenter is not None:  # as in a local run: its settings, its checkpoint in the record
-        config = config or segmenter.config
-        settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
     chunk_size = int(chunk_size or DEFAULT_CHUNK_SIZE)
     if chunk_size < 1:
         raise ValueError("`chunk_size` must be >= 1 but is %r." % chunk_size)
 
     # 1. Every check that needs no model (settings, fields, classes, existing labels)
     dataset = samples._dataset
-    plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
-    summary = RunSummary(settings.label_field, skipped=list(plan.skipped), root=plan.root)
+    plan, summary = begin_run(samples, label_field, settings, config, vocabulary, segmenter, **kwargs)
+    settings = plan.settings
     total = len(plan.ids)
     if not total:
         summary.mask_targets = dict(dataset.mask_targets.get(settings.label_field) or {})

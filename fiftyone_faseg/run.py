@@ -52,11 +52,22 @@ class RunSummary:
         )
 
 
-def _settings(settings, label_field, kwargs):
+def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=None, segmenter=None, **kwargs):
+    """The checked :class:`fiftyone_faseg.plan.RunPlan` of a run called with these
+    arguments (here or on Ray) and its empty :class:`RunSummary`; writes nothing.
+
+    Keywords override ``settings``; a loaded ``segmenter`` brings its config and records
+    its checkpoint."""
     if settings is None:
-        return RunSettings.from_kwargs(label_field=label_field or "faseg", **kwargs)
-    changes = dict(kwargs, **({"label_field": label_field} if label_field else {}))
-    return settings.replace(**changes) if changes else settings
+        settings = RunSettings.from_kwargs(label_field=label_field or "faseg", **kwargs)
+    else:
+        changes = dict(kwargs, **({"label_field": label_field} if label_field else {}))
+        settings = settings.replace(**changes) if changes else settings
+    if segmenter is not None:
+        config = config or segmenter.config
+        settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
+    plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
+    return plan, RunSummary(settings.label_field, skipped=list(plan.skipped), root=plan.root)
 
 
 def segment_samples(samples, label_field=None, progress=None, settings=None, **kwargs):
@@ -137,13 +148,8 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
             before anything is written
         fiftyone_faseg.outputs.RunError: the model fails on every image of a batch
     """
-    settings = _settings(settings, label_field, kwargs)
-    dataset = samples._dataset
-    if segmenter is not None:
-        config = config or segmenter.config
-        settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
-    plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
-    summary = RunSummary(settings.label_field, skipped=list(plan.skipped), root=plan.root)
+    plan, summary = begin_run(samples, label_field, settings, config, vocabulary, segmenter, **kwargs)
+    settings, dataset = plan.settings, samples._dataset
     total = len(plan.ids)
     if not total:
         summary.mask_targets = dict(dataset.mask_targets.get(settings.label_field) or {})
