@@ -125,3 +125,28 @@ def type_into(field, text):
     field.press("Control+a")
     field.press_sequentially(str(text), delay=20)
     field.press("Tab")
+
+
+def gt_dataset(folder, name, count):
+    """``count`` 128×96 images, each with one coloured box and its ground truth mask
+    (cat or dog, alternately), shown with FA-Seg's field in the grid."""
+    import fiftyone as fo
+    import numpy as np
+    from PIL import Image
+
+    ds = fo.Dataset(name)
+    samples = []
+    for i in range(count):
+        img = np.zeros((96, 128, 3), np.uint8)
+        img[:] = (40 + 50 * i, 120, 200 - 40 * i)
+        img[20:70, 30 + 10 * i : 90 + 10 * i] = (220, 60 + 30 * i, 40)
+        path = os.path.join(str(folder), "%d.png" % i)
+        Image.fromarray(img).save(path)
+        gt = np.zeros((96, 128), np.uint8)
+        gt[20:70, 30 + 10 * i : 90 + 10 * i] = 1 + i % 2
+        samples.append(fo.Sample(filepath=path, ground_truth=fo.Segmentation(mask=gt)))
+    ds.add_samples(samples)
+    ds.mask_targets = {"ground_truth": {1: "cat", 2: "dog"}}
+    ds.app_config.active_fields = fo.ActiveFields(paths=["ground_truth", "faseg"])
+    ds.save()
+    return ds

@@ -15,12 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 N = 4
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
-from browser_support import CHROMIUM, app_server as _server, browser_page, graphql, wait_for_grid  # noqa: E402
+from browser_support import CHROMIUM, app_server as _server, browser_page, graphql, gt_dataset, wait_for_grid  # noqa: E402,E501
 
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium, or make browser)", allow_module_level=True)
 
-import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -30,25 +29,9 @@ from fiftyone_faseg.evaluation import evaluate_faseg  # noqa: E402
 
 @pytest.fixture(scope="module")
 def app_dataset(tmp_path_factory, tiny_faseg):
-    folder = tmp_path_factory.mktemp("app-images")
-    ds = fo.Dataset("faseg-app-%d" % os.getpid())
-    samples = []
-    for i in range(N):
-        img = np.zeros((96, 128, 3), np.uint8)
-        img[:] = (40 + 50 * i, 120, 200 - 40 * i)
-        img[20:70, 30 + 10 * i : 90 + 10 * i] = (220, 60 + 30 * i, 40)
-        path = folder / ("%d.png" % i)
-        Image.fromarray(img).save(path)
-        gt = np.zeros((96, 128), np.uint8)
-        gt[20:70, 30 + 10 * i : 90 + 10 * i] = 1 + i % 2
-        samples.append(fo.Sample(filepath=str(path), ground_truth=fo.Segmentation(mask=gt)))
-    ds.add_samples(samples)
-    ds.mask_targets = {"ground_truth": {1: "cat", 2: "dog"}}
-    ds.save()
+    ds = gt_dataset(tmp_path_factory.mktemp("app-images"), "faseg-app-%d" % os.getpid(), N)
     ff.segment_samples(ds, classes=["cat", "dog"], segmenter=tiny_faseg, threshold=0.3)
     evaluate_faseg(ds, "faseg", gt_field="ground_truth", eval_key="faseg_eval")
-    ds.app_config.active_fields = fo.ActiveFields(paths=["ground_truth", "faseg"])
-    ds.save()
     yield ds
     ds.delete()
 

@@ -22,36 +22,20 @@ SLOW = 180000  # ms: the App server imports torch and loads the model on the fir
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
 from browser_support import (  # noqa: E402
-    CHROMIUM, app_server as _server, browser_page, form_input, open_operator, select_samples, type_into,
+    CHROMIUM, app_server as _server, browser_page, form_input, gt_dataset, open_operator, select_samples, type_into,
     wait_for_grid,
 )
 
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium, or make browser)", allow_module_level=True)
 
-import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def app_dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("form-images")
-    ds = fo.Dataset("faseg-forms-%d" % os.getpid())
-    samples = []
-    for i in range(N):
-        img = np.zeros((96, 128, 3), np.uint8)
-        img[:] = (40 + 50 * i, 120, 200 - 40 * i)
-        img[20:70, 30 + 10 * i : 90 + 10 * i] = (220, 60 + 30 * i, 40)
-        path = folder / ("%d.png" % i)
-        Image.fromarray(img).save(path)
-        gt = np.zeros((96, 128), np.uint8)
-        gt[20:70, 30 + 10 * i : 90 + 10 * i] = 1 + i % 2
-        samples.append(fo.Sample(filepath=str(path), ground_truth=fo.Segmentation(mask=gt)))
-    ds.add_samples(samples)
-    ds.mask_targets = {"ground_truth": {1: "cat", 2: "dog"}}
-    ds.app_config.active_fields = fo.ActiveFields(paths=["ground_truth", "faseg"])
-    ds.save()
+    ds = gt_dataset(tmp_path_factory.mktemp("form-images"), "faseg-forms-%d" % os.getpid(), N)
     yield ds
     ds.delete()
 

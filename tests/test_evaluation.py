@@ -4,7 +4,6 @@ Every number is checked against an independent count written here with plain num
 (no fiftyone_faseg.metrics): ground truth and prediction ids differ but share names.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest

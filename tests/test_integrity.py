@@ -16,22 +16,14 @@ from datetime import datetime, timedelta
 import fiftyone as fo
 import numpy as np
 import pytest
-from PIL import Image
 
 import fiftyone_faseg as ff
+from images import write_image
 from fiftyone_faseg import iterate, workers
 from fiftyone_faseg.outputs import RunError
 from fiftyone_faseg.plan import files_root
 
 KW = dict(classes=["cat", "dog"], threshold=0.3, batch_size=2)
-
-
-def write_image(path, seed, h=40, w=56):
-    rng = np.random.RandomState(seed)
-    img = np.full((h, w, 3), rng.randint(0, 255, 3), np.uint8)
-    img[h // 4 : h // 2, w // 3 :] = rng.randint(0, 255, 3)
-    Image.fromarray(img).save(path)
-    return str(path)
 
 
 @pytest.fixture
@@ -41,7 +33,8 @@ def dataset(tmp_path):
     for i in range(3):
         gt = np.zeros((40, 56), np.uint8)
         gt[10:20, 20:] = 1 + i % 2
-        samples.append(fo.Sample(filepath=write_image(tmp_path / ("%d.png" % i), i), ground_truth=fo.Segmentation(mask=gt)))
+        path = write_image(tmp_path / ("%d.png" % i), seed=i, w=56)
+        samples.append(fo.Sample(filepath=path, ground_truth=fo.Segmentation(mask=gt)))
     ds.add_samples(samples)
     ds.mask_targets = {"ground_truth": {0: "background", 1: "cat", 2: "dog"}}
     ds.save()
@@ -92,7 +85,7 @@ _WORKER = """
 
 def test_case02_two_processes_write_one_field_without_mixing_classes(dataset, tiny_sd_dir, tmp_path):
     for i in range(3, 8):
-        dataset.add_sample(fo.Sample(filepath=write_image(tmp_path / ("%d.png" % i), i)))
+        dataset.add_sample(fo.Sample(filepath=write_image(tmp_path / ("%d.png" % i), seed=i, w=56)))
     ids = dataset.values("id")
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER))
@@ -176,7 +169,7 @@ def test_case05_10_label_fields_that_are_paths_or_nested_are_refused(dataset, ti
 def test_case05_files_stay_under_the_runs_root_whatever_the_dataset_name(tiny_faseg, tmp_path):
     ds = fo.Dataset("../../faseg-escape-%d" % os.getpid())
     try:
-        ds.add_sample(fo.Sample(filepath=write_image(tmp_path / "a.png", 0)))
+        ds.add_sample(fo.Sample(filepath=write_image(tmp_path / "a.png", seed=0, w=56)))
         ff.segment_samples(ds, segmenter=tiny_faseg, store_scores=True, heatmap=True, **KW)
         base = os.path.realpath(os.path.join(fo.config.default_dataset_dir, "faseg"))
         path = os.path.realpath(ds.first().faseg_scores)

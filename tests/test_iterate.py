@@ -6,23 +6,15 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
-from PIL import Image
 
 import fiftyone_faseg as ff
+from images import write_image
 from fiftyone_faseg import iterate, rerun, storage
 from fiftyone_faseg.evaluation import evaluate_faseg
 from fiftyone_faseg.outputs import HEATMAP_SIDE
 
 PLUGIN = "@faseg/fiftyone-faseg/"
 F16 = 1e-3  # float16 rounding of scores in [0, 1] (half-ulp 2.4e-4), through bicubic weights
-
-
-def write_image(path, h, w, seed):
-    rng = np.random.RandomState(seed)
-    img = np.full((h, w, 3), rng.randint(0, 255, 3), np.uint8)
-    img[h // 4 : h // 2, w // 3 :] = rng.randint(0, 255, 3)
-    Image.fromarray(img).save(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

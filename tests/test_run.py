@@ -9,17 +9,10 @@ import pytest
 from PIL import Image
 
 import fiftyone_faseg as ff
+from images import write_image
 from fiftyone_faseg import classes as fcl
 
 RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
-
-
-def write_image(path, h=40, w=60, seed=0):
-    rng = np.random.RandomState(seed)
-    img = np.full((h, w, 3), rng.randint(0, 255, 3), np.uint8)
-    img[h // 4 : h // 2, w // 3 :] = rng.randint(0, 255, 3)
-    Image.fromarray(img).save(path)
-    return str(path)
 
 
 @pytest.fixture
