@@ -46,23 +46,6 @@ class StubSegmenter:
                 for im, c in zip(images, lists)]
 
 
-class TimedSegmenter:
-    """A segmenter that adds up the seconds spent inside it."""
-
-    def __init__(self, seg):
-        self.seg, self.seconds = seg, 0.0
-
-    def __getattr__(self, name):
-        return getattr(self.seg, name)
-
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self.seg(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 def _model(checkpoint, config, seg):
     import fiftyone_faseg as ff
 
@@ -83,18 +66,15 @@ def overlap(folder: Path, count: int) -> list[list]:
     import fiftyone_faseg as ff
     from faseg_core import FASeg, FASegConfig
     from faseg_core.testing import save_diffusion_checkpoint
+    from fiftyone_faseg.protocol.harness import TimedSegmenter
 
-    rng = np.random.RandomState(0)
-    paths = []
-    for i in range(count):
-        paths.append(str(folder / f"{i}.jpg"))
-        Image.fromarray(rng.randint(0, 256, (375, 500, 3), dtype=np.uint8)).save(paths[-1])
+    paths = common.random_jpegs(folder, count)
     checkpoint = save_diffusion_checkpoint(folder / "tiny")
     config = FASegConfig(batch_size=8).at_image_size(128)
     seg = TimedSegmenter(FASeg.from_pretrained(checkpoint, config=config, device="cpu"))
     seg(paths[:1], CLASSES)  # warm-up
     runs = {
-        "bare FASeg call": lambda ds: seg.seg(paths, CLASSES, config=config),
+        "bare FASeg call": lambda ds: seg.segmenter(paths, CLASSES, config=config),
         "segment_samples (masks in the database)": lambda ds: ff.segment_samples(ds, classes=CLASSES, segmenter=seg),
         "apply_model (FiftyOne's loop)": lambda ds: ds.apply_model(_model(checkpoint, config, seg), "faseg",
                                                                     batch_size=8, progress=False),
@@ -104,11 +84,11 @@ def overlap(folder: Path, count: int) -> list[list]:
         walls, models = [], []
         for _ in range(3):
             ds = _dataset(paths)
-            seg.seconds = 0.0
+            seg.model_seconds = 0.0
             start = time.perf_counter()
             run(ds)
             walls.append(time.perf_counter() - start)
-            models.append(seg.seconds)
+            models.append(seg.model_seconds)
             ds.delete()
         i = int(np.argsort(walls)[1])  # the median run
         results[name] = (walls[i] / count, models[i] / count)

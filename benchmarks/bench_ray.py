@@ -18,23 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 from . import common
 
 NAME = "ray"
 CLASSES = ["cat", "dog", "bird"]
-
-
-def _images(folder: Path, count: int) -> list[str]:
-    rng = np.random.RandomState(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"{i}.jpg"
-        Image.fromarray(rng.randint(0, 256, (375, 500, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
 
 
 def _timed(run, count):
@@ -68,7 +56,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         checkpoint = save_diffusion_checkpoint(folder / "tiny")
-        paths = _images(folder, count)
+        paths = common.random_jpegs(folder, count)
         settings = dict(classes=CLASSES, model_path=str(checkpoint), image_size=128, batch_size=batch,
                         output_dir=str(folder / "masks"))
 

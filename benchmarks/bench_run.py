@@ -13,23 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 from . import common
 
 NAME = "run"
 CLASSES = ["cat", "dog", "bird"]
-
-
-def _images(folder: Path, count: int) -> list[str]:
-    rng = np.random.RandomState(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"{i}.jpg"
-        Image.fromarray(rng.randint(0, 256, (375, 500, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
 
 
 def main(argv=None) -> dict:
@@ -47,7 +35,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         checkpoint = save_diffusion_checkpoint(folder / "tiny")
-        paths = _images(folder, count)
+        paths = common.random_jpegs(folder, count)
         seg = TimedSegmenter(FASeg.from_pretrained(checkpoint, config=config, device="cpu"))
         seg(paths[:1], CLASSES)  # warm-up
         variants = {

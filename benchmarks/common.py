@@ -233,3 +233,17 @@ def write_json(name: str, data: dict, out_dir: Path | str = OUT_DIR) -> Path:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"wrote {path}", flush=True)
     return path
+
+
+def random_jpegs(folder, count: int, size=(375, 500)) -> list[str]:
+    """``count`` JPEGs of random pixels (``size`` = height, width, VOC's usual 375×500) under ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    paths = []
+    for i in range(count):
+        path = Path(folder) / f"{i}.jpg"
+        Image.fromarray(rng.randint(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
