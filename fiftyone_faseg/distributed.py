@@ -121,23 +121,14 @@ def segment_samples_on_ray(
             before anything is written
         ConnectionError: the Ray cluster cannot be reached, before anything is written
     """
-    summary, bar = None, None
+    from .run import drive
+
     steps = iter_segment_samples_on_ray(
         samples, label_field=label_field, address=address, concurrency=concurrency, num_gpus=num_gpus,
         batch_size=batch_size, settings=settings, chunk_size=chunk_size, max_task_retries=max_task_retries,
         config=config, vocabulary=vocabulary, segmenter=segmenter, proposer=proposer, **kwargs,
     )
-    for done, total, summary in steps:
-        if progress is True:
-            import fiftyone as fo
-
-            bar = bar or fo.ProgressBar(total=total)
-            bar.set_iteration(done)
-        elif callable(progress):
-            progress(done, total)
-    if bar is not None:
-        bar.close()
-    return summary
+    return drive(steps, progress)
 
 
 def iter_segment_samples_on_ray(

@@ -74,8 +74,8 @@ class RunPlan:
         dataset_name: the dataset written
         settings: the :class:`fiftyone_faseg.settings.RunSettings`
         config: the :class:`faseg_core.FASegConfig` every batch runs with
-        record: the :class:`fiftyone_faseg.settings.RunRecord` the run writes
-        root: the folder of its files (:func:`files_root`)
+        record: the :class:`fiftyone_faseg.settings.RunRecord` the run writes (its
+            ``root`` is the folder of the run's files, :func:`files_root`)
         ids: ids of the samples to process, in the collection's order
         skipped: ids left alone (``skip_existing``: already complete)
         names: every class name the run may write
@@ -87,7 +87,6 @@ class RunPlan:
     settings: RunSettings
     config: object
     record: RunRecord
-    root: str
     ids: list
     skipped: list
     names: list
@@ -96,6 +95,10 @@ class RunPlan:
     vocabulary: object = None
     per_sample_field: str = None
     class_ids: dict = field(default_factory=dict)
+
+    @property
+    def root(self):
+        return self.record.root
 
     @property
     def label_field(self):
@@ -142,6 +145,8 @@ def plan_run(samples, settings, config=None, vocabulary=None):
     per_sample_field = None
     if classes_from == fcl.CANDIDATES:
         per_sample_field = settings.classes_field or candidates_field(settings.label_field)
+    if classes_from == "tagger":
+        vocabulary = fcl.tagger_vocabulary(dataset, list(settings.classes), settings.gt_field, vocabulary)
     names = fcl.run_class_names(dataset, ids, list(settings.classes), classes_from, settings.gt_field,
                                 vocabulary, per_sample_field)
     if not names and ids:
@@ -152,14 +157,12 @@ def plan_run(samples, settings, config=None, vocabulary=None):
         settings=settings,
         config=config,
         record=record,
-        root=record.root,
         ids=ids,
         skipped=skipped,
         names=names,
         classes_from=classes_from,
         gt_values=fcl.gt_classes(dataset, settings.gt_field) if classes_from == "gt_field" else None,
-        vocabulary=fcl.tagger_vocabulary(dataset, list(settings.classes), settings.gt_field, vocabulary)
-        if classes_from == "tagger" else None,
+        vocabulary=vocabulary if classes_from == "tagger" else None,
         per_sample_field=per_sample_field,
     )
 

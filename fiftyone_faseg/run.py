@@ -91,8 +91,14 @@ def segment_samples(samples, label_field=None, progress=None, settings=None, **k
     Returns:
         a :class:`RunSummary`
     """
+    return drive(iter_segment_samples(samples, label_field=label_field, settings=settings, **kwargs), progress)
+
+
+def drive(steps, progress=None):
+    """Runs a run's ``(done, total, summary)`` steps to the end, reporting progress (True: a
+    progress bar; or ``callable(done, total)``); returns the last summary."""
     summary, bar = None, None
-    for done, total, summary in iter_segment_samples(samples, label_field=label_field, settings=settings, **kwargs):
+    for done, total, summary in steps:
         if progress is True:
             bar = bar or fo.ProgressBar(total=total)
             bar.set_iteration(done)
