@@ -404,5 +404,5 @@ def test_panel_loads_and_renders(known):
     summary = ffe.evaluation_summary(known, "ev")
     assert [r["class"] for r in summary["classes"]] == ["dog", "background", "cat"]  # worst first
     assert summary["confusions"][0] == {"gt": "dog", "pred": "background", "pixels": 2}
-    assert summary["counts"] == {"evaluated": 1, "no_prediction": 0, "no_ground_truth": 0}
+    assert summary["counts"] == {"evaluated": 1, "no_prediction": 0, "no_ground_truth": 0, "unreadable": 0}
     assert ffe.list_faseg_evaluations(known) == ["ev"]

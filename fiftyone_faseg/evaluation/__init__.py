@@ -9,7 +9,8 @@ confusion matrix and its ``miou`` metric) that matches classes **by name**
 (:func:`match_classes`) and writes, sample by sample, the per-sample mIoU, per-class IoU,
 confusion pairs and an error overlay (:mod:`.per_sample`). The FA-Seg panel
 (``operators/panel.py``) shows :func:`evaluation_summary`; :func:`class_view` and
-:func:`confusion_view` are its click-throughs; :func:`is_stale` tells whether the
+:func:`confusion_view` are its click-throughs (with :func:`missed_view` and
+:func:`false_alarm_view`); :meth:`FASegResults.class_table` is its per-class table; :func:`is_stale` tells whether the
 prediction changed since, and :func:`reevaluate_faseg` runs it again.
 
 Modules: :mod:`.matching` (class names), :mod:`.method` (config, method, results),
@@ -20,12 +21,19 @@ saved view; cleanup and rename), :mod:`.views`, :mod:`.summary`, :mod:`.api`.
 
 from ..constants import operator_uri
 from .api import evaluate_faseg, reevaluate_faseg
-from .matching import UNNAMED, match_classes
+from .matching import UNNAMED, Aliases, match_classes
 from .method import MIOU_METRIC_URI, FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall
 from .results import FASegResults
 from .outputs import DEFAULT_WORST_K, field_names
 from .per_sample import ERROR_TARGETS
-from .summary import evaluation_summary, is_stale, list_faseg_evaluations, preview_miou
-from .views import class_view, confusion_view
+from .summary import (
+    evaluation_summary,
+    has_results,
+    is_stale,
+    list_faseg_evaluations,
+    preview_miou,
+    unfinished_faseg_evaluations,
+)
+from .views import class_view, confusion_view, false_alarm_view, missed_view
 
 EVALUATE_OPERATOR_URI = operator_uri("evaluate_faseg")

@@ -5,9 +5,8 @@ import fiftyone.core.media as fom
 import fiftyone.core.validation as fov
 
 from ..fields import get_mask_targets, validate_segmentation_field
-from ..settings import RunRecord
 from . import outputs
-from .matching import match_classes
+from .matching import Aliases, aliases_of
 from .method import FASegEvaluationConfig
 from .summary import threshold_curve as _threshold_curve
 
@@ -23,7 +22,6 @@ def evaluate_faseg(
     per_class=True,
     error_masks=True,
     threshold_curve=True,
-    store_matches=False,
 ):
     """Evaluates the semantic segmentations in ``pred_field`` against ``gt_field``
     with the mIoU of the FA-Seg protocol.
@@ -50,8 +48,17 @@ def evaluate_faseg(
 
     (see :mod:`fiftyone_faseg.evaluation.per_sample`), and a saved view
     ``<eval_key>_worst`` holds the ``worst_k`` samples of lowest ``<eval_key>_miou``.
-    Nothing is written into ``pred_field`` or ``gt_field``; ``delete_evaluation`` and
-    ``rename_evaluation`` delete or rename everything above.
+    Nothing is written into ``pred_field`` or ``gt_field``. Each of these outputs is
+    created only if its name is free or already this evaluation's; ``delete_evaluation``
+    and ``rename_evaluation`` delete or rename only what the evaluation recorded as its
+    own (see :mod:`fiftyone_faseg.evaluation.outputs`). The run is registered only once
+    every sample is evaluated: if it fails, the key is left as it was not (an existing
+    run of the key is replaced once every check passed).
+
+    Ground truth and predictions may be 2-D integer masks, palette PNGs (read as their
+    indices), or RGB masks when the field's ``mask_targets`` are RGB hex strings (as
+    FiftyOne's own evaluation accepts them); a sample whose mask file is missing or
+    cannot be read is left out and counted (``results.summary["unreadable"]``).
 
     Example usage::
 
@@ -86,9 +93,6 @@ def evaluate_faseg(
         threshold_curve (True): when the prediction is an FA-Seg run with stored
             scores, store the mIoU at thresholds 0.05-0.95 with the results (the FA-Seg
             panel's threshold slider)
-        store_matches (False): keep FiftyOne's per-sample matches in the results (the
-            Model Evaluation panel's confusion-matrix cells then open their samples);
-            their size grows with the number of samples
 
     Returns:
         a :class:`FASegResults`
@@ -102,33 +106,19 @@ def evaluate_faseg(
     for field in (gt_field, pred_field):
         validate_segmentation_field(samples, field)
 
-    dataset = samples._dataset
-    gt_targets = get_mask_targets(samples, gt_field)
-    pred_targets = get_mask_targets(samples, pred_field)
-    matching = match_classes(gt_targets, pred_targets, vocabulary=vocabulary)
-    record = RunRecord.read(dataset, pred_field)
-    kwargs = dict(
-        per_class=per_class,
-        error_masks=error_masks,
-        store_matches=store_matches,
-        pred_revision=record.revision if record is not None else None,
-        aliases=_aliases(vocabulary, gt_targets, pred_targets),
-        worst_k=worst_k,
-        **matching,
-    )
-    config = FASegEvaluationConfig(pred_field, gt_field, **kwargs)
-    if eval_key is not None:
-        if not isinstance(eval_key, str) or not eval_key.isidentifier():
-            raise ValueError("eval_key must be a valid Python identifier (e.g. 'faseg_eval'), got %r" % (eval_key,))
-        outputs.check_free(dataset, eval_key, outputs.field_names(eval_key, config), reads=(pred_field, gt_field))
-
+    if eval_key is not None and (not isinstance(eval_key, str) or not eval_key.isidentifier()):
+        raise ValueError("eval_key must be a valid Python identifier (e.g. 'faseg_eval'), got %r" % (eval_key,))
+    aliases = aliases_of(vocabulary, get_mask_targets(samples, gt_field), get_mask_targets(samples, pred_field))
     results = samples.evaluate_segmentations(
         pred_field,
         gt_field=gt_field,
         eval_key=eval_key,
         method=FASegEvaluationConfig,
         progress=progress,
-        **kwargs,
+        aliases=aliases,
+        per_class=per_class,
+        error_masks=error_masks,
+        worst_k=worst_k,
     )
 
     if threshold_curve:
@@ -162,40 +152,20 @@ def reevaluate_faseg(samples, eval_key, progress=None):
     dataset = samples._dataset
     if eval_key not in dataset.list_evaluations():
         raise ValueError("no evaluation '%s' on dataset '%s'" % (eval_key, dataset.name))
-    info = dataset.get_evaluation_info(eval_key)
-    config = info.config
+    config = dataset.get_evaluation_info(eval_key).config
     if getattr(config, "method", None) != "faseg":
         raise ValueError("evaluation '%s' is not an FA-Seg evaluation" % eval_key)
-    results = dataset.load_evaluation_results(eval_key)
+    results = dataset.load_evaluation_results(eval_key)  # None: a run that never finished
+    curve = results is None or "threshold_curve" in (results.summary or {})
     return evaluate_faseg(
         dataset.load_evaluation_view(eval_key),
         config.pred_field,
         gt_field=config.gt_field,
         eval_key=eval_key,
-        vocabulary=_Aliases(getattr(config, "aliases", None) or {}),
+        vocabulary=Aliases(getattr(config, "aliases", None) or {}),
         progress=progress,
-        worst_k=config.worst_k,
+        worst_k=getattr(config, "worst_k", outputs.DEFAULT_WORST_K),
         per_class=getattr(config, "per_class", True),
         error_masks=getattr(config, "error_masks", True),
-        threshold_curve="threshold_curve" in (results.summary or {}),
-        store_matches=getattr(config, "store_matches", False),
+        threshold_curve=curve,
     )
-
-
-def _aliases(vocabulary, *targets):
-    """``{name: canonical name}`` of every class name the vocabulary renames (stored with
-    the run, so a re-evaluation matches names as this one did)."""
-    if vocabulary is None:
-        return {}
-    names = {str(n) for t in targets for n in t.values()}
-    return {n: str(vocabulary.canonical(n)) for n in sorted(names) if vocabulary.canonical(n) is not None}
-
-
-class _Aliases(object):
-    """A vocabulary made of stored :func:`_aliases`."""
-
-    def __init__(self, aliases):
-        self.aliases = dict(aliases)
-
-    def canonical(self, name):
-        return self.aliases.get(name)

@@ -6,7 +6,7 @@ to one class index space through the two fields' ``mask_targets``, matched by na
 """
 
 from ..constants import BACKGROUND, IGNORE_INDEX
-from ..fields import int_targets
+from .reading import value_targets
 
 UNNAMED = "(unnamed)"  # the class of predicted values that have no name
 
@@ -15,7 +15,9 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
     """Matches predicted classes to ground truth classes by name.
 
     Names are compared after ``vocabulary.canonical(name)`` (when it returns a name),
-    lowercased, with whitespace collapsed. Pixel value 0 is background on both sides
+    lowercased, with whitespace collapsed. Pixel value 0 (``#000000`` for RGB hex
+    targets, matched as their ``0xRRGGBB`` values: see
+    :func:`fiftyone_faseg.evaluation.reading.value_targets`) is background on both sides
     whatever its name; ``ignore_index`` in the ground truth is never a class.
 
     The class list is the ground truth classes (background first, then by pixel
@@ -33,7 +35,7 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
         gt_targets: the ground truth ``{pixel value: name}`` dict
         pred_targets: the prediction ``{pixel value: name}`` dict
         vocabulary (None): an object with ``canonical(name) -> str | None``
-        ignore_index (255): the ground truth value that is ignored
+        ignore_index (255): the ground truth value that is ignored (None: none)
 
     Returns:
         a dict with keys ``classes`` (list of names), ``gt_values`` and
@@ -44,8 +46,8 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
         candidates with :func:`normalize`)
     """
     canon = canonicalizer(vocabulary)
-    gt_targets = int_targets(gt_targets, "ground truth")
-    pred_targets = int_targets(pred_targets, "prediction")
+    gt_targets = value_targets(gt_targets)
+    pred_targets = value_targets(pred_targets)
 
     classes = [gt_targets.get(0) or BACKGROUND]
     gt_values = [[0, 0]]
@@ -120,3 +122,22 @@ def canonicalizer(vocabulary=None):
         return normalize(name)
 
     return canon
+
+
+def aliases_of(vocabulary, *targets):
+    """``{name: canonical name}`` of every class name of ``targets`` the vocabulary renames
+    (stored with an evaluation, so a re-evaluation matches names as it did)."""
+    if vocabulary is None:
+        return {}
+    names = {str(n) for t in targets for n in t.values()}
+    return {n: str(vocabulary.canonical(n)) for n in sorted(names) if vocabulary.canonical(n) is not None}
+
+
+class Aliases(object):
+    """A vocabulary made of stored :func:`aliases_of`."""
+
+    def __init__(self, aliases):
+        self.aliases = dict(aliases or {})
+
+    def canonical(self, name):
+        return self.aliases.get(name)

@@ -1,31 +1,42 @@
 """The FA-Seg evaluation method: a FiftyOne ``"segmentation"`` evaluation whose classes are
 matched by name, with mIoU and per-sample outputs computed as each sample is read.
 
+It can be run through FiftyOne's own API::
+
+    dataset.evaluate_segmentations("faseg", gt_field="ground_truth", eval_key="ev",
+                                   method=FASegEvaluationConfig)
+
+The config holds only the caller's choices; the classes are matched (from the two fields'
+``mask_targets``) when the samples are evaluated. The run is **registered only once every
+sample is evaluated**: everything is checked first (the outputs' names, the class names,
+the first masks' format), an existing run of the key is then replaced, and if anything
+fails midway what this run wrote is removed and the key is left unregistered.
+
 Memory does not grow with the number of samples: the samples' masks are streamed from the
 database, each sample's confusion matrix lives only while that sample is processed, its
 outputs are written in batches (:class:`fiftyone_faseg.evaluation.outputs.SampleWriter`),
-and the results keep the dataset matrix and per-class counters. Pass
-``store_matches=True`` for FiftyOne's per-sample matches (the Model Evaluation panel's
-confusion-matrix cells then open their samples), which grow with the dataset.
+and the results keep the dataset matrix and per-class counters.
 """
 
 import contextlib
-import gc
 import logging
 import warnings
 
 import numpy as np
 
+import fiftyone.core.fields as fof
 import fiftyone.core.utils as fou
 import fiftyone.utils.eval.segmentation as fous
 
 import fiftyone_faseg.metrics as fm
 
 from ..constants import IGNORE_INDEX, operator_uri
+from ..fields import candidates_field, get_mask_targets
+from ..settings import RunRecord
 from . import outputs, per_sample
-from .reading import iter_docs, read_mask
+from .matching import UNNAMED, Aliases, match_classes, normalize
+from .reading import MaskError, is_rgb, iter_docs, read_mask
 from .results import FASegResults, miou_metric
-from .matching import UNNAMED, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -33,51 +44,40 @@ MIOU_METRIC_URI = operator_uri("miou")
 
 
 class FASegEvaluationConfig(fous.SegmentationEvaluationConfig):
-    """Configuration of :class:`FASegEvaluation`; built by
-    :func:`fiftyone_faseg.evaluation.evaluate_faseg`.
+    """Configuration of :class:`FASegEvaluation`.
 
     Args:
         pred_field: the name of the predicted segmentation field
         gt_field: the name of the ground truth segmentation field
-        classes (None): the class names (see
-            :func:`fiftyone_faseg.evaluation.match_classes`)
-        gt_values (None): ``[pixel value, class index]`` pairs of the ground truth
-        pred_values (None): ``[pixel value, class index]`` pairs of the prediction
-        num_gt_classes (None): the number of ground truth classes, which come first
-            in ``classes`` and are the classes of the mean
-        name_index (None): ``{normalized name: class index}`` for matching each
-            sample's candidate classes
-        aliases (None): ``{name: canonical name}`` of the vocabulary the classes were
-            matched with (a re-evaluation matches names the same way)
-        ignore_index (255): the ground truth value that is ignored
+        aliases (None): ``{name: canonical name}`` of class-name synonyms (see
+            :func:`fiftyone_faseg.evaluation.match_classes`); names are otherwise
+            compared lowercased and stripped
+        ignore_index (255): the ground truth value that is ignored (integer masks)
         per_class (True): write ``<eval_key>_classes`` and ``<eval_key>_confusions``
+            (FiftyOne's Model Evaluation panel opens a class's or a confusion cell's
+            samples from them)
         error_masks (True): write the ``<eval_key>_errors`` overlay
-        store_matches (False): keep FiftyOne's per-sample matches in the results
-        pred_revision (None): the revision of the prediction field's FA-Seg run record
-            when the evaluation started (a later one means the evaluation is stale)
         worst_k (25): the size of the ``<eval_key>_worst`` saved view
         average ("micro"): the averaging of FiftyOne's per-sample precision and
             recall fields
         compute_dice (False): whether to compute the Dice coefficient per sample
         custom_metrics (None): a list of custom metrics to compute or dict mapping
             metric names to kwargs dicts
+
+    Set by the evaluation, and saved with its run: ``pred_revision`` (the revision of
+    the prediction field's FA-Seg run record when it was evaluated: a later one means
+    the evaluation is stale) and the outputs it owns (``outputs``, ``worst_view``,
+    ``indexes``; see :func:`fiftyone_faseg.evaluation.outputs.owned`).
     """
 
     def __init__(
         self,
         pred_field,
         gt_field,
-        classes=None,
-        gt_values=None,
-        pred_values=None,
-        num_gt_classes=None,
-        name_index=None,
         aliases=None,
         ignore_index=IGNORE_INDEX,
         per_class=True,
         error_masks=True,
-        store_matches=False,
-        pred_revision=None,
         worst_k=outputs.DEFAULT_WORST_K,
         average="micro",
         compute_dice=False,
@@ -91,26 +91,13 @@ class FASegEvaluationConfig(fous.SegmentationEvaluationConfig):
             custom_metrics=custom_metrics,
             **kwargs,
         )
-        if classes is None or gt_values is None or pred_values is None:
-            raise ValueError(
-                "FASegEvaluationConfig needs classes, gt_values and pred_values: "
-                "use fiftyone_faseg.evaluation.evaluate_faseg(), which builds them "
-                "from the fields' mask_targets"
-            )
-
-        self.classes = list(classes)
-        self.gt_values = [[int(v), int(i)] for v, i in gt_values]
-        self.pred_values = [[int(v), int(i)] for v, i in pred_values]
-        self.num_gt_classes = len(self.classes) if num_gt_classes is None else int(num_gt_classes)
-        self.name_index = dict(name_index or {})
         self.aliases = dict(aliases or {})
         self.ignore_index = ignore_index
         self.per_class = bool(per_class)
         self.error_masks = bool(error_masks)
-        self.store_matches = bool(store_matches)
-        self.pred_revision = pred_revision
         self.worst_k = worst_k
         self.average = average
+        self.pred_revision = kwargs.get("pred_revision")
 
     @property
     def method(self):
@@ -125,18 +112,28 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         config: a :class:`FASegEvaluationConfig`
     """
 
+    def register_run(self, samples, key, overwrite=True, cleanup=True):
+        """Checks that the run can be stored under ``key`` (and that its outputs are free
+        or the key's own) without changing anything: the run is registered by
+        :meth:`evaluate_samples` once every sample is evaluated."""
+        if key is None:
+            return
+        self.validate_run(samples, key, overwrite=overwrite)
+        outputs.check_free(samples._dataset, key, outputs.field_names(key, self.config),
+                           reads=(self.config.pred_field, self.config.gt_field))
+
     def register_samples(self, samples, eval_key):
-        if eval_key is not None:
-            outputs.declare_fields(samples._dataset, eval_key, self.config)
+        pass  # the fields are declared once every check passed (evaluate_samples)
 
     def get_fields(self, samples, eval_key, include_custom_metrics=True):
-        fields = list(outputs.field_names(eval_key, self.config).values())
+        fields = list(outputs.owned(eval_key, self.config)["fields"].values())
         if include_custom_metrics:
             fields.extend(self.get_custom_metric_fields(samples, eval_key))
         return fields
 
     def rename(self, samples, eval_key, new_eval_key):
-        outputs.rename_outputs(samples._dataset, eval_key, new_eval_key, self.config)
+        outputs.rename_outputs(samples, eval_key, new_eval_key, self.config)
+        self.update_run_config(samples, eval_key, self.config)
         self.rename_custom_metrics(samples, eval_key, new_eval_key)
         samples._rename_sidebar_group(eval_key, new_eval_key)
 
@@ -153,82 +150,156 @@ class FASegEvaluation(fous.SegmentationEvaluation):
             )
 
         config = self.config
+        dataset = samples._dataset
+        # everything is checked before anything changes
+        gt_targets = get_mask_targets(samples, config.gt_field)
+        pred_targets = get_mask_targets(samples, config.pred_field)
+        rgb = (is_rgb(gt_targets), is_rgb(pred_targets))
+        ignore_index = None if rgb[0] else config.ignore_index
+        matching = match_classes(gt_targets, pred_targets, vocabulary=Aliases(config.aliases),
+                                 ignore_index=ignore_index)
+        _check_first_masks(samples, config, rgb)
+        record = RunRecord.read(dataset, config.pred_field)
+        config.pred_revision = record.revision if record is not None else None
+
+        if eval_key is not None:
+            if eval_key in dataset.list_evaluations():
+                self.delete_run(samples, eval_key)  # replaced: its record and outputs go first
+            outputs.declare_fields(dataset, eval_key, config)
+        try:
+            results = self._evaluate(samples, eval_key, matching, rgb, ignore_index, progress)
+            if eval_key is not None:
+                outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
+                super().register_run(samples, eval_key, overwrite=False, cleanup=False)
+        except BaseException:
+            if eval_key is not None:
+                outputs.delete_outputs(dataset, eval_key, config)  # what this run wrote, nothing else
+            raise
+        return results
+
+    def _evaluate(self, samples, eval_key, matching, rgb, ignore_index, progress):
+        config = self.config
         pred_field, gt_field = config.pred_field, config.gt_field
-        labels = list(config.classes) + [UNNAMED]
+        labels = list(matching["classes"]) + [UNNAMED]
         num_classes = len(labels)
+        num_gt_classes = matching["num_gt_classes"]
         unnamed = num_classes - 1
-        gt_map = fm.Remapper(dict(map(tuple, config.gt_values)), default=-1)
-        pred_map = fm.Remapper(dict(map(tuple, config.pred_values)), default=unnamed)
-        names = dict(config.name_index)
-        cand_field = pred_field + "_candidates" if samples.has_field(pred_field + "_candidates") else None
+        gt_map = fm.Remapper(dict(map(tuple, matching["gt_values"])), default=-1)
+        pred_map = fm.Remapper(dict(map(tuple, matching["pred_values"])), default=unnamed)
+        names = matching["name_index"]
+        cand_field = candidates_field(pred_field)
+        cand_field = cand_field if samples.has_field(cand_field) else None
         fields = outputs.field_names(eval_key, config) if eval_key is not None else {}
 
         confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-        recall = CandidateRecall(num_classes, config.num_gt_classes)
-        counts = dict(evaluated=0, no_prediction=0, no_ground_truth=0)
-        matches = [] if config.store_matches else None
+        recall = CandidateRecall(num_classes, num_gt_classes)
+        presence = ClassPresence(num_classes)
+        counts = dict(evaluated=0, no_prediction=0, no_ground_truth=0, unreadable=0)
+        unreadable = []
         unknown_gt = set()
 
         logger.info("Evaluating segmentations...")
         writer = outputs.SampleWriter(samples._dataset) if fields else contextlib.nullcontext()
-        with _gc_paused(), writer, fou.ProgressBar(total=samples.count(), progress=progress) as pb:
+        with writer, fou.ProgressBar(total=samples.count(), progress=progress) as pb:
             for doc in pb(iter_docs(samples, gt_field, pred_field, cand_field)):
-                gt_mask = read_mask(doc.get(gt_field), gt_field, doc["_id"])
+                try:
+                    gt_mask = read_mask(doc.get(gt_field), gt_field, doc["_id"], rgb=rgb[0])
+                    pred_mask = None if gt_mask is None else read_mask(
+                        doc.get(pred_field), pred_field, doc["_id"], rgb=rgb[1])
+                except MaskError as e:
+                    counts["unreadable"] += 1
+                    if len(unreadable) < 3:
+                        unreadable.append(str(e))
+                    continue
                 if gt_mask is None:
                     counts["no_ground_truth"] += 1
                     continue
-                pred_mask = read_mask(doc.get(pred_field), pred_field, doc["_id"])
                 if pred_mask is None:
                     counts["no_prediction"] += 1
                     continue
 
                 gt = gt_map(gt_mask)
-                lost = (gt < 0) & (gt_mask != config.ignore_index)
+                lost = gt < 0
+                if ignore_index is not None:
+                    lost &= gt_mask != ignore_index
                 if lost.any():
                     unknown_gt.update(np.unique(gt_mask[lost]).tolist())
                 pred = fm.resize_nearest(pred_map(pred_mask), gt.shape)
 
                 conf = fm.confusion_matrix(gt, pred, num_classes, ignore_index=None)
                 confusion += conf
+                presence.add(conf)
                 counts["evaluated"] += 1
 
                 if cand_field is not None:
                     recall.add(conf, _candidate_indices(doc.get(cand_field), names))
 
-                if matches is not None:
-                    gt_id, pred_id = str(doc[gt_field]["_id"]), str(doc[pred_field]["_id"])
-                    for i, j in zip(*np.nonzero(conf)):
-                        matches.append((labels[i], labels[j], int(conf[i, j]), gt_id, pred_id))
-
                 if fields:
-                    writer.set(doc["_id"], _sample_values(fields, conf, gt, pred, labels, config))
+                    writer.set(doc["_id"], _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config))
 
-        _warn(counts, unknown_gt, config)
+        if not counts["evaluated"] and counts["unreadable"]:
+            raise ValueError("No sample could be evaluated: %d have masks that cannot be read, e.g. %s"
+                             % (counts["unreadable"], unreadable[0]))
+        _warn(counts, unreadable, unknown_gt, rgb[0], config)
 
         if not confusion[:, unnamed].any():
             confusion = confusion[:unnamed, :unnamed]
             labels = labels[:unnamed]
 
-        miou = fm.mean_iou(confusion, config.num_gt_classes)
         results = FASegResults(
             samples,
             config,
             eval_key,
             confusion,
             labels,
-            matches=matches,
             missing=labels[0],
-            custom_metrics=None if np.isnan(miou) else {MIOU_METRIC_URI: miou_metric(miou)},
+            num_gt_classes=num_gt_classes,
             summary=dict(
                 counts,
+                unreadable_examples=unreadable,
+                class_samples=presence.as_dict(labels),
                 candidate_recall=recall.as_dict(labels) if cand_field else None,
                 candidates_field=cand_field,
             ),
             backend=self,
         )
-        if fields:
-            outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
+        if not np.isnan(results.miou):
+            results.custom_metrics = {MIOU_METRIC_URI: miou_metric(results.miou)}
         return results
+
+
+def _check_first_masks(samples, config, rgb):
+    """Raises if the first sample with both masks has one FA-Seg cannot read as class
+    values (an RGB mask without hex mask_targets, a float mask, ...), before anything
+    is written; a missing file is left to the per-sample count."""
+    first = samples.exists(config.gt_field).exists(config.pred_field).limit(1)
+    for doc in iter_docs(first, config.gt_field, config.pred_field, None):
+        for field, is_rgb_field in ((config.gt_field, rgb[0]), (config.pred_field, rgb[1])):
+            try:
+                read_mask(doc.get(field), field, doc["_id"], rgb=is_rgb_field)
+            except MaskError as e:
+                if not e.missing:
+                    raise
+
+
+class ClassPresence(object):
+    """Per class: in how many samples it is in the ground truth, in the prediction, and
+    in either."""
+
+    def __init__(self, num_classes):
+        self.gt = np.zeros(num_classes, np.int64)
+        self.pred = np.zeros(num_classes, np.int64)
+        self.either = np.zeros(num_classes, np.int64)
+
+    def add(self, conf):
+        gt, pred = conf.sum(axis=1) > 0, conf.sum(axis=0) > 0
+        self.gt += gt
+        self.pred += pred
+        self.either += gt | pred
+
+    def as_dict(self, labels):
+        return {c: {"samples": int(self.either[k]), "gt_samples": int(self.gt[k]), "pred_samples": int(self.pred[k])}
+                for k, c in enumerate(labels)}
 
 
 class CandidateRecall(object):
@@ -255,20 +326,6 @@ class CandidateRecall(object):
         }
 
 
-@contextlib.contextmanager
-def _gc_paused():
-    """No cyclic garbage collection while the loop makes thousands of short-lived label
-    documents (freed by reference counting): each collection would walk every object of
-    the process."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _candidate_indices(candidates, names):
     """Class indices of a sample's candidates (a raw Classifications document)."""
     if candidates is None:
@@ -276,19 +333,19 @@ def _candidate_indices(candidates, names):
     return {names.get(normalize(c.get("label"))) for c in candidates.get("classifications") or []} - {None}
 
 
-def _sample_values(fields, conf, gt, pred, labels, config):
+def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
     """``{field: database value}`` of one sample's outputs."""
     acc, pre, rec = accuracy_precision_recall(conf, config.average)
     values = {
         fields["accuracy"]: acc,
         fields["precision"]: pre,
         fields["recall"]: rec,
-        fields["miou"]: per_sample.sample_miou(conf, config.num_gt_classes),
+        fields["miou"]: per_sample.sample_miou(conf, num_gt_classes),
     }
     if "dice" in fields:
         values[fields["dice"]] = fous._compute_dice_score(conf)
     if "classes" in fields:
-        values[fields["classes"]] = per_sample.class_doc(conf, labels, config.num_gt_classes)
+        values[fields["classes"]] = per_sample.class_doc(conf, labels, num_gt_classes)
         values[fields["confusions"]] = per_sample.confusion_doc(conf, labels)
     if "errors" in fields:
         values[fields["errors"]] = per_sample.error_doc(gt, pred, conf)
@@ -312,7 +369,7 @@ def accuracy_precision_recall(conf, average="micro"):
     return float(accuracy), float(precision), float(tp / support)
 
 
-def _warn(counts, unknown_gt, config):
+def _warn(counts, unreadable, unknown_gt, rgb, config):
     if counts["no_ground_truth"]:
         warnings.warn(
             "%d samples without a '%s' mask were skipped" % (counts["no_ground_truth"], config.gt_field)
@@ -324,9 +381,16 @@ def _warn(counts, unknown_gt, config):
             "so explicitly"
             % (counts["no_prediction"], config.pred_field, config.pred_field, config.pred_field)
         )
+    if counts["unreadable"]:
+        warnings.warn(
+            "%d samples whose masks cannot be read were left out of the evaluation: %s"
+            % (counts["unreadable"], "; ".join(unreadable))
+        )
     if unknown_gt:
+        values = [fof.int_to_hex(v) for v in sorted(unknown_gt)] if rgb else sorted(unknown_gt)
+        ignored = "" if rgb else " like %d" % config.ignore_index
         warnings.warn(
             "Ground truth pixel values %s of '%s' are not in its mask_targets and "
-            "were ignored like %d: name them in dataset.mask_targets['%s'] to "
-            "evaluate them" % (sorted(unknown_gt), config.gt_field, config.ignore_index, config.gt_field)
+            "were ignored%s: name them in dataset.mask_targets['%s'] to "
+            "evaluate them" % (values, config.gt_field, ignored, config.gt_field)
         )

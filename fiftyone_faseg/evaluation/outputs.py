@@ -1,13 +1,20 @@
-"""The fields, mask_targets, index and saved view an FA-Seg evaluation owns.
+"""The fields, mask_targets, index and saved view an FA-Seg evaluation owns: owned by
+record, not by name.
 
 Every field it creates carries ``field.info["faseg_eval"] = {"eval_key": ...}``, so FA-Seg
 never offers it as ground truth (:func:`fiftyone_faseg.fields.ground_truth_fields`) and a
-later run refuses to write into it; deleting or renaming the evaluation deletes or
-renames all of them, the error overlay's mask_targets and the ``<eval_key>_worst`` view.
+later run refuses to write into it; the evaluation's config records the names of every
+output it made (``outputs``, ``worst_view``, ``indexes``: :func:`owned`). An evaluation
+creates an output only if its name is free or already this key's (:func:`check_free`,
+before any change); deleting or renaming the evaluation touches only what its record
+names and its marks confirm, so a user's own ``<key>_errors`` field or ``<key>_worst``
+view is never replaced, renamed or deleted.
 """
 
 import concurrent.futures
 import datetime
+import logging
+import warnings
 
 from pymongo import UpdateOne
 
@@ -19,13 +26,16 @@ import fiftyone.core.sample as fos
 from ..targets import delete_targets, set_targets
 from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
 
+logger = logging.getLogger(__name__)
+
 INFO_KEY = "faseg_eval"
 DEFAULT_WORST_K = 25
 
 
 def field_names(eval_key, config):
     """``{role: field name}`` of every sample field an evaluation with ``config`` writes
-    (FiftyOne's own ``accuracy``/``precision``/``recall``/``dice`` included)."""
+    under ``eval_key`` (FiftyOne's own ``accuracy``/``precision``/``recall``/``dice``
+    included)."""
     return output_names(eval_key, per_class=getattr(config, "per_class", False),
                         error_masks=getattr(config, "error_masks", False), compute_dice=config.compute_dice)
 
@@ -46,26 +56,84 @@ def worst_view_name(eval_key):
     return "%s_worst" % eval_key
 
 
-def check_free(dataset, eval_key, names, reads=()):
-    """Raises if a field the evaluation would write (``names``, see :func:`output_names`)
-    exists and is not this evaluation's own (another evaluation's, a run's, ground
-    truth, ...), or is one it reads (``reads``): validate before writing."""
-    existing = eval_key in dataset.list_evaluations()
-    for name in names.values():
+def owned(eval_key, config):
+    """What the evaluation recorded as its own: ``{"fields": {role: name}, "worst_view":
+    name or None, "indexes": [names]}`` (records made before outputs were recorded own
+    the names their key and settings give)."""
+    fields = getattr(config, "outputs", None)
+    if fields is None:
+        fields = field_names(eval_key, config)
+    view = getattr(config, "worst_view", worst_view_name(eval_key))
+    indexes = getattr(config, "indexes", None)
+    if indexes is None:
+        indexes = [fields["miou"]] if "miou" in fields else []
+    return {"fields": dict(fields), "worst_view": view, "indexes": list(indexes)}
+
+
+def record(config, fields, worst_view, indexes):
+    """Writes into ``config`` the outputs the evaluation owns (saved with the run)."""
+    config.outputs = dict(fields)
+    config.worst_view = worst_view
+    config.indexes = list(indexes)
+
+
+def _registered_config(dataset, eval_key):
+    if eval_key not in dataset.list_evaluations():
+        return None
+    try:
+        config = dataset.get_evaluation_info(eval_key).config
+    except Exception:  # a record this FiftyOne cannot read: it owns nothing we can name
+        return None
+    return config if getattr(config, "method", None) == "faseg" else None
+
+
+def is_owned(dataset, eval_key, name, config=None):
+    """Whether sample field ``name`` belongs to evaluation ``eval_key``: marked as its own,
+    or (made before fields were marked) unmarked and named in its record."""
+    field = dataset.get_field(name)
+    if field is None:
+        return False
+    if owner(field) is not None:
+        return owner(field) == eval_key
+    if INFO_KEY in (field.info or {}):
+        return False
+    config = config if config is not None else _registered_config(dataset, eval_key)
+    return config is not None and name in owned(eval_key, config)["fields"].values()
+
+
+def check_free(dataset, eval_key, names, reads=(), view=True):
+    """Raises, before any change, if an output the evaluation would create is taken by
+    something that is not this evaluation's own: a field (``names``, see
+    :func:`output_names`), one it reads (``reads``), the mask_targets of its error
+    overlay, or its saved view (``view``: True for :func:`worst_view_name`, or a name, or
+    None). The message names what collides and what to do."""
+    if view is True:
+        view = worst_view_name(eval_key)
+    config = _registered_config(dataset, eval_key)
+    mine = owned(eval_key, config) if config is not None else None
+    for role, name in names.items():
         if name in reads:
             raise ValueError(
                 "eval_key '%s' would write into '%s', which the evaluation reads: "
                 "choose another eval_key" % (eval_key, name)
             )
-        field = dataset.get_field(name)
-        if field is None or owner(field) == eval_key:
-            continue
-        if existing and INFO_KEY not in (field.info or {}):
-            continue  # an evaluation made before fields were marked: it is replaced
+        if dataset.has_field(name) and not is_owned(dataset, eval_key, name, config):
+            raise ValueError(
+                "field '%s' exists and does not belong to evaluation '%s'; the evaluation "
+                "writes %s: choose another eval_key (or delete that field)"
+                % (name, eval_key, sorted(names.values()))
+            )
+        if role == "errors" and name in (dataset.mask_targets or {}) and not is_owned(dataset, eval_key, name, config):
+            raise ValueError(
+                "dataset.mask_targets['%s'] exists and does not belong to evaluation '%s', "
+                "which would write its error overlay there: choose another eval_key (or "
+                "delete those mask_targets)" % (name, eval_key)
+            )
+    if view and dataset.has_saved_view(view) and (mine is None or mine["worst_view"] != view):
         raise ValueError(
-            "field '%s' exists and does not belong to evaluation '%s'; the evaluation "
-            "writes %s: choose another eval_key (or delete that field)"
-            % (name, eval_key, sorted(names.values()))
+            "saved view '%s' exists and does not belong to evaluation '%s', which saves "
+            "its worst samples there: choose another eval_key, or rename or delete that "
+            "saved view" % (view, eval_key)
         )
 
 
@@ -78,14 +146,15 @@ def owner(field):
 def declare_fields(dataset, eval_key, config):
     """Adds every output field (marked as this evaluation's, with the attributes of its
     labels, so the App's sidebar filters them) and the error overlay's mask_targets,
-    before any sample is written."""
+    before any sample is written. Call :func:`check_free` first."""
+    names = field_names(eval_key, config)
     info = {INFO_KEY: {"eval_key": eval_key}}
     label_fields = {"classes": fol.Classifications, "errors": fol.Segmentation}
     attributes = {"classes": CLASS_ATTRIBUTES, "confusions": PAIR_ATTRIBUTES, "errors": ERROR_ATTRIBUTES}
     prefixes = {"classes": ".classifications.", "confusions": ".", "errors": "."}
     types = {int: fof.IntField, bool: fof.BooleanField, str: fof.StringField, float: fof.FloatField}
     schema = {}
-    for role, name in field_names(eval_key, config).items():
+    for role, name in names.items():
         if role in label_fields:
             schema[name] = fof.EmbeddedDocumentField(label_fields[role], info=info)
         elif role == "confusions":
@@ -95,11 +164,11 @@ def declare_fields(dataset, eval_key, config):
         if role in attributes:
             schema.update({name + prefixes[role] + a: types[t]() for a, t in attributes[role].items()})
         if dataset.has_sample_field(name):
-            _mark(dataset, name, info)  # a field left by an evaluation made before fields were marked
+            _mark(dataset, name, info)  # this key's own, left by a run that did not finish
     # one schema update for every field and attribute (add_sample_field reloads the dataset each time)
     dataset.add_dynamic_sample_fields(fields=schema)
-    if "errors" in field_names(eval_key, config):
-        set_targets(dataset, field_names(eval_key, config)["errors"], ERROR_TARGETS)
+    if "errors" in names:
+        set_targets(dataset, names["errors"], ERROR_TARGETS)
 
 
 class SampleWriter(object):
@@ -159,14 +228,21 @@ class SampleWriter(object):
 
 def finish_fields(samples, eval_key, config, worst_k=DEFAULT_WORST_K):
     """After the samples are written: the index that makes ``<eval_key>_miou`` sortable
-    in the App's grid and the saved view of the worst samples."""
+    in the App's grid and the saved view of the worst samples; records them, with the
+    fields, in ``config`` (:func:`record`)."""
     dataset = samples._dataset
-    field = field_names(eval_key, config)["miou"]
-    dataset.create_index(field)
+    fields = field_names(eval_key, config)
+    field = fields["miou"]
+    indexes = [dataset.create_index(field)]  # on a field of its own: its own
+    _save_worst(samples, eval_key, field, worst_k)
+    record(config, fields, worst_view_name(eval_key), indexes)
+
+
+def _save_worst(samples, eval_key, field, worst_k):
     view = samples.exists(field).sort_by(field)
     if worst_k:
         view = view.limit(worst_k)
-    dataset.save_view(
+    samples._dataset.save_view(
         worst_view_name(eval_key),
         view,
         description="Samples of lowest mIoU in evaluation '%s', worst first" % eval_key,
@@ -175,48 +251,81 @@ def finish_fields(samples, eval_key, config, worst_k=DEFAULT_WORST_K):
 
 
 def delete_outputs(dataset, eval_key, config):
-    """Deletes every field, the mask_targets and the saved view of an evaluation."""
-    names = list(field_names(eval_key, config).values())
-    dataset.delete_sample_fields([n for n in names if dataset.has_sample_field(n)])
-    if "errors" in field_names(eval_key, config):
-        delete_targets(dataset, field_names(eval_key, config)["errors"])
-    if dataset.has_saved_view(worst_view_name(eval_key)):
-        dataset.delete_saved_view(worst_view_name(eval_key))
+    """Deletes what the evaluation owns (:func:`owned`, confirmed by the fields' marks):
+    its fields, their indexes, the error overlay's mask_targets and its saved view;
+    nothing else of the same names."""
+    mine = owned(eval_key, config)
+    fields = {r: n for r, n in mine["fields"].items() if is_owned(dataset, eval_key, n, config)}
+    for name in mine["indexes"]:
+        if name in fields.values() and name in dataset.list_indexes():
+            dataset.drop_index(name)
+    if fields:
+        dataset.delete_sample_fields(list(fields.values()))
+    if "errors" in fields:
+        delete_targets(dataset, fields["errors"])
+    if mine["worst_view"] and dataset.has_saved_view(mine["worst_view"]):
+        dataset.delete_saved_view(mine["worst_view"])
 
 
-def rename_outputs(dataset, eval_key, new_eval_key, config):
-    """Renames every field of an evaluation (and its mark, mask_targets, saved view)."""
-    old = field_names(eval_key, config)
-    new = field_names(new_eval_key, config)
-    pairs = {old[r]: new[r] for r in old if dataset.has_sample_field(old[r])}
+def rename_outputs(samples, eval_key, new_eval_key, config):
+    """Renames what the evaluation owns to ``new_eval_key``'s names, all or nothing.
+
+    FiftyOne renames the key whatever this does, so when a new name is taken by
+    something else (a user's ``<new_key>_errors`` field or ``<new_key>_worst`` view),
+    nothing is renamed: the outputs keep their names, stay recorded as the renamed key's
+    own (deleting it deletes them, and only them) and a warning names the collision.
+    ``config`` is updated with what the key owns after the rename; save it.
+    """
+    dataset = samples._dataset
+    mine = owned(eval_key, config)
+    fields = {r: n for r, n in mine["fields"].items() if is_owned(dataset, eval_key, n, config)}
+    new_fields = {r: "%s_%s" % (new_eval_key, r) for r in fields}
+    new_view = worst_view_name(new_eval_key) if mine["worst_view"] else None
+    taken = [n for n in new_fields.values() if dataset.has_field(n)]
+    taken += ["mask_targets['%s']" % new_fields[r] for r in ("errors",) if r in new_fields
+              and new_fields[r] in (dataset.mask_targets or {})]
+    if new_view and dataset.has_saved_view(new_view):
+        taken.append("saved view '%s'" % new_view)
+    info = {INFO_KEY: {"eval_key": new_eval_key}}
+    if taken:
+        msg = ("Evaluation '%s' is renamed '%s', but its outputs keep their names %s because %s "
+               "already exist and are not its own; they stay the evaluation's (deleting it deletes "
+               "them, not those). Rename or delete %s and rename the evaluation again to rename them"
+               % (eval_key, new_eval_key, sorted(fields.values()), taken, taken))
+        logger.warning(msg)
+        warnings.warn(msg)
+        for name in fields.values():
+            _mark(dataset, name, info)
+        record(config, fields, mine["worst_view"], mine["indexes"])
+        return
+
+    pairs = {fields[r]: new_fields[r] for r in fields}
     if pairs:
         dataset.rename_sample_fields(pairs)
         dataset.reload()  # renamed field objects keep their old path until reloaded
     for name in pairs.values():
-        _mark(dataset, name, {INFO_KEY: {"eval_key": new_eval_key}})
-    if "miou" in old and dataset.has_sample_field(new["miou"]):
-        _drop_index(dataset, old["miou"])
-        dataset.create_index(new["miou"])
-    if "errors" in old:
-        delete_targets(dataset, old["errors"])
-        if dataset.has_sample_field(new["errors"]):
-            set_targets(dataset, new["errors"], ERROR_TARGETS)
-    if dataset.has_saved_view(worst_view_name(eval_key)):
-        view = dataset.load_saved_view(worst_view_name(eval_key))
-        dataset.delete_saved_view(worst_view_name(eval_key))
-        worst_k = _limit(view)
-        finish_fields(dataset, new_eval_key, config, worst_k=worst_k)
+        _mark(dataset, name, info)
+    indexes = []
+    for name in mine["indexes"]:
+        if name in pairs and name in dataset.list_indexes():
+            dataset.drop_index(name)
+            indexes.append(dataset.create_index(pairs[name]))
+    if "errors" in fields:
+        delete_targets(dataset, fields["errors"])
+        set_targets(dataset, new_fields["errors"], ERROR_TARGETS)
+    view = None
+    if mine["worst_view"] and dataset.has_saved_view(mine["worst_view"]) and "miou" in new_fields:
+        worst_k = _limit(dataset.load_saved_view(mine["worst_view"]))
+        dataset.delete_saved_view(mine["worst_view"])
+        _save_worst(samples, new_eval_key, new_fields["miou"], worst_k)
+        view = new_view
+    record(config, {r: pairs.get(n, n) for r, n in mine["fields"].items()}, view, indexes)
 
 
 def _mark(dataset, name, info):
     field = dataset.get_field(name)
     field.info = {**(field.info or {}), **info}
     field.save()
-
-
-def _drop_index(dataset, name):
-    if name in dataset.list_indexes():
-        dataset.drop_index(name)
 
 
 def _limit(view):

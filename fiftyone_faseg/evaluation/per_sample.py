@@ -23,10 +23,6 @@ more than the evaluation itself); FiftyOne reads them back as usual.
 
 import functools
 import io
-import itertools
-import os
-import random
-import time
 import zlib
 
 import numpy as np
@@ -146,18 +142,10 @@ def _classification(label, confidence, **attributes):
     return doc
 
 
-_PREFIX = [None, None]  # [process id, 9 bytes: timestamp + random]
-_COUNTER = itertools.count(random.getrandbits(24))
-
-
 def _label_id(cls):
-    """A new label document ``{"_id", "_cls", "tags"}``. ObjectIds are made from one
-    timestamp + random prefix and a counter (what ``ObjectId()`` does, without its lock
-    and clock read per id)."""
-    if _PREFIX[0] != os.getpid():  # a forked worker takes a prefix of its own
-        _PREFIX[:] = [os.getpid(), int(time.time()).to_bytes(4, "big") + os.urandom(5)]
-    counter = next(_COUNTER) & 0xFFFFFF
-    return {"_id": ObjectId(_PREFIX[1] + counter.to_bytes(3, "big")), "_cls": cls, "tags": []}
+    """A new label document ``{"_id", "_cls", "tags"}`` with a fresh ``ObjectId`` (unique
+    across processes and time, as FiftyOne makes them)."""
+    return {"_id": ObjectId(), "_cls": cls, "tags": []}
 
 
 def _classifications(docs):

@@ -1,5 +1,12 @@
-"""Results of an FA-Seg evaluation: FiftyOne's segmentation results plus IoU, and what the
-FA-Seg panel reads (:attr:`FASegResults.summary`)."""
+"""Results of an FA-Seg evaluation: FiftyOne's segmentation results plus IoU, per-class
+tables, and what the FA-Seg panel reads (:attr:`FASegResults.summary`).
+
+What is stored does not grow with the number of samples: the pixel confusion matrix, the
+class names and per-class counters. FiftyOne's per-sample matches (``ytrue``, ``ypred``,
+``weights``, ``ytrue_ids``, ``ypred_ids``: what the Model Evaluation panel reads to open
+a class's or a confusion cell's samples) are read on first use from the evaluation's
+per-sample fields (``<eval_key>_classes`` and ``<eval_key>_confusions``).
+"""
 
 import numpy as np
 
@@ -7,26 +14,50 @@ import fiftyone.utils.eval.segmentation as fous
 
 import fiftyone_faseg.metrics as fm
 
+from . import outputs
+
+_MATCH_ATTRIBUTES = ("ytrue", "ypred", "weights", "ytrue_ids", "ypred_ids")
+
 
 def miou_metric(value):
     """The mIoU as FiftyOne stores a custom metric (the Model Evaluation panel shows it)."""
     return {"key": "miou", "value": float(value), "label": "mIoU", "lower_is_better": False}
 
 
+def _match_attribute(name):
+    def get(self):
+        if not self.__dict__["_faseg_matches_loaded"]:
+            self._load_matches()
+        return self.__dict__["_faseg_" + name]
+
+    def set(self, value):
+        self.__dict__["_faseg_" + name] = value
+
+    return property(get, set, doc="FiftyOne's ``%s``, per sample when the evaluation wrote "
+                                  "per-class fields (read on first use)" % name)
+
+
 class FASegResults(fous.SegmentationResults):
     """Results of :func:`fiftyone_faseg.evaluation.evaluate_faseg`: FiftyOne's
     segmentation results (its ``report()``, ``print_report()``,
-    ``plot_confusion_matrix()`` and the App's panel work as usual) plus IoU.
+    ``plot_confusion_matrix()`` and the App's Model Evaluation panel work as usual, its
+    class and confusion-cell clicks included) plus IoU and :meth:`class_table`.
 
-    The classes in the mean are the first ``num_gt_classes`` of :attr:`classes` (the
+    The classes in the mean are the first :attr:`num_gt_classes` of :attr:`classes` (the
     ground truth classes); predicted classes without a ground truth counterpart come
     after them.
 
     :attr:`summary` holds what the FA-Seg panel shows besides the matrix: the sample
-    counts (``evaluated``, ``no_prediction``, ``no_ground_truth``), the
-    ``candidate_recall`` per ground truth class and, when the prediction has stored
-    scores, the ``threshold_curve``.
+    counts (``evaluated``, ``no_prediction``, ``no_ground_truth``, ``unreadable``), the
+    per-class sample counts (``class_samples``), the ``candidate_recall`` per ground
+    truth class and, when the prediction has stored scores, the ``threshold_curve``.
     """
+
+    ytrue = _match_attribute("ytrue")
+    ypred = _match_attribute("ypred")
+    weights = _match_attribute("weights")
+    ytrue_ids = _match_attribute("ytrue_ids")
+    ypred_ids = _match_attribute("ypred_ids")
 
     def __init__(
         self,
@@ -35,53 +66,58 @@ class FASegResults(fous.SegmentationResults):
         eval_key,
         pixel_confusion_matrix,
         classes,
-        matches=None,
         missing=None,
         custom_metrics=None,
         summary=None,
+        num_gt_classes=None,
         backend=None,
     ):
+        self.__dict__["_faseg_matches_loaded"] = True  # nothing to read while building
         super().__init__(
             samples,
             config,
             eval_key,
             pixel_confusion_matrix,
             classes,
-            matches=matches,
+            matches=None,
             missing=missing,
             custom_metrics=custom_metrics,
             backend=backend,
         )
         self.summary = summary or {}
+        self.num_gt_classes = len(self.classes) if num_gt_classes is None else min(int(num_gt_classes), len(self.classes))
+        self.__dict__["_faseg_matches_loaded"] = False
 
     @classmethod
     def _from_dict(cls, d, samples, config, eval_key, **kwargs):
-        matches = None
-        if d.get("ytrue_ids") is not None:
-            matches = list(zip(d["ytrue"], d["ypred"], d["weights"], d["ytrue_ids"], d["ypred_ids"]))
+        num_gt_classes = d.get("num_gt_classes", getattr(config, "num_gt_classes", None))  # older: in the config
         return cls(
             samples,
             config,
             eval_key,
             d["pixel_confusion_matrix"],
             d["classes"],
-            matches=matches,
             missing=d.get("missing", None),
             custom_metrics=d.get("custom_metrics", None),
             summary=d.get("summary", None),
+            num_gt_classes=num_gt_classes,
             **kwargs,
         )
+
+    def _load_matches(self):
+        """Replaces the matrix-derived ``ytrue``/``ypred``/``weights`` by one entry per
+        (sample, ground truth class, predicted class) with the two labels' ids, read from
+        the per-sample fields (left as they are when the evaluation has none)."""
+        self.__dict__["_faseg_matches_loaded"] = True
+        matches = per_sample_matches(self)
+        if matches is not None:
+            for name, values in zip(_MATCH_ATTRIBUTES, matches):
+                setattr(self, name, np.asarray(values))
 
     @property
     def confusion(self):
         """The pixel confusion matrix (rows: ground truth, columns: prediction)."""
         return self.pixel_confusion_matrix
-
-    @property
-    def num_gt_classes(self):
-        """The number of ground truth classes (the classes of the mean)."""
-        n = getattr(self.config, "num_gt_classes", None)
-        return len(self.classes) if n is None else min(n, len(self.classes))
 
     @property
     def iou(self):
@@ -129,6 +165,41 @@ class FASegResults(fous.SegmentationResults):
             }
         return report
 
+    def class_table(self):
+        """One row per class, in :attr:`classes` order: its ``class``, ``iou``,
+        ``precision`` (TP / predicted pixels), ``recall`` (TP / ground truth pixels),
+        ``f1``, ``gt_pixels``, ``pred_pixels``, ``tp_pixels``, ``samples`` (samples where
+        it is in the ground truth or the prediction), ``gt_samples``, ``pred_samples``
+        and ``in_mean``; ratios are None where undefined, sample counts None for
+        evaluations made before they were counted.
+
+        Returns:
+            a list of dicts
+        """
+        conf = np.asarray(self.confusion, dtype=np.int64)
+        gt, pred, tp = conf.sum(axis=1), conf.sum(axis=0), np.diag(conf)
+        iou = self.iou
+        presence = (self.summary or {}).get("class_samples") or {}
+        rows = []
+        for k, c in enumerate(self.classes):
+            c = str(c)
+            counts = presence.get(c) or {}
+            rows.append({
+                "class": c,
+                "iou": None if np.isnan(iou[k]) else float(iou[k]),
+                "precision": float(tp[k] / pred[k]) if pred[k] else None,
+                "recall": float(tp[k] / gt[k]) if gt[k] else None,
+                "f1": float(2 * tp[k] / (gt[k] + pred[k])) if gt[k] + pred[k] else None,
+                "gt_pixels": int(gt[k]),
+                "pred_pixels": int(pred[k]),
+                "tp_pixels": int(tp[k]),
+                "samples": counts.get("samples"),
+                "gt_samples": counts.get("gt_samples"),
+                "pred_samples": counts.get("pred_samples"),
+                "in_mean": bool(k < self.num_gt_classes and not np.isnan(iou[k])),
+            })
+        return rows
+
     def markdown(self, digits=1):
         """Returns the per-class IoU and the mIoU (in %) as a Markdown table."""
         rows = ["| class | IoU (%) | GT pixels | predicted pixels |", "|---|---:|---:|---:|"]
@@ -149,3 +220,36 @@ class FASegResults(fous.SegmentationResults):
     def print_iou_report(self, digits=1):
         """Prints :meth:`markdown`."""
         print(self.markdown(digits=digits))
+
+
+def per_sample_matches(results):
+    """FiftyOne's per-sample matches of an FA-Seg evaluation, read from its per-sample
+    fields: ``(ytrue, ypred, weights, ytrue_ids, ypred_ids)`` lists with one entry per
+    (sample, ground truth class, predicted class) of that sample's confusion matrix
+    (pixel count as weight), or None when the evaluation wrote no per-class fields."""
+    key, samples = results.key, results.samples
+    if key is None or samples is None:
+        return None
+    dataset = samples._dataset
+    config = dataset.get_evaluation_info(key).config if key in dataset.list_evaluations() else results.config
+    fields = outputs.owned(key, config)["fields"]
+    if "classes" not in fields or not all(dataset.has_field(fields[r]) for r in ("classes", "confusions")):
+        return None
+    cls, pairs = fields["classes"], fields["confusions"]
+    view = samples.exists(cls)
+    values = view.values([
+        config.gt_field + ".id", config.pred_field + ".id",
+        cls + ".classifications.label", cls + ".classifications.tp_pixels",
+        pairs + ".gt", pairs + ".pred", pairs + ".pixels",
+    ])
+    ytrue, ypred, weights, ytrue_ids, ypred_ids = [], [], [], [], []
+    for gt_id, pred_id, labels, tps, gts, preds, pixels in zip(*values):
+        rows = [(c, c, n) for c, n in zip(labels or [], tps or []) if n]
+        rows += list(zip(gts or [], preds or [], pixels or []))
+        for t, p, n in rows:
+            ytrue.append(t)
+            ypred.append(p)
+            weights.append(n)
+            ytrue_ids.append(gt_id)
+            ypred_ids.append(pred_id)
+    return ytrue, ypred, weights, ytrue_ids, ypred_ids

@@ -71,9 +71,35 @@ def is_stale(samples, eval_key):
 
 
 def list_faseg_evaluations(samples):
-    """The keys of the FA-Seg evaluations of a collection's dataset, newest first."""
+    """The keys of the finished FA-Seg evaluations of a collection's dataset (those with
+    results), newest first; see :func:`unfinished_faseg_evaluations` for the others."""
+    return [k for k in _faseg_keys(samples) if has_results(samples, k)]
+
+
+def unfinished_faseg_evaluations(samples):
+    """The keys of FA-Seg evaluations registered without results (left by versions that
+    registered a run before evaluating it, when it then failed), newest first.
+    :func:`fiftyone_faseg.evaluation.reevaluate_faseg` runs one again;
+    ``dataset.delete_evaluation(key)`` deletes it and what it owns."""
+    return [k for k in _faseg_keys(samples) if not has_results(samples, k)]
+
+
+def has_results(samples, eval_key):
+    """Whether the evaluation ``eval_key`` stored its results (it finished)."""
+    try:
+        return samples._dataset.load_evaluation_results(eval_key) is not None
+    except Exception:
+        return False
+
+
+def _faseg_keys(samples):
     dataset = samples._dataset
-    infos = [dataset.get_evaluation_info(k) for k in dataset.list_evaluations()]
+    infos = []
+    for key in dataset.list_evaluations():
+        try:
+            infos.append(dataset.get_evaluation_info(key))
+        except Exception:  # a record this FiftyOne cannot read is not ours to show
+            continue
     infos = [i for i in infos if getattr(i.config, "method", None) == "faseg"]
     return [i.key for i in sorted(infos, key=lambda i: i.timestamp, reverse=True)]
 
@@ -99,11 +125,24 @@ def evaluation_summary(samples, eval_key, top_k=10):
         worst IoU first), ``confusions`` (``[{"gt", "pred", "pixels"}]``, most pixels
         first, background included), ``counts``, ``candidate_recall``
         (``[{"class", "samples", "proposed", "recall"}]``, lowest recall first, or None),
-        ``threshold_curve`` (or None, with ``curve_note``), ``per_class`` and ``stale``
+        ``threshold_curve`` (or None, with ``curve_note``), ``per_class``, ``stale`` and
+        ``class_table`` (:meth:`FASegResults.class_table`: every class with its IoU,
+        precision, recall, F1, pixel and sample counts)
+
+    Raises:
+        ValueError: if ``eval_key`` is not a finished FA-Seg evaluation
     """
     dataset = samples._dataset
+    if eval_key not in dataset.list_evaluations():
+        raise ValueError("no evaluation '%s' on dataset '%s'" % (eval_key, dataset.name))
     config = dataset.get_evaluation_info(eval_key).config
     results = dataset.load_evaluation_results(eval_key)
+    if results is None:
+        raise ValueError(
+            "evaluation '%s' has no results (a run that did not finish): run it again with "
+            "reevaluate_faseg(dataset, '%s') or delete it with dataset.delete_evaluation('%s')"
+            % (eval_key, eval_key, eval_key)
+        )
     summary = dict(results.summary or {})
     report = results.iou_report()
     classes = [dict({"class": c}, **{k: r[k] for k in ("iou", "gt_pixels", "pred_pixels")})
@@ -121,12 +160,13 @@ def evaluation_summary(samples, eval_key, top_k=10):
         miou=None if np.isnan(miou) else miou,
         classes=classes,
         confusions=[dict(gt=g, pred=p, pixels=n) for g, p, n in results.top_confusions(top_k)],
-        counts={k: summary.get(k) for k in ("evaluated", "no_prediction", "no_ground_truth")},
+        counts={k: summary.get(k) for k in ("evaluated", "no_prediction", "no_ground_truth", "unreadable")},
         candidate_recall=recall,
         threshold_curve=summary.get("threshold_curve"),
         curve_note=summary.get("curve_note"),
         per_class=bool(getattr(config, "per_class", False)),
         stale=is_stale(samples, eval_key),
+        class_table=results.class_table(),
     )
 
 
