@@ -23,7 +23,7 @@ from ..constants import operator_uri
 from .api import evaluate_faseg, reevaluate_faseg
 from .matching import UNNAMED, Aliases, match_classes
 from .method import MIOU_METRIC_URI, FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall
-from .results import FASegResults
+from .results import FASegResults, miou_of
 from .outputs import DEFAULT_WORST_K, field_names
 from .per_sample import ERROR_TARGETS
 from .summary import (

@@ -24,6 +24,14 @@ def miou_metric(value):
     return {"key": "miou", "value": float(value), "label": "mIoU", "lower_is_better": False}
 
 
+def miou_of(results):
+    """The dataset mIoU of any segmentation results' pixel confusion matrix, the one rule
+    of :func:`fiftyone_faseg.metrics.mean_iou`: an FA-Seg evaluation's over its ground
+    truth classes (:attr:`FASegResults.num_gt_classes`), FiftyOne's own methods' over
+    all their classes; ``nan`` if no pixel was counted."""
+    return fm.mean_iou(results.pixel_confusion_matrix, getattr(results, "num_gt_classes", None))
+
+
 def _match_attribute(name):
     def get(self):
         if not self.__dict__["_faseg_matches_loaded"]:
@@ -135,7 +143,7 @@ class FASegResults(fous.SegmentationResults):
     @property
     def miou(self):
         """The dataset mIoU in ``[0, 1]`` (``nan`` if no pixel was counted)."""
-        return fm.mean_iou(self.confusion, self.num_gt_classes)
+        return miou_of(self)
 
     def top_confusions(self, k=10, include_background=True):
         """The ``k`` off-diagonal (ground truth, prediction) pairs with the most
