@@ -134,3 +134,30 @@ def test_case14_a_users_saved_view_is_never_replaced_nor_deleted(ds):
     ffe.evaluate_faseg(ds, "faseg", eval_key="other", threshold_curve=False)
     ds.delete_evaluation("other")
     assert ds.get_saved_view_info("ev_worst")["description"] == "mine" and len(ds.load_saved_view("ev_worst")) == 1
+
+
+def test_records_of_older_versions_own_what_their_key_and_settings_name(ds):
+    """Before outputs were recorded (and fields marked), a record owned the names its key and
+    settings give: re-evaluating, renaming and deleting it still touch only those."""
+    ffe.evaluate_faseg(ds, "faseg", eval_key="ev", error_masks=False, threshold_curve=False)
+    info = ds.get_evaluation_info("ev")
+    config = info.config
+    for name in ("outputs", "worst_view", "indexes"):
+        delattr(config, name)
+    config.classes, config.num_gt_classes = ["background", "cat", "dog"], 3  # as older configs stored
+    ffe.FASegEvaluation.update_run_config(ds, "ev", config)
+    for name in ds.get_field_schema():
+        if name.startswith("ev_"):
+            field = ds.get_field(name)
+            field.info = {}
+            field.save()
+    _user_segmentation_field(ds, "ev_errors", {1: "mine"})  # not a name that record gives
+
+    assert ffe.evaluation_summary(ds, "ev")["miou"] is not None
+    with pytest.raises(ValueError, match="field 'ev_errors' exists and does not belong to evaluation 'ev'"):
+        ffe.evaluate_faseg(ds, "faseg", eval_key="ev", threshold_curve=False)
+    ffe.reevaluate_faseg(ds, "ev")  # its own settings: error_masks=False
+    assert ds.get_field("ev_miou").info["faseg_eval"] == {"eval_key": "ev"}
+    ds.delete_evaluation("ev")
+    assert sorted(n for n in ds.get_field_schema() if n.startswith("ev_")) == ["ev_errors"]
+    assert ds.mask_targets["ev_errors"] == {1: "mine"} and ds.list_saved_views() == []
