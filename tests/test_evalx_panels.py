@@ -72,6 +72,11 @@ def test_model_evaluation_panel_opens_a_class_and_a_cell(ds):
     # the matches add up to the stored matrix; what is stored does not hold them
     matrix, _, _ = results._confusion_matrix(include_other=False, include_missing=False)
     np.testing.assert_array_equal(matrix, results.confusion)
+    # the panel's metrics and report read the same numbers as the matrix gives
+    lean = ffe.evaluate_faseg(ds, "faseg", eval_key="lean", per_class=False, error_masks=False, threshold_curve=False)
+    assert lean.ytrue_ids is None  # no per-sample fields: FiftyOne's "legacy" results, no click-through
+    assert results.metrics() == pytest.approx(lean.metrics(), abs=1e-12)
+    assert results.report() == lean.report()
     stored = results.serialize()
     assert not {"ytrue", "ypred", "weights", "ytrue_ids", "ypred_ids"} & set(stored)
     assert all(isinstance(i, ObjectId) for i in me._to_object_ids(results.ytrue_ids[:3]))
