@@ -208,3 +208,16 @@ def test_case21_a_half_registered_key_from_older_versions_does_not_crash_anythin
         assert ds.list_evaluations() == ["old"] and ds.count("old_miou") == 2
     finally:
         ds.delete()
+
+
+def test_case22_label_objects_read_the_same_way_with_messages_a_run_can_show(tmp_path):
+    from fiftyone_faseg.evaluation.reading import MaskError, segmentation_mask
+
+    path = _palette_png(tmp_path / "p.png", GT)
+    np.testing.assert_array_equal(segmentation_mask(fol.Segmentation(mask_path=path), "gt", "s1"), GT)
+    np.testing.assert_array_equal(segmentation_mask(fol.Segmentation(mask=GT == 1), "gt", "s1"), GT == 1)
+    for seg in (fol.Segmentation(mask=_rgb(GT)), fol.Segmentation(mask=GT.astype(np.float32)),
+                fol.Segmentation(mask_path=str(tmp_path / "gone.png"))):
+        with pytest.raises(MaskError) as e:
+            segmentation_mask(seg, "gt", "s1")
+        assert "'gt' of sample s1" in str(e.value) and "evaluat" not in str(e.value).lower()

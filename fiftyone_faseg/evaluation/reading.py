@@ -90,6 +90,18 @@ def read_mask(label, field, sample_id, rgb=False):
     return class_values(mask, field, sample_id, rgb=rgb)
 
 
+def segmentation_mask(seg, field, sample_id, rgb=False):
+    """:func:`read_mask` of a :class:`fiftyone.core.labels.Segmentation` (None when it has
+    no mask): for code that holds label objects (runs reading ground truth, sweeps)."""
+    if seg is None:
+        return None
+    if seg.mask is not None:
+        return class_values(seg.mask, field, sample_id, rgb=rgb)
+    if seg.mask_path:
+        return class_values(_read_file(seg.mask_path, field, sample_id, rgb), field, sample_id, rgb=rgb)
+    return None
+
+
 def class_values(mask, field, sample_id, rgb=False):
     """A decoded mask as a 2-D integer array of class values (see :func:`read_mask`)."""
     mask = np.asarray(mask)
