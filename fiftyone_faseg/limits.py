@@ -36,12 +36,14 @@ Bounds, and why:
     folder or missing, so the form is no probe of the server's file system.
 
 Settings are read, in this order, from the environment (``FASEG_<NAME>``, e.g.
-``FASEG_OUTPUT_ROOTS=/data/masks:/scratch``, ``os.pathsep``-separated) and from the
+``FASEG_OUTPUT_ROOTS=/data/masks:/scratch``, ``os.pathsep``-separated), from the
 plugin's settings in FiftyOne's App config (``app_config.json``:
-``{"plugins": {"@faseg/fiftyone-faseg": {"output_roots": ["/data/masks"]}}}``), both
-under the server administrator's control, never the App user's.
+``{"plugins": {"@faseg/fiftyone-faseg": {"output_roots": ["/data/masks"]}}}``) and from
+the ``settings:`` of the plugin's ``fiftyone.yml``: all under the server
+administrator's control, never the App user's.
 """
 
+import functools
 import math
 import os
 import re
@@ -83,7 +85,8 @@ _MODELS = {
 
 def setting(name, default=None):
     """A server-side setting of this plugin: the environment variable ``FASEG_<NAME>``,
-    else ``name`` in the plugin's settings of FiftyOne's App config, else ``default``."""
+    else ``name`` in the plugin's settings of FiftyOne's App config, else in the
+    ``settings:`` of the plugin's ``fiftyone.yml``, else ``default``."""
     value = os.environ.get("FASEG_" + name.upper())
     if value not in (None, ""):
         return value
@@ -91,10 +94,27 @@ def setting(name, default=None):
         import fiftyone as fo
 
         plugins = fo.app_config.plugins or {}
-    except Exception:  # FiftyOne not importable or its config unreadable: the default
+    except Exception:  # FiftyOne not importable or its config unreadable: the next source
         plugins = {}
-    value = (plugins.get(PLUGIN_NAME) or {}).get(name)
-    return default if value in (None, "", []) else value
+    for source in ((plugins.get(PLUGIN_NAME) or {}), _plugin_file_settings()):
+        value = source.get(name)
+        if value not in (None, "", []):
+            return value
+    return default
+
+
+@functools.lru_cache(maxsize=1)
+def _plugin_file_settings():
+    """The ``settings:`` of this plugin's ``fiftyone.yml`` (read once per process; none
+    when the SDK runs without the plugin)."""
+    try:
+        import fiftyone.plugins as fop
+        import yaml
+
+        with open(os.path.join(fop.find_plugin(PLUGIN_NAME), "fiftyone.yml")) as f:
+            return dict((yaml.safe_load(f) or {}).get("settings") or {})
+    except Exception:
+        return {}
 
 
 def _paths(value):

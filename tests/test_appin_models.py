@@ -70,6 +70,13 @@ def test_cache_size_setting_is_checked(monkeypatch, fresh_cache):
     assert models.cache_size() == models.DEFAULT_CACHE_SIZE == 2
     monkeypatch.setattr(fo.app_config, "plugins", {"@faseg/fiftyone-faseg": {"model_cache_size": 3}})
     assert models.cache_size() == 3
+    from fiftyone_faseg import limits
+
+    # the plugin's fiftyone.yml declares the default, below the environment and the App config
+    assert limits._plugin_file_settings()["model_cache_size"] == models.DEFAULT_CACHE_SIZE
+    monkeypatch.setattr(fo.app_config, "plugins", {})
+    monkeypatch.setattr(limits, "_plugin_file_settings", lambda: {"model_cache_size": 5})
+    assert models.cache_size() == 5
     for bad in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv("FASEG_MODEL_CACHE_SIZE", bad)
         with pytest.raises(ValueError, match="FASEG_MODEL_CACHE_SIZE .* whole number >= 1"):
