@@ -137,12 +137,17 @@ def resolve_input(model_name, ctx):
 
 
 def parse_parameters(model_name, ctx, params):
-    """Drops empty parameters of the zoo plugin's form, so defaults apply, and refuses
+    """Drops empty parameters of the zoo plugin's form, so defaults apply; refuses
     parameters beyond the App's limits (:mod:`fiftyone_faseg.limits`: e.g. image sizes
-    other than 128-1024 px) before anything loads."""
+    other than 128-1024 px) before anything loads; and passes the field the zoo plugin
+    writes (its ``label_field``) to the model, whose classes then claim their pixel
+    values in that field's ``mask_targets`` (existing classes keep theirs)."""
     for key in [k for k, v in params.items() if v in (None, "", [])]:
         params.pop(key)
     limits.check(_zoo_params(params))
+    label_field = ctx.params.get("label_field")
+    if isinstance(label_field, str) and label_field and "." not in label_field:
+        params.setdefault("label_field", label_field)
 
 
 def _zoo_params(params):

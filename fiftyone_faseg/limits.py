@@ -267,7 +267,7 @@ def model_problem(value, name="model_path"):
     if not isinstance(value, str):
         return "The %s must be a Hugging Face Hub id or a folder (got %s)" % (what, _shown(value))
     value = value.strip()
-    if pattern.match(value) and not os.path.lexists(value):
+    if pattern.match(value) and ".." not in _parts(value) and not os.path.lexists(value):
         return None  # a Hub id (or open_clip name): only loading can tell whether it exists
     roots = model_roots()
     path = os.path.abspath(os.path.expanduser(value))

@@ -1,7 +1,6 @@
 """FA-Seg as a FiftyOne :class:`fiftyone.core.models.Model`, for ``apply_model``."""
 
 import dataclasses
-import logging
 import os
 
 import fiftyone.core.config as foc
@@ -13,8 +12,6 @@ from . import targets as ftg
 from .constants import DEFAULT_MODEL
 from .models import load_segmenter
 from .settings import RunSettings
-
-logger = logging.getLogger(__name__)
 
 # The model's own settings (a subset of RunSettings: which model, which classes, which field)
 MODEL_SETTINGS = ("model_path", "device", "dtype", "classes", "classes_field", "caption_field", "label_field")

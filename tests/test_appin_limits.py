@@ -18,7 +18,7 @@ from fiftyone.operators.executor import ExecutionContext
 import fiftyone_faseg as ff
 from fiftyone_faseg import limits
 from fiftyone_faseg.constants import PLUGIN_NAME
-from test_operators import RUN, context, drive, ds, errors, form, images, run_params  # noqa: F401 (fixtures)
+from test_operators import RUN, drive, ds, errors, form, images, run_params  # noqa: F401 (ds, images: fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,6 +121,10 @@ def test_zoo_form_and_parameters_have_the_same_limits():
     params = dict(classes=["cat"], image_size=256, threshold=None)
     zoo.parse_parameters("faseg-2rf", ExecutionContext(request_params={}), params)
     assert params == dict(classes=["cat"], image_size=256)
+    # the field the zoo plugin's "Apply model" writes: the model keeps its pixel values
+    params = dict(classes=["cat"])
+    zoo.parse_parameters("faseg-2rf", ExecutionContext(request_params=dict(params=dict(label_field="zoo"))), params)
+    assert params == dict(classes=["cat"], label_field="zoo")
 
 
 # ---------------------------------------------------------------------- case 19: output_dir
@@ -232,6 +236,7 @@ def test_hub_ids_and_checkpoints_under_an_allowed_root_are_accepted(ds, tiny_sd_
     assert limits.model_problem("models/tiny") is None  # under the root
     (roots["models"].parent / "owner" / "name").mkdir(parents=True)
     assert "neither" in limits.model_problem("owner/name")
+    assert "neither" in limits.model_problem("nobody/..")  # no Hub id climbs out of the working directory
     assert errors(form(RUN, ds, run_params(tiny_sd_dir, model_path=str(checkpoint)))) == {}
 
 

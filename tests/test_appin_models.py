@@ -103,6 +103,9 @@ def test_fasegmodel_takes_every_fa_seg_setting():
     with pytest.raises(ValueError, match="threshold"):
         ff.FASegModel(classes=["cat"], threshold=2)  # refused when built, not at the first batch
     # the run settings the model shares with segment_samples are FA-Seg's or the model's own
+    from fiftyone_faseg.model import MODEL_SETTINGS
+
+    assert set(MODEL_SETTINGS) <= set(ff.RunSettings.fields())
     shared = set(ff.RunSettings.fields()) & set(ff.FASegModelConfig.settings())
     assert {"threshold", "batch_size", "image_size", "pamr", "model_path", "classes", "label_field"} <= shared
 
