@@ -91,7 +91,8 @@ class FASeg:
     One `FASeg` serves concurrent callers (threads): UNet passes and the text-embedding
     cache are serialised by a lock, everything else is per call. After an out-of-memory
     error a batch is retried in halves, and the size that worked becomes the most images
-    per UNet pass at that image size for every later batch and call of this object.
+    per UNet pass for the rest of that call only: one caller's out-of-memory never shrinks
+    another's batches.
 
     Example::
 
