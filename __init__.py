@@ -10,8 +10,8 @@ weights are licensed CC-BY-NC-4.0 (non-commercial)::
     import fiftyone.zoo as foz
 
     foz.register_zoo_model_source("https://github.com/faseg/fiftyone-faseg")
-    model = foz.load_zoo_model("faseg-2rf", classes=["cat", "dog"])   # a FASegModel
-    dataset.apply_model(model, label_field="faseg")
+    model = foz.load_zoo_model("faseg-2rf", classes=["cat", "dog"], label_field="faseg")  # a FASegModel
+    dataset.apply_model(model, label_field="faseg")  # the model keeps faseg's mask_targets
 """
 
 import os
@@ -25,6 +25,7 @@ except ImportError:
     # runs name their classes.
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
+from fiftyone_faseg import limits  # noqa: E402
 from fiftyone_faseg.constants import DEFAULT_MODEL, DEFAULT_THRESHOLD, MODEL_COMPONENTS  # noqa: E402
 
 # Zoo model name -> the Hugging Face Hub checkpoint its components come from
@@ -79,8 +80,9 @@ def load_model(model_name, model_path, classes=None, threshold=None, image_size=
         threshold (None): background threshold (the paper's VOC value by default)
         image_size (None): the side images are resized to (512 by default)
         batch_size (None): images per UNet call
-        **kwargs: other :class:`fiftyone_faseg.FASegModelConfig` fields
-            (``classes_field``, ``caption_field``, ``device``, ``dtype``)
+        **kwargs: other :class:`fiftyone_faseg.FASegModelConfig` settings
+            (``label_field``, ``classes_field``, ``caption_field``, ``device``,
+            ``dtype``, and any :class:`faseg_core.FASegConfig` field, e.g. ``pamr``)
 
     Returns:
         a :class:`fiftyone_faseg.FASegModel`
@@ -122,21 +124,36 @@ def resolve_input(model_name, ctx):
     if not [c for c in params.get("classes") or [] if c and str(c).strip()]:
         prop.invalid = True
         prop.error_message = "Name at least one class"
-    prop = inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
-                        description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
-    threshold = params.get("threshold")
-    if threshold is not None and not 0 <= threshold <= 1:
-        prop.invalid = True
-        prop.error_message = "The threshold must be between 0 and 1 (got %s)" % threshold
+    inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
+                 description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
     inputs.int("image_size", default=512, label="Image size",
                description="Images are resized to this square before the VAE (128, 256, 512 or 1024)")
+    # the bounds every FA-Seg form and run share (fiftyone_faseg.limits)
+    for name, problem in limits.problems(_zoo_params(params)).items():
+        if name in inputs.properties:
+            inputs.properties[name].invalid = True
+            inputs.properties[name].error_message = problem
     return types.Property(inputs)
 
 
 def parse_parameters(model_name, ctx, params):
-    """Drops empty parameters of the zoo plugin's form, so defaults apply."""
+    """Drops empty parameters of the zoo plugin's form, so defaults apply; refuses
+    parameters beyond the App's limits (:mod:`fiftyone_faseg.limits`: e.g. image sizes
+    other than 128-1024 px) before anything loads; and passes the field the zoo plugin
+    writes (its ``label_field``) to the model, whose classes then claim their pixel
+    values in that field's ``mask_targets`` (existing classes keep theirs)."""
     for key in [k for k, v in params.items() if v in (None, "", [])]:
         params.pop(key)
+    limits.check(_zoo_params(params))
+    label_field = ctx.params.get("label_field")
+    if isinstance(label_field, str) and label_field and "." not in label_field:
+        params.setdefault("label_field", label_field)
+
+
+def _zoo_params(params):
+    """The zoo form's parameters as the run operator names them (``classes`` is the list
+    for every image)."""
+    return dict(params, classes_from="list") if "classes" in params else dict(params)
 
 
 def _hub_id(model_name):

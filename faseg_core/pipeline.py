@@ -91,7 +91,8 @@ class FASeg:
     One `FASeg` serves concurrent callers (threads): UNet passes and the text-embedding
     cache are serialised by a lock, everything else is per call. After an out-of-memory
     error a batch is retried in halves, and the size that worked becomes the most images
-    per UNet pass at that image size for every later batch and call of this object.
+    per UNet pass for the rest of that call only: one caller's out-of-memory never shrinks
+    another's batches.
 
     Example::
 
@@ -118,7 +119,6 @@ class FASeg:
         self.scheduler.set_timesteps(1)
         self._lock = threading.RLock()  # one UNet pass (attention processors) and cache update at a time
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._fitting_batch: dict[int, int] = {}  # image size -> most images per pass after an OOM
         self._warned_truncation = False
 
     def __getstate__(self):
@@ -295,6 +295,7 @@ class FASeg:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="FA-Seg")
+        fitting: dict[int, int] = {}  # this call's most images per pass after an OOM (never another call's)
         for start in range(0, total, cfg.batch_size):
             with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
                 # 1. Read images, build prompts
@@ -302,7 +303,7 @@ class FASeg:
                     self._prepare(i, images[i], class_lists[i], captions[i])
                     for i in range(start, min(start + cfg.batch_size, total))
                 ]
-                results += self._segment_fitting(jobs, cfg)
+                results += self._segment_fitting(jobs, cfg, fitting)
             if bar is not None:
                 bar.update(len(jobs))
             elif callable(progress):
@@ -311,13 +312,13 @@ class FASeg:
             bar.close()
         return results
 
-    def _segment_fitting(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
-        """Segment jobs in UNet passes of at most the size known to fit at `cfg.image_size`;
-        on out-of-memory, halve that size (down to one image), remember it and go on.
-        The caller holds `self._lock`."""
+    def _segment_fitting(self, jobs: list[_Job], cfg: FASegConfig, fitting: dict[int, int]) -> list[FASegResult]:
+        """Segment jobs in UNet passes of at most the size known to fit at `cfg.image_size`
+        in this call (`fitting`); on out-of-memory, halve that size (down to one image),
+        remember it for the call's later batches and go on. The caller holds `self._lock`."""
         results = []
         while len(results) < len(jobs):
-            size = min(len(jobs) - len(results), self._fitting_batch.get(cfg.image_size, len(jobs)))
+            size = min(len(jobs) - len(results), fitting.get(cfg.image_size, len(jobs)))
             try:
                 results += self._segment(jobs[len(results) : len(results) + size], cfg)
             except (torch.OutOfMemoryError, RuntimeError) as e:
@@ -326,7 +327,7 @@ class FASeg:
                 logger.warning("out of memory on a batch of %d images: going on with %d", size, size // 2)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                self._fitting_batch[cfg.image_size] = size // 2
+                fitting[cfg.image_size] = size // 2
         return results
 
     def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:

@@ -1,39 +1,104 @@
 """FA-Seg as a FiftyOne :class:`fiftyone.core.models.Model`, for ``apply_model``."""
 
-from dataclasses import dataclass, field
+import dataclasses
+import os
 
+import fiftyone.core.config as foc
 import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
 
 from . import classes as fcl
+from . import targets as ftg
 from .constants import DEFAULT_MODEL
 from .models import load_segmenter
+from .settings import RunSettings
+
+# The model's own settings (a subset of RunSettings: which model, which classes, which field)
+MODEL_SETTINGS = ("model_path", "device", "dtype", "classes", "classes_field", "caption_field", "label_field")
 
 
-@dataclass
-class FASegModelConfig:
-    """Settings of :class:`FASegModel`.
+def fa_seg_settings():
+    """Every knob of FA-Seg itself (:class:`faseg_core.FASegConfig`'s fields): each is a
+    keyword of :class:`FASegModelConfig` overriding ``config``."""
+    from faseg_core.config import FASegConfig
+
+    return tuple(f.name for f in dataclasses.fields(FASegConfig))
+
+
+class FASegModelConfig(foc.Config):
+    """Settings of :class:`FASegModel`, a FiftyOne model config (built from a dict, as
+    ``fom.load_model({"type": "fiftyone_faseg.model.FASegModel", "config": {...}})`` and
+    the model zoo do).
 
     Args:
-        model_path: a Hugging Face Hub id or a local SD-1.x folder
-        classes: class names for every image
-        classes_field: a sample field with per-image classes (a list of strings or
-            :class:`fiftyone.core.labels.Classifications`), used when ``classes`` is empty
-        caption_field: a string field with each image's caption (None: the class prompt)
-        config: a :class:`faseg_core.FASegConfig` (paper defaults)
-        threshold, batch_size: override ``config``
-        device, dtype: where and how the model runs
+        d: a dict with any of
+
+            -   ``model_path``: a Hugging Face Hub id or a local SD-1.x folder
+            -   ``classes``: class names for every image
+            -   ``classes_field``: a sample field with per-image classes (a list of
+                strings or :class:`fiftyone.core.labels.Classifications`), used when
+                ``classes`` is empty
+            -   ``caption_field``: a string field with each image's caption (None: the
+                class prompt)
+            -   ``label_field``: the field ``apply_model`` writes; then each class claims
+                its pixel value in that field's ``mask_targets`` as runs do (existing
+                classes keep theirs) and the model keeps them up to date
+            -   ``device``, ``dtype``: where and how the model runs
+            -   ``config``: a :class:`faseg_core.FASegConfig` (or its dict; default: the
+                checkpoint's, the paper's values)
+            -   any field of :class:`faseg_core.FASegConfig` (``threshold``,
+                ``batch_size``, ``image_size``, ``pamr``, ``flip``, ...): overrides
+                ``config`` (an image size moves the attention-grid weights with it)
     """
 
-    model_path: str = DEFAULT_MODEL
-    classes: list = field(default_factory=list)
-    classes_field: str = None
-    caption_field: str = None
-    config: object = None
-    threshold: float = None
-    batch_size: int = None
-    device: str = None
-    dtype: object = None
+    def __init__(self, d):
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(self.settings()))
+        if unknown:
+            raise TypeError("unknown FASegModel settings %s: choose among %s" % (unknown, list(self.settings())))
+        self.model_path = os.fspath(d.get("model_path") or DEFAULT_MODEL)
+        self.classes = list(self.parse_raw(d, "classes", default=None) or [])
+        for name in ("classes_field", "caption_field", "label_field", "device"):
+            setattr(self, name, self.parse_raw(d, name, default=None) or None)
+        config = self.parse_raw(d, "config", default=None)
+        if isinstance(config, dict):
+            from faseg_core.config import FASegConfig
+
+            config = FASegConfig(**config)
+        self.config = config
+        for name in fa_seg_settings():
+            setattr(self, name, self.parse_raw(d, name, default=None))
+        self.run_config(self.config)  # a bad override fails here, not at the first batch
+
+    @classmethod
+    def settings(cls):
+        """Every keyword this config takes."""
+        return MODEL_SETTINGS + ("config",) + tuple(n for n in fa_seg_settings() if n not in MODEL_SETTINGS)
+
+    def overrides(self):
+        """``{FASegConfig field: value}`` of the knobs this config sets."""
+        return {n: getattr(self, n) for n in fa_seg_settings() if getattr(self, n) is not None}
+
+    def run_config(self, base=None):
+        """The :class:`faseg_core.FASegConfig` of this model's calls: ``self.config`` (else
+        ``base``, else the paper's) with the overrides, applied as a run applies them."""
+        from faseg_core.config import FASegConfig
+
+        from .plan import run_config
+
+        overrides = self.overrides()
+        shared = {k: overrides.pop(k) for k in list(overrides) if k in RunSettings.fields()}
+        config = run_config(RunSettings(**shared), self.config or base or FASegConfig())
+        return config.replace(**overrides) if overrides else config
+
+    def attributes(self):
+        return [a for a in self.settings() if a != "config"] + ["config"]
+
+    def serialize(self, reflective=False):
+        d = super().serialize(reflective=reflective)
+        if self.config is not None:
+            d["config"] = dataclasses.asdict(self.config)
+        return d
 
 
 class FASegModel(fom.Model, fom.SamplesMixin):
@@ -43,24 +108,33 @@ class FASegModel(fom.Model, fom.SamplesMixin):
 
         from fiftyone_faseg import FASegModel
 
-        model = FASegModel(model_path="XCLiu/2_rectified_flow_from_sd_1_5", classes=["cat", "dog"])
+        model = FASegModel(classes=["cat", "dog"], label_field="faseg", pamr=True)
         dataset.apply_model(model, label_field="faseg", batch_size=4)
-        dataset.mask_targets["faseg"] = model.mask_targets  # apply_model never sets them
-        dataset.save()
+        dataset.mask_targets["faseg"]  # the model claimed its classes' values there
 
-    Pixel values are one per class name for the model's lifetime (``model.mask_targets``);
-    :func:`fiftyone_faseg.segment_samples` does the same and also stores candidates,
-    captions, per-sample errors and the dataset's ``mask_targets``.
+    With ``label_field`` (the field ``apply_model`` writes), each class claims its pixel
+    value in that field's ``mask_targets`` before any mask is written, as
+    :func:`fiftyone_faseg.segment_samples` does: classes already there keep their value,
+    so labels of samples this call does not touch keep their meaning, and
+    ``model.mask_targets`` is the field's whole ``mask_targets``. Without it, values are
+    numbered from 1 for the model's lifetime (for a new field).
 
     Args:
-        config (None): a :class:`FASegModelConfig`, or pass its fields as keywords (then
-            ``config`` may be a :class:`faseg_core.FASegConfig`)
+        config (None): a :class:`FASegModelConfig` (or its dict), or pass its settings as
+            keywords (then ``config`` may be a :class:`faseg_core.FASegConfig`)
     """
 
     def __init__(self, config=None, **kwargs):
         fom.SamplesMixin.__init__(self)
         # FiftyOne models take one config; FASegModel(classes=..., config=FASegConfig(...)) works too
-        self.config = config if isinstance(config, FASegModelConfig) else FASegModelConfig(config=config, **kwargs)
+        if isinstance(config, FASegModelConfig):
+            self.config = config
+        elif isinstance(config, dict) and not kwargs:
+            self.config = FASegModelConfig(config)
+        else:
+            self.config = FASegModelConfig(dict(kwargs, config=config))
+        if not self.config.classes and not self.config.classes_field:
+            raise ValueError("FASegModel needs classes=[...] or classes_field=<a field with each image's classes>")
         self._class_ids = fcl.assign_ids(self._fixed_classes())
         self._segmenter = None
         self._config = None
@@ -69,8 +143,6 @@ class FASegModel(fom.Model, fom.SamplesMixin):
             k: f for k, f in (("classes", self.config.classes_field), ("caption", self.config.caption_field)) if f
         }
         self.needs_fields = {}
-        if not self.config.classes and not self.config.classes_field:
-            raise ValueError("FASegModel needs classes=[...] or classes_field=<a field with each image's classes>")
 
     def _fixed_classes(self):
         from faseg_core.tokens import clean_classes
@@ -112,7 +184,8 @@ class FASegModel(fom.Model, fom.SamplesMixin):
 
     @property
     def mask_targets(self):
-        """``{pixel value: class name}`` of every class this model has used."""
+        """``{pixel value: class name}``: with ``label_field``, the field's mask_targets as
+        stored after this model's last claim; else every class this model has used."""
         return {v: n for n, v in sorted(self._class_ids.items(), key=lambda kv: kv[1])}
 
     @property
@@ -125,9 +198,9 @@ class FASegModel(fom.Model, fom.SamplesMixin):
     @property
     def run_config(self):
         """The :class:`faseg_core.FASegConfig` every call of this model uses (the segmenter's is never changed)."""
-        changes = {k: getattr(self.config, k) for k in ("threshold", "batch_size") if getattr(self.config, k) is not None}
-        base = self.config.config or self.segmenter.config
-        return base.replace(**changes) if changes else base
+        if self.config.config is None and not self.config.overrides():
+            return self.segmenter.config
+        return self.config.run_config(None if self.config.config is not None else self.segmenter.config)
 
     def __enter__(self):
         self._config = self.run_config
@@ -144,9 +217,20 @@ class FASegModel(fom.Model, fom.SamplesMixin):
         classes = [self._classes_of(s) for s in (samples or [None] * len(images))]
         captions = [self._caption_of(s) for s in (samples or [None] * len(images))]
         results = self.segmenter(images, classes, captions, config=self._config or self.run_config)
-        for result in results:
-            self._class_ids = fcl.assign_ids(result.classes, self.mask_targets)
+        self._claim([n for r in results for n in r.classes], samples)
         return [fol.Segmentation(mask=fcl.to_mask(r.label_map, r.classes, self._class_ids)) for r in results]
+
+    def _claim(self, names, samples):
+        """Gives each class name its pixel value: claimed in ``label_field``'s stored
+        mask_targets (atomic, as runs claim them) when the model knows the field and the
+        samples' dataset, else numbered on from the model's own."""
+        dataset = next((s.dataset for s in samples or () if getattr(s, "dataset", None) is not None), None)
+        if self.config.label_field and dataset is not None:
+            ftg.claim_values(dataset, self.config.label_field, list(dict.fromkeys(names)))
+            stored = ftg.read_targets(dataset, self.config.label_field)
+            self._class_ids = {n: v for v, n in stored.items() if v != 0}
+        else:
+            self._class_ids = fcl.assign_ids(names, self.mask_targets)
 
     def _classes_of(self, sample):
         fixed = self._fixed_classes()

@@ -7,7 +7,9 @@ Operators import these helpers from here and never from each other.
     :func:`ground_truth_input`, :func:`label_field_input`, :func:`model_path_input`.
 -   **Checks** flag a property before Execute (``prop.invalid`` + ``error_message``):
     :func:`flag` with :func:`model_path_problem`, :func:`label_field_problem`,
-    :func:`range_problem`, :func:`image_size_problem`.
+    :func:`range_problem`, :func:`image_size_problem`; :func:`flag_limits` flags every
+    parameter beyond the App's limits (:mod:`fiftyone_faseg.limits`, which the run also
+    enforces when it executes).
 -   **Progress**, one convention: :func:`progress` drives an SDK generator of
     ``(done, total, ...)`` steps, as ``yield ctx.ops.set_progress(...)`` in the App
     (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated).
@@ -24,11 +26,11 @@ import fiftyone as fo
 import fiftyone.core.labels as fol
 import fiftyone.operators.types as types
 
+from fiftyone_faseg import limits
 from fiftyone_faseg.fields import ground_truth_fields, written_by_faseg
 from fiftyone_faseg.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
 
-# FASegConfig's grids scale from 512 px by powers of two (faseg_core.FASegConfig.at_image_size)
-IMAGE_SIZES = (128, 256, 512, 1024)
+IMAGE_SIZES = limits.IMAGE_SIZES  # FASegConfig's grids scale from 512 px by powers of two
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
 MAX_REASONS = 3  # distinct failure reasons shown
 WORKER_HELP = "start a worker with `fiftyone delegated launch` (one per GPU) on a machine that reaches this database"
@@ -106,9 +108,12 @@ def label_field_input(ctx, inputs, name="label_field", default="faseg", **kwargs
 
 
 def model_path_input(ctx, inputs, default, name="model_path", **kwargs):
-    """A diffusion model (Hub id or local folder), flagged when :func:`model_path_problem` objects."""
+    """A diffusion model (Hub id or local folder), flagged when an App user may not load it
+    (:func:`fiftyone_faseg.limits.model_problem`: a Hub id, or a folder under the allowed
+    roots that :func:`model_path_problem` accepts)."""
     prop = inputs.str(name, default=default, required=False, **kwargs)
-    flag(prop, model_path_problem(ctx.params.get(name, default)))
+    value = ctx.params.get(name, default)
+    flag(prop, value and limits.model_problem(value))
     return ctx.params.get(name) or default
 
 
@@ -141,6 +146,23 @@ def range_problem(value, name, low=None, high=None):
             return "%s must be at least %s (got %s)" % (name, low, value)
         return "%s must be between %s and %s (got %s)" % (name, low, high, value)
     return None
+
+
+def flag_limits(inputs, problems, name="limits_warning"):
+    """Flags each property of ``inputs`` that ``problems`` (``{parameter: message}``, from
+    :func:`fiftyone_faseg.limits.problems`) names; parameters the form does not show
+    (e.g. ``device`` sent by a script) get one blocking warning. Returns whether any was
+    flagged."""
+    hidden = []
+    for param, problem in problems.items():
+        prop = inputs.properties.get(param)
+        if prop is None or isinstance(prop.view, (types.Warning, types.Notice)):
+            hidden.append("%s: %s" % (param, problem))
+        else:
+            flag(prop, problem)
+    if hidden:
+        blocker(inputs, name, "Parameters beyond this App's limits: " + "; ".join(hidden))
+    return bool(problems)
 
 
 def image_size_problem(value):

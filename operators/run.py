@@ -8,6 +8,7 @@ model are loaded only when it executes, so the plugin always registers.
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_faseg import limits
 from fiftyone_faseg.constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER, DEFAULT_THRESHOLD
 from fiftyone_faseg.fields import ground_truth_fields
 from fiftyone_faseg.settings import RunSettings
@@ -53,6 +54,11 @@ class RunFASeg(foo.Operator):
         **kwargs,
     ):
         """Runs FA-Seg on a collection through this operator, as the App does.
+
+        The operator holds its parameters to the App's limits
+        (:mod:`fiftyone_faseg.limits`: bounded batch and image sizes, ``output_dir`` and
+        local models under the roots the server allows); call
+        :func:`fiftyone_faseg.segment_samples` for free choice.
 
         Example usage::
 
@@ -104,6 +110,7 @@ class RunFASeg(foo.Operator):
 
     @forms.shows_errors
     def execute(self, ctx):
+        limits.check(ctx.params, ctx.dataset)  # what the form flags, refused however the run was asked for
         settings = RunSettings.from_params(ctx.params)
         target = ctx.target_view()
         num_shards = int(ctx.params.get("num_shards") or 1)
@@ -157,6 +164,7 @@ def _many(ctx):
 
 def _run_faseg_inputs(ctx, inputs):
     inputs.view_target(ctx)
+    problems = limits.problems(ctx.params, ctx.dataset)  # flagged at the end, on each property
 
     # 1. Where: the field, and what to do with labels already there (first, so a
     #    blocking warning is seen next to the choice that clears it)
@@ -206,21 +214,19 @@ def _run_faseg_inputs(ctx, inputs):
     forms.model_path_input(ctx, inputs, DEFAULT_MODEL, label="Diffusion model",
                            description="A Hugging Face Hub id or a local folder with unet/, vae/, text_encoder/, "
                                        "tokenizer/")
-    prop = inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
-                        description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
-    forms.flag(prop, forms.range_problem(ctx.params.get("threshold"), "The threshold", 0, 1))
-    prop = inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size")
-    forms.flag(prop, forms.range_problem(ctx.params.get("batch_size"), "Batch size", 1))
-    prop = inputs.int("image_size", default=512, label="Image size",
-                      description="Images are resized to this square before the VAE (paper: 512)")
-    forms.flag(prop, forms.image_size_problem(ctx.params.get("image_size")))
-    prop = inputs.int("num_shards", default=1, label="Parallel runs",
-                      description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
-                                  "for that many `fiftyone delegated launch` workers (one per GPU)")
-    if not forms.flag(prop, forms.range_problem(ctx.params.get("num_shards"), "Parallel runs", 1)):
-        if int(ctx.params.get("num_shards") or 1) > 1:
-            inputs.view("shards_notice", types.Notice(
-                label="Executing queues %s runs and returns: %s" % (ctx.params["num_shards"], forms.WORKER_HELP)))
+    inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
+                 description="Paper: 0.55 VOC, 0.5 Context, 0.6 COCO Object")
+    inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size",
+               description="Images per UNet call (at most %d)" % limits.MAX_BATCH_SIZE)
+    inputs.int("image_size", default=512, label="Image size",
+               description="Images are resized to this square before the VAE (paper: 512; %s)"
+                           % ", ".join(map(str, limits.IMAGE_SIZES)))
+    inputs.int("num_shards", default=1, label="Parallel runs",
+               description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
+                           "for that many `fiftyone delegated launch` workers (one per GPU)")
+    if "num_shards" not in problems and int(ctx.params.get("num_shards") or 1) > 1:
+        inputs.view("shards_notice", types.Notice(
+            label="Executing queues %s runs and returns: %s" % (ctx.params["num_shards"], forms.WORKER_HELP)))
     inputs.str("ray_address", required=False, label="Ray cluster address (optional)",
                description="Run on a Ray cluster instead, one model per GPU: 'auto' on a node of the cluster, or "
                            "ray://head:10001 (use a mask folder on storage the workers share; see docs/scaling.md)")
@@ -234,6 +240,7 @@ def _run_faseg_inputs(ctx, inputs):
                 description="Snap the score maps to the image's colour edges before thresholding (slower)")
     _output_dir_input(ctx, inputs)
     forms.delegation_notice(inputs, long_run=_many(ctx))
+    forms.flag_limits(inputs, problems)
 
 
 def _existing_labels_inputs(ctx, inputs, label_field):
@@ -257,21 +264,17 @@ def _existing_labels_inputs(ctx, inputs, label_field):
 
 
 def _output_dir_input(ctx, inputs):
-    import os
-
-    from fiftyone_faseg.settings import folder_param
-
+    """The mask folder (flagged by :func:`fiftyone_faseg.limits.output_dir_problem`: a
+    folder under the roots this server allows)."""
     label, description = "Mask folder (optional)", \
-        "Write masks as PNG files here instead of in the database (best for large datasets)"
+        "Write masks as PNG files here instead of in the database (best for large datasets), under %s" \
+        % " or ".join(limits.output_roots(ctx.dataset))
     if isinstance(ctx.params.get("output_dir"), str):
         # from the SDK or a queued run's settings: a plain path
-        prop = inputs.str("output_dir", required=False, label=label, description=description)
+        inputs.str("output_dir", required=False, label=label, description=description)
     else:
-        prop = inputs.file("output_dir", required=False, label=label, description=description,
-                           view=types.FileExplorerView(choose_dir=True, button_label="Choose a folder..."))
-    folder = folder_param(ctx.params.get("output_dir"))
-    if folder and os.path.exists(folder) and not os.path.isdir(folder):
-        forms.flag(prop, "'%s' is a file: choose a folder" % folder)
+        inputs.file("output_dir", required=False, label=label, description=description,
+                    view=types.FileExplorerView(choose_dir=True, button_label="Choose a folder..."))
 
 
 def register(p):

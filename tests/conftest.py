@@ -20,6 +20,10 @@ _PLUGINS_DIR = Path(tempfile.mkdtemp(prefix="faseg-test-plugins-"))
 (_PLUGINS_DIR / "fiftyone-faseg").symlink_to(ROOT, target_is_directory=True)
 os.environ.setdefault("FIFTYONE_PLUGINS_DIR", str(_PLUGINS_DIR))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The App's limits (fiftyone_faseg.limits): tests load tiny checkpoints from, and write
+# masks to, temporary folders, so this test "server" allows them there
+os.environ.setdefault("FASEG_MODEL_ROOTS", tempfile.gettempdir())
+os.environ.setdefault("FASEG_OUTPUT_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
