@@ -353,7 +353,9 @@ class FASegPanel(foo.Panel):
 
     def _show(self, ctx, key, sort=None):
         dataset = ctx.dataset
-        dataset.reload()  # another process (a worker, the SDK) may have written the field or the evaluation
+        # another process (a worker, the SDK) may have written the field or the evaluation
+        dataset.reload()
+        dataset.clear_cache()
         keys = ffe.list_faseg_evaluations(dataset)
         if key not in keys:
             key = keys[0] if keys else None
