@@ -13,12 +13,12 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 import fiftyone_faseg.metrics as fm
+from fiftyone_faseg.evaluation.colors import set_error_colors
 from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
 
 from .forms import dropdown, ground_truth_input, percent
-from .overlay import set_error_colors
 
 DEFAULT_EVAL_KEY = "faseg_eval"
 

@@ -24,11 +24,11 @@ from fiftyone.operators.categories import Categories
 
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.constants import PLUGIN_NAME, operator_uri
+from fiftyone_faseg.evaluation.colors import legend_markdown, set_error_colors
 from fiftyone_faseg.evaluation.outputs import field_names
 from fiftyone_faseg.settings import RunRecord
 
 from .forms import percent
-from .overlay import legend_markdown, set_error_colors
 
 PANEL_NAME = "faseg_panel"
 
@@ -393,6 +393,11 @@ class FASegPanel(foo.Panel):
             self._runs(panel)
             return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=2))
 
+        if not gen:  # the state is being (re)built
+            panel.md("*Loading evaluation '%s'…*" % key, name="loading")
+            self._runs(panel)
+            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=2))
+
         if ctx.panel.get_state("stale"):
             panel.view("stale", types.Warning(label="Stale: the prediction changed after this evaluation"))
             panel.btn("reevaluate", label="Re-evaluate", icon="refresh", variant="contained",
@@ -407,7 +412,7 @@ class FASegPanel(foo.Panel):
         sort = ctx.panel.get_state("sort") or "iou"
         panel.enum("sort", list(SORTS), default=sort, label="Sort classes by",
                    view=_dropdown(list(SORTS), lambda k: SORTS[k][0]), on_change=self.on_change_sort)
-        table = types.TableView()
+        table = types.TableView(max_inline_actions=3)
         for column, label in (("class", "Class"), ("iou", "IoU"), ("precision", "Precision"),
                               ("recall", "Recall"), ("f1", "F1"), ("gt_pixels", "GT pixels"),
                               ("pred_pixels", "Predicted pixels"), ("samples", "Samples")):

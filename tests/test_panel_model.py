@@ -181,8 +181,8 @@ def test_every_class_and_cell_opens_its_samples(dataset, panel):
 
 
 def test_error_overlay_in_four_colours(dataset, panel):
-    overlay = _module("faseg_panel").set_error_colors.__module__
-    overlay = sys.modules[overlay]
+    from fiftyone_faseg.evaluation import colors as overlay
+
     dataset.app_config.color_scheme = fo.ColorScheme(fields=[{"path": "ground_truth", "fieldColor": "#ffffff"}],
                                                       opacity=0.5)
     dataset.save()

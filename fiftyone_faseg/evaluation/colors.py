@@ -1,10 +1,17 @@
 """The error overlay of an FA-Seg evaluation in four colours (a ``ColorScheme`` entry on its
-``<eval_key>_errors`` field), and the legend the FA-Seg panel shows for it."""
+``<eval_key>_errors`` field), and the legend the FA-Seg panel shows for it.
+
+Example usage::
+
+    from fiftyone_faseg.evaluation.colors import set_error_colors
+
+    set_error_colors(dataset, "faseg_eval")  # the App draws faseg_eval_errors in four colours
+"""
 
 import fiftyone.core.odm as fod
 
-from fiftyone_faseg.evaluation.outputs import field_names
-from fiftyone_faseg.evaluation.per_sample import CORRECT, ERROR_TARGETS, FALSE_ALARM, MISSED, WRONG_CLASS
+from .outputs import field_names
+from .per_sample import CORRECT, ERROR_TARGETS, FALSE_ALARM, MISSED, WRONG_CLASS
 
 # colours of the overlay's values, and the legend's squares of the same colours
 ERROR_COLORS = {CORRECT: "#2ca02c", WRONG_CLASS: "#ff7f0e", MISSED: "#1f77b4", FALSE_ALARM: "#d62728"}
