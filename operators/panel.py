@@ -272,8 +272,18 @@ class FASegPanel(foo.Panel):
         self._show(ctx, None)
 
     def on_change_view(self, ctx):
-        # a run, rerun or re-threshold may have written the field: read its revision again
-        self._show(ctx, ctx.panel.get_state("eval_key"))
+        # a run, rerun or re-threshold may have written the field: read its revision again.
+        # Only the flag changes unless the evaluation itself did (a view change never picks
+        # the evaluation shown: events run concurrently, each with the state it was sent)
+        key, gen = ctx.panel.get_state("eval_key"), ctx.panel.get_state("gen")
+        if not key or not gen:
+            return
+        dataset = ctx.dataset
+        dataset.reload()
+        if key not in dataset.list_evaluations() or _generation(dataset, key) != gen:
+            self._show(ctx, key)
+        else:
+            ctx.panel.set_state("stale", ffe.is_stale(dataset, key))
 
     def on_change_eval(self, ctx):
         self._show(ctx, ctx.params.get("value"))
@@ -352,8 +362,8 @@ class FASegPanel(foo.Panel):
         ctx.ops.set_view(view)
 
     def _show(self, ctx, key, sort=None):
-        dataset = ctx.dataset
         # another process (a worker, the SDK) may have written the field or the evaluation
+        dataset = ctx.dataset
         dataset.reload()
         dataset.clear_cache()
         keys = ffe.list_faseg_evaluations(dataset)

@@ -89,17 +89,25 @@ def _iou_trace(page):
 
 
 def _wait_for_chart(page, class_iou, timeout=60000):
-    """Waits until the drawn IoU bars are exactly ``class_iou`` (in %), then returns them."""
+    """Waits until a drawn IoU trace has exactly the bars ``class_iou`` (in %); returns it."""
     expected = {c: 100 * v for c, v in class_iou.items()}
     try:
-        page.wait_for_function(
-            """expected => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-                (gd.data || []).some(t => t.name === 'IoU' && t.x.length === Object.keys(expected).length &&
-                    t.x.every((c, i) => c in expected && Math.abs(t.y[i] - expected[c]) < 1e-9)))""",
+        handle = page.wait_for_function(
+            """expected => {
+                for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+                    for (const t of (gd.data || [])) {
+                        if (t.name === 'IoU' && t.x.length === Object.keys(expected).length &&
+                            t.x.every((c, i) => c in expected && Math.abs(t.y[i] - expected[c]) < 1e-9)) {
+                            return {x: Array.from(t.x), y: Array.from(t.y), text: Array.from(t.text || [])};
+                        }
+                    }
+                }
+                return null;
+            }""",
             arg=expected, timeout=timeout)
-    finally:
-        trace = _iou_trace(page)
-    return trace
+    except sync_api.TimeoutError:
+        raise AssertionError("the chart does not draw %s: it draws %s" % (expected, _iou_trace(page)))
+    return handle.json_value()
 
 
 def _wait_count_changes(page, before, timeout=30000):
@@ -124,7 +132,7 @@ def test_failed_evaluation_and_zero_iou_class(panel_dataset, app_server, tmp_pat
             assert "Operator Error" not in page.locator("body").inner_text()
 
             # the panel still works: choose the other evaluation
-            page.get_by_role("combobox").first.click()
+            page.get_by_role("combobox").filter(has_text=re.compile(r"^bad$")).click()
             page.get_by_role("option", name="ev", exact=True).click()
             trace = _wait_for_chart(page, results.class_iou)
             assert trace["text"] == ["%.1f %%" % (100 * results.class_iou[c]) for c in trace["x"]]

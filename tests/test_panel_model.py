@@ -227,3 +227,22 @@ def test_evaluation_form_defaults(dataset):
     assert form["pred_field"].default == "faseg_new"  # the latest FA-Seg field
     gts = [c.value for c in form["gt_field"].view.choices]
     assert gts == ["ground_truth"]  # a field evaluated as a prediction is not ground truth
+
+
+def test_panel_events_run_on_a_real_evaluation(dataset, panel):
+    """Every event of the panel runs, as the App sends it (with the state it was left in)."""
+    state, _ = panel.panel_model(dataset, "ev")
+    state["table_classes"] = state["classes"]
+    uri = operator_uri("faseg_panel")
+    events = [("on_load", {}), ("on_change_view", {}), ("on_change_sort", {"value": "f1"}),
+              ("on_change_eval", {"value": "ev"}), ("on_class_click", {"x": "cow"}),
+              ("on_row_samples", {"row": 0}), ("on_row_missed", {"row": 1}), ("on_row_false_alarm", {"row": 2}),
+              ("on_cell_click", {"x": "background", "y": "cat"}), ("on_cell_click", {"x": "cat", "y": "cat"}),
+              ("show_worst", {}), ("refresh", {}), ("reevaluate", {})]
+    for method, params in events:
+        result = foo.execute_operator(uri, ctx=dict(dataset=dataset, params=dict(
+            params, __method__=method, panel_id="p1", panel_state=dict(state))))
+        result.raise_exceptions()
+    # a panel whose state is not built yet (or from an older version) renders, and loads
+    foo.execute_operator(uri, ctx=dict(dataset=dataset, params={
+        "__method__": "on_change_view", "panel_id": "p1", "panel_state": {"eval_key": "ev"}})).raise_exceptions()
