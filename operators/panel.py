@@ -282,8 +282,11 @@ class FASegPanel(foo.Panel):
         dataset.reload()
         if key not in dataset.list_evaluations() or _generation(dataset, key) != gen:
             self._show(ctx, key)
-        else:
-            ctx.panel.set_state("stale", ffe.is_stale(dataset, key))
+            return
+        ctx.panel.set_state("stale", ffe.is_stale(dataset, key))
+        # the runs list, replaced whole: the App may hold a copy of the old list in the state
+        ctx.panel.set_state("runs", None)
+        ctx.panel.set_data("runs", faseg_runs(dataset))
 
     def on_change_eval(self, ctx):
         self._show(ctx, ctx.params.get("value"))
