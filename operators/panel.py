@@ -6,10 +6,10 @@ Built like FiftyOne's Model Evaluation panel (a Python :class:`fiftyone.operator
 thin over :mod:`fiftyone_faseg.evaluation`. The panel's state is **derived, never
 patched**: every load, view change, evaluation choice and Re-evaluate rebuilds the whole
 state and data (:func:`panel_model`) from what the evaluation stored, and replaces them in
-the App at once (``set_panel_state`` / ``set_panel_data``). The App merges a panel's data
-into its state by array index (lodash ``merge``), so patching a chart's arrays left old
-bars and labels in place; its plots are also keyed by the evaluation they show, so a new
-evaluation draws a new chart. Staleness is the prediction field's run-record revision
+the App at once (``set_panel_state`` / ``set_panel_data``). The App draws
+``merge(state, data)`` (lodash: arrays merged by index) and its forms copy what they show
+back into the state, so patching left copies of old arrays to merge with new ones; the
+plots are also keyed by the evaluation they show, so a new evaluation draws a new chart. Staleness is the prediction field's run-record revision
 against the one the evaluation stored, read on every load and view change.
 """
 
@@ -183,21 +183,27 @@ def panel_model(samples, eval_key, sort="iou"):
                             % (eval_key, problem, eval_key))
         return state, data
 
-    s = ffe.evaluation_summary(dataset, eval_key)
+    try:
+        s = ffe.evaluation_summary(dataset, eval_key)
+        rows = class_table(results, samples_per_class(dataset, eval_key))
+        config = dataset.get_evaluation_info(eval_key).config
+    except Exception as e:  # e.g. fields deleted by hand: say so, keep the panel working
+        state["message"] = "Evaluation '%s' cannot be shown: %s. Run it again, or delete it." % (eval_key, e)
+        return state, data
     gen = _generation(dataset, eval_key)
-    rows = class_table(results, samples_per_class(dataset, eval_key))
+    rows = sort_rows(rows, state["sort"])
     curve = s["threshold_curve"]
     state.update({
         "gen": gen,
         "header": _header(s),
         "stale": s["stale"],
         "per_class": s["per_class"],
-        "classes": [r["class"] for r in rows],
+        "table_classes": [r["class"] for r in rows],  # what a row's index means in row events
         "curve": curve,
         "curve_note": s["curve_note"] or "",
         "threshold": curve["threshold"] if curve else None,
         "preview": _preview_text(*ffe.preview_miou(curve, curve["threshold"] or 0.5), curve) if curve else "",
-        "has_errors": "errors" in field_names(eval_key, dataset.get_evaluation_info(eval_key).config),
+        "has_errors": "errors" in field_names(eval_key, config),
     })
 
     class_iou = results.class_iou  # the classes of the mean, the chart's bars
@@ -209,7 +215,7 @@ def panel_model(samples, eval_key, sort="iou"):
          "text": [percent(class_iou[c]) for c in names], "textposition": "outside",
          "hovertemplate": "%{x}: %{text}<extra></extra>"},
     ]
-    data["table"] = [_table_row(r) for r in sort_rows(rows, state["sort"])]
+    data["table"] = [_table_row(r) for r in rows]
     heat_classes, share, pixels = heatmap(results)
     data["heat_" + gen] = [{
         "type": "heatmap", "x": heat_classes, "y": heat_classes, "z": share.round(2).tolist(),
@@ -375,7 +381,6 @@ class FASegPanel(foo.Panel):
         state, data = panel_model(dataset, key, sort=sort or ctx.panel.get_state("sort") or "iou")
         if state.get("has_errors") and state.get("message") is None:
             set_error_colors(dataset, key)
-        state["table_classes"] = [r["class"].replace(" (not in mean)", "") for r in data.get("table", [])]
         data["runs"] = faseg_runs(dataset)
         ctx.ops.set_panel_state(state)
         ctx.ops.set_panel_data(data)

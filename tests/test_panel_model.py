@@ -105,6 +105,7 @@ def test_chart_and_table_equal_the_stored_results(dataset, panel):
     # the table the App shows: every class, worst IoU first, its samples opened by row
     table = data["table"]
     assert [r["class"] for r in table] == [r["class"] for r in panel.sort_rows(list(rows.values()), "iou")]
+    assert state["table_classes"] == [r["class"] for r in table]  # a row event's index names its class
     assert table[0]["class"] == "cow" and table[0]["iou"] == "0.0 %"
     by_pixels = panel.sort_rows(list(rows.values()), "gt_pixels")
     assert [r["gt_pixels"] for r in by_pixels] == sorted((r["gt_pixels"] for r in rows.values()), reverse=True)
@@ -232,7 +233,6 @@ def test_evaluation_form_defaults(dataset):
 def test_panel_events_run_on_a_real_evaluation(dataset, panel):
     """Every event of the panel runs, as the App sends it (with the state it was left in)."""
     state, _ = panel.panel_model(dataset, "ev")
-    state["table_classes"] = state["classes"]
     uri = operator_uri("faseg_panel")
     events = [("on_load", {}), ("on_change_view", {}), ("on_change_sort", {"value": "f1"}),
               ("on_change_eval", {"value": "ev"}), ("on_class_click", {"x": "cow"}),
