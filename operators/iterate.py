@@ -113,7 +113,7 @@ class SweepFASegThreshold(foo.Operator):
         return foo.OperatorConfig(
             name="sweep_faseg_threshold",
             label="FA-Seg: mIoU per threshold (sweep)",
-            description="mIoU of the current view at thresholds 0.3-0.8, from stored scores",
+            description="mIoU at thresholds 0.3-0.8 (extended until the best is inside), from stored scores",
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=False,  # fast, and its plot exists only in the dialog

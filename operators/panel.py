@@ -4,13 +4,15 @@ dataset's FA-Seg runs.
 
 Built like FiftyOne's Model Evaluation panel (a Python :class:`fiftyone.operators.Panel`),
 thin over :mod:`fiftyone_faseg.evaluation`. The panel's state is **derived, never
-patched**: every load, view change, evaluation choice and Re-evaluate rebuilds the whole
-state and data (:func:`panel_model`) from what the evaluation stored, and replaces them in
-the App at once (``set_panel_state`` / ``set_panel_data``). The App draws
+patched**: every load, evaluation choice, sort and Re-evaluate rebuilds the whole state and
+data (:func:`panel_model`) from what the evaluation stored, and replaces them in the App at
+once (``set_panel_state`` / ``set_panel_data``). The App draws
 ``merge(state, data)`` (lodash: arrays merged by index) and its forms copy what they show
 back into the state, so patching left copies of old arrays to merge with new ones; the
-plots are also keyed by the evaluation they show, so a new evaluation draws a new chart. Staleness is the prediction field's run-record revision
-against the one the evaluation stored, read on every load and view change.
+plots are also keyed by the evaluation they show, so a new evaluation draws a new chart.
+Staleness is the prediction field's run-record revision against the one the evaluation
+stored, read on every load and view change (a view change also refreshes the runs list,
+and rebuilds everything when the evaluation itself changed).
 """
 
 import hashlib
