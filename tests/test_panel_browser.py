@@ -185,6 +185,11 @@ def test_stale_without_reload_and_chart_after_reevaluate(panel_dataset, app_serv
             new = ds.load_evaluation_results("ev")
             assert [v for c, v in new.class_iou.items() if c != "background"] == [0.0] * 4
             trace = _wait_for_chart(page, new.class_iou, timeout=30000)
+
+            # and after a reload of the page: the panel reads the stored evaluation again
+            page.reload(wait_until="domcontentloaded")
+            after_reload = _wait_for_chart(page, new.class_iou, timeout=60000)
+            assert after_reload == trace
         finally:
             page.screenshot(path=str(tmp_path / "panel-reevaluated.png"), full_page=True)
             print(json.dumps(page.evaluate(PLOTS))[:3000])
