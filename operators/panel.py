@@ -47,6 +47,7 @@ SORTS = {
 RUN_STATES = {"queued": "queued", "scheduled": "queued", "running": "running", "completed": "done",
               "failed": "failed"}
 MAX_RUNS = 10
+NO_COMPARISON = "none"
 
 
 # ---------------------------------------------------------------------- what the panel shows
@@ -163,13 +164,15 @@ def faseg_runs(dataset, limit=MAX_RUNS):
     return rows
 
 
-def panel_model(samples, eval_key, sort="iou"):
-    """Everything the panel shows about evaluation ``eval_key``, as ``(state, data)``,
-    each whole: the App replaces both at once. A failed or half-registered evaluation
-    gives ``state["message"]`` instead of numbers."""
+def panel_model(samples, eval_key, sort="iou", compare=None):
+    """Everything the panel shows about evaluation ``eval_key`` (side by side with
+    evaluation ``compare``, if given), as ``(state, data)``, each whole: the App replaces
+    both at once. A failed or half-registered evaluation gives ``state["message"]``
+    instead of numbers."""
     dataset = samples._dataset
     keys = ffe.list_faseg_evaluations(dataset)
-    state = {"eval_keys": keys, "eval_key": eval_key, "sort": sort if sort in SORTS else "iou"}
+    state = {"eval_keys": keys, "eval_key": eval_key, "sort": sort if sort in SORTS else "iou",
+             "compare_keys": [NO_COMPARISON] + [k for k in keys if k != eval_key], "compare": NO_COMPARISON}
     data = {}
     if eval_key is None:
         return state, data
@@ -192,7 +195,13 @@ def panel_model(samples, eval_key, sort="iou"):
     except Exception as e:  # e.g. fields deleted by hand: say so, keep the panel working
         state["message"] = "Evaluation '%s' cannot be shown: %s. Run it again, or delete it." % (eval_key, e)
         return state, data
-    gen = _generation(dataset, eval_key)
+    other = _comparable(dataset, compare, eval_key)
+    if other is not None:
+        state["compare"] = compare
+        other_iou = {r["class"]: r["iou"] for r in class_table(other)}
+        for r in rows:
+            r["compare"] = other_iou.get(r["class"])
+    gen = _generation(dataset, eval_key, state["compare"])
     rows = sort_rows(rows, state["sort"])
     curve = s["threshold_curve"]
     state.update({
@@ -217,6 +226,13 @@ def panel_model(samples, eval_key, sort="iou"):
          "text": [percent(class_iou[c]) for c in names], "textposition": "outside",
          "hovertemplate": "%{x}: %{text}<extra></extra>"},
     ]
+    if other is not None:  # side by side: no click background, the table opens every class
+        other_iou = other.class_iou
+        data["iou_" + gen][0] = {
+            "type": "bar", "x": names, "y": [100.0 * other_iou[c] if c in other_iou else None for c in names],
+            "name": "IoU: %s" % compare, "text": [percent(other_iou.get(c)) for c in names],
+            "textposition": "outside", "hovertemplate": "%{x}: %{text} (" + compare + ")<extra></extra>"}
+        data["iou_" + gen].reverse()  # this evaluation's bars first
     data["table"] = [_table_row(r) for r in rows]
     heat_classes, share, pixels = heatmap(results)
     data["heat_" + gen] = [{
@@ -237,10 +253,20 @@ def panel_model(samples, eval_key, sort="iou"):
     return state, data
 
 
-def _generation(dataset, eval_key):
-    """Names the evaluation as stored now (its key and timestamp): plots are keyed by it."""
-    info = dataset.get_evaluation_info(eval_key)
-    return hashlib.md5(("%s|%s" % (eval_key, info.timestamp)).encode()).hexdigest()[:8]
+def _generation(dataset, eval_key, compare=NO_COMPARISON):
+    """Names what the plots show (the evaluations' keys and timestamps): they are keyed by it."""
+    stamps = [(k, dataset.get_evaluation_info(k).timestamp) for k in (eval_key, compare) if k != NO_COMPARISON]
+    return hashlib.md5(repr(stamps).encode()).hexdigest()[:8]
+
+
+def _comparable(dataset, compare, eval_key):
+    """The results of evaluation ``compare`` when it can be shown beside ``eval_key``."""
+    if compare in (None, NO_COMPARISON, eval_key) or compare not in dataset.list_evaluations():
+        return None
+    try:
+        return dataset.load_evaluation_results(compare)
+    except Exception:
+        return None
 
 
 def _table_row(r):
@@ -253,6 +279,8 @@ def _table_row(r):
         "gt_pixels": r["gt_pixels"],
         "pred_pixels": r["pred_pixels"],
         "samples": r["samples"],
+        "compare": percent(r.get("compare")),
+        "delta": "–" if r.get("compare") is None else "%+.1f" % (100 * (r["iou"] - r["compare"])),
     }
 
 
@@ -301,6 +329,9 @@ class FASegPanel(foo.Panel):
 
     def on_change_sort(self, ctx):
         self._show(ctx, ctx.panel.get_state("eval_key"), sort=ctx.params.get("value"))
+
+    def on_change_compare(self, ctx):
+        self._show(ctx, ctx.panel.get_state("eval_key"), compare=ctx.params.get("value"))
 
     def on_class_click(self, ctx):
         self._open(ctx, ffe.class_view, ctx.params.get("x"))
@@ -372,7 +403,7 @@ class FASegPanel(foo.Panel):
             return
         ctx.ops.set_view(view)
 
-    def _show(self, ctx, key, sort=None):
+    def _show(self, ctx, key, sort=None, compare=None):
         # another process (a worker, the SDK) may have written the field or the evaluation
         dataset = ctx.dataset
         dataset.reload()
@@ -380,7 +411,8 @@ class FASegPanel(foo.Panel):
         keys = ffe.list_faseg_evaluations(dataset)
         if key not in keys:
             key = keys[0] if keys else None
-        state, data = panel_model(dataset, key, sort=sort or ctx.panel.get_state("sort") or "iou")
+        state, data = panel_model(dataset, key, sort=sort or ctx.panel.get_state("sort") or "iou",
+                                  compare=compare or ctx.panel.get_state("compare"))
         if state.get("has_errors") and state.get("message") is None:
             set_error_colors(dataset, key)
         data["runs"] = faseg_runs(dataset)
@@ -425,9 +457,16 @@ class FASegPanel(foo.Panel):
         panel.md(ctx.panel.get_state("header") or "", name="header")
         panel.btn("worst", label="Worst samples", icon="sort", on_click=self.show_worst)
 
+        compare = ctx.panel.get_state("compare") or NO_COMPARISON
+        choices = ctx.panel.get_state("compare_keys") or [NO_COMPARISON]
+        if len(choices) > 1:
+            panel.enum("compare", choices, default=compare, label="Compare with", on_change=self.on_change_compare,
+                       view=_dropdown(choices, lambda k: "(no comparison)" if k == NO_COMPARISON else k))
+        comparing = compare != NO_COMPARISON
         panel.plot("iou_" + gen, label="IoU per class (%): click a column for its samples, worst first",
                    on_click=self.on_class_click,
-                   layout=dict(_layout("class", "IoU (%)", yrange=[0, 105]), barmode="overlay", showlegend=False))
+                   layout=dict(_layout("class", "IoU (%)", yrange=[0, 105]), barmode="group" if comparing else "overlay",
+                               showlegend=comparing))
 
         sort = ctx.panel.get_state("sort") or "iou"
         panel.enum("sort", list(SORTS), default=sort, label="Sort classes by",
@@ -437,6 +476,9 @@ class FASegPanel(foo.Panel):
                               ("recall", "Recall"), ("f1", "F1"), ("gt_pixels", "GT pixels"),
                               ("pred_pixels", "Predicted pixels"), ("samples", "Samples")):
             table.add_column(column, label=label)
+        if comparing:
+            table.add_column("compare", label="IoU in %s" % compare)
+            table.add_column("delta", label="Δ IoU (points)")
         table.add_row_action("samples", self.on_row_samples, label="Samples", icon="photo_library",
                              tooltip="Samples with this class, worst IoU first")
         if ctx.panel.get_state("per_class"):

@@ -234,7 +234,7 @@ def test_panel_events_run_on_a_real_evaluation(dataset, panel):
     """Every event of the panel runs, as the App sends it (with the state it was left in)."""
     state, _ = panel.panel_model(dataset, "ev")
     uri = operator_uri("faseg_panel")
-    events = [("on_load", {}), ("on_change_view", {}), ("on_change_sort", {"value": "f1"}),
+    events = [("on_load", {}), ("on_change_view", {}), ("on_change_sort", {"value": "f1"}), ("on_change_compare", {"value": "ev"}),
               ("on_change_eval", {"value": "ev"}), ("on_class_click", {"x": "cow"}),
               ("on_row_samples", {"row": 0}), ("on_row_missed", {"row": 1}), ("on_row_false_alarm", {"row": 2}),
               ("on_cell_click", {"x": "background", "y": "cat"}), ("on_cell_click", {"x": "cat", "y": "cat"}),
@@ -246,3 +246,27 @@ def test_panel_events_run_on_a_real_evaluation(dataset, panel):
     # a panel whose state is not built yet (or from an older version) renders, and loads
     foo.execute_operator(uri, ctx=dict(dataset=dataset, params={
         "__method__": "on_change_view", "panel_id": "p1", "panel_state": {"eval_key": "ev"}})).raise_exceptions()
+
+
+def test_two_evaluations_side_by_side(dataset, panel):
+    for sample in dataset:  # a worse prediction, evaluated under another key
+        sample["faseg"] = fo.Segmentation(mask=np.roll(sample["faseg"].get_mask(), 3, axis=0))
+        sample.save()
+    ffe.evaluate_faseg(dataset, "faseg", eval_key="ev2")
+    new, old = dataset.load_evaluation_results("ev2"), dataset.load_evaluation_results("ev")
+
+    state, data = panel.panel_model(dataset, "ev2", compare="ev")
+    assert state["compare"] == "ev" and state["compare_keys"] == ["none", "ev"]
+    (key,) = [k for k in data if k.startswith("iou_")]
+    mine, theirs = data[key]
+    assert (mine["name"], theirs["name"]) == ("IoU", "IoU: ev") and mine["x"] == theirs["x"]
+    assert mine["y"] == [100 * new.class_iou[c] for c in mine["x"]]
+    assert theirs["y"] == [100 * old.class_iou[c] for c in theirs["x"]]
+    for row in data["table"]:
+        c = row["class"]
+        assert row["compare"] == "%.1f %%" % (100 * old.class_iou[c])
+        assert row["delta"] == "%+.1f" % (100 * (new.class_iou[c] - old.class_iou[c]))
+    # a new comparison is a new chart; comparing with itself or an unknown key is no comparison
+    assert key not in panel.panel_model(dataset, "ev2")[1]
+    assert panel.panel_model(dataset, "ev2", compare="ev2")[0]["compare"] == "none"
+    assert panel.panel_model(dataset, "ev2", compare="nope")[0]["compare"] == "none"
