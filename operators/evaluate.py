@@ -13,6 +13,7 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 import fiftyone_faseg.metrics as fm
+from fiftyone_faseg.evaluation.colors import set_error_colors
 from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
@@ -98,9 +99,7 @@ class EvaluateFASeg(foo.Operator):
     def execute(self, ctx):
         if ctx.delegated:
             progress = fo.report_progress(
-                lambda pb: ctx.set_progress(progress=pb.progress, label="Evaluating segmentations"),
-                dt=5.0,
-            )
+                lambda pb: ctx.set_progress(progress=pb.progress, label=_progress_label(pb)), dt=5.0)
         else:
             progress = None
 
@@ -118,6 +117,7 @@ class EvaluateFASeg(foo.Operator):
                 error_masks=bool(ctx.params.get("error_masks", True)),
                 progress=progress,
             )
+        set_error_colors(ctx.dataset, eval_key)
 
         out = evaluation_outputs(results, eval_key)
         if not ctx.delegated:
@@ -136,6 +136,11 @@ class EvaluateFASeg(foo.Operator):
         outputs.str("worst_view", label="Saved view of the worst samples")
         outputs.str("report", label="Per-class IoU", view=types.MarkdownView())
         return types.Property(outputs, view=types.View(label="FA-Seg evaluation complete"))
+
+
+def _progress_label(pb, what="Evaluated %d of %d samples"):
+    done, total = getattr(pb, "iteration", None), getattr(pb, "total", None)
+    return what % (done, total) if done is not None and total else "Evaluating segmentations"
 
 
 def evaluation_outputs(results, eval_key):
@@ -200,16 +205,34 @@ class MIoU(foo.EvaluationMetric):
 
 
 def prediction_fields(dataset):
-    """Segmentation fields that can be evaluated: an FA-Seg run's first, never an
-    evaluation's own output."""
+    """Segmentation fields that can be evaluated: FA-Seg runs' first, the latest made
+    first; never an evaluation's own output."""
     names = dataset.get_field_schema(embedded_doc_type=fol.Segmentation)
     runs = [n for n in names if RUN_INFO_KEY in (dataset.get_field(n).info or {})]
     others = [n for n in names if n not in runs and not written_by_faseg(dataset, n)]
-    return sorted(runs, key=lambda n: (n != "faseg", n)) + sorted(others)
+    return sorted(runs, key=lambda n: (_created_at(dataset, n), n), reverse=True) + sorted(others)
+
+
+def evaluated_predictions(dataset):
+    """Fields that an evaluation of the dataset (FA-Seg's or FiftyOne's) read as
+    predictions: never offered as ground truth."""
+    fields = set()
+    for key in dataset.list_evaluations():
+        pred_field = getattr(dataset.get_evaluation_info(key).config, "pred_field", None)
+        if pred_field:
+            fields.add(pred_field)
+    return fields
+
+
+def _created_at(dataset, name):
+    created = getattr(dataset.get_field(name), "created_at", None)
+    return created.timestamp() if created is not None else 0.0
 
 
 def _evaluate_faseg_inputs(ctx, inputs):
-    inputs.view_target(ctx)
+    # the whole dataset unless the user picks otherwise: an evaluation of a selection would
+    # replace the dataset-wide one under the same key
+    inputs.view_target(ctx, default_target="DATASET")
     dataset = ctx.dataset
     preds = prediction_fields(dataset)
     if not preds:
@@ -222,8 +245,9 @@ def _evaluate_faseg_inputs(ctx, inputs):
     inputs.enum("pred_field", preds, default=preds[0], required=True, label="Predictions field",
                 description="The field of predicted segmentations", view=dropdown(preds))
     pred_field = ctx.params.get("pred_field") or preds[0]
-    gt_field = ground_truth_input(ctx, inputs, exclude=(pred_field,),
-                                  description="Fields FA-Seg wrote are never offered")
+    gt_field = ground_truth_input(ctx, inputs, exclude={pred_field} | evaluated_predictions(dataset),
+                                  description="Fields FA-Seg wrote, and fields evaluated as predictions, "
+                                              "are never offered")
     if gt_field is None:
         return
 

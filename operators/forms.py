@@ -113,7 +113,10 @@ def model_path_input(ctx, inputs, default, name="model_path", **kwargs):
     roots that :func:`model_path_problem` accepts)."""
     prop = inputs.str(name, default=default, required=False, **kwargs)
     value = ctx.params.get(name, default)
-    flag(prop, value and limits.model_problem(value))
+    if not flag(prop, value and limits.model_problem(value)):
+        offline = offline_problem(value)
+        if offline:  # shown, not blocking: the cache may be filled before a queued run starts
+            inputs.view(name + "_offline", types.Warning(label="The model may not load offline", description=offline))
     return ctx.params.get(name) or default
 
 
@@ -340,3 +343,67 @@ def percent(value, digits=1):
     if value is None or value != value:
         return "–"
     return "%.*f %%" % (digits, 100 * float(value))
+
+
+# ---------------------------------------------------------------------- classes and remembered settings
+
+
+def split_classes(values):
+    """Class names typed into a form: list items or text, split on commas and newlines,
+    stripped, each once, in order (``["aeroplane, bird", "sheep"]`` -> three classes)."""
+    if isinstance(values, str):
+        values = [values]
+    names = []
+    for value in values or []:
+        for name in str(value).replace("\n", ",").split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+SETTINGS_STORE = "faseg_settings"  # FiftyOne's execution store (global: a model path is not per dataset)
+
+
+def _settings_store():
+    from fiftyone.operators.store import ExecutionStore
+
+    return ExecutionStore.create(SETTINGS_STORE)
+
+
+def _user_key(ctx, name):
+    return "%s:%s" % (name, ctx.user_id or "local")
+
+
+def remembered(ctx, name, default=None):
+    """The value this user last ran with for setting ``name`` (``default`` if none)."""
+    try:
+        value = _settings_store().get(_user_key(ctx, name))
+    except Exception:  # the store is unavailable: the form still opens
+        value = None
+    return value if value not in (None, "") else default
+
+
+def remember(ctx, name, value):
+    """Stores ``value`` as this user's last ``name`` (see :func:`remembered`)."""
+    if value not in (None, ""):
+        _settings_store().set(_user_key(ctx, name), value)
+
+
+def offline_problem(value):
+    """Why a Hub id cannot be loaded without the network (None when it can, when it is a
+    folder, or when the Hub is reachable): offline, it must be in the local cache."""
+    import os
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not value or os.path.exists(os.path.expanduser(str(value))) or not constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        cached = try_to_load_from_cache(str(value).strip(), "model_index.json")
+    except Exception:
+        cached = None
+    if isinstance(cached, str):
+        return None
+    return ("'%s' is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE): "
+            "give a local checkpoint folder, or download it on a machine with network access" % value)

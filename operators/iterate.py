@@ -32,7 +32,8 @@ class RethresholdFASeg(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx)
+        # the whole field unless the user picks otherwise: a field's masks all come from one threshold
+        inputs.view_target(ctx, default_target="DATASET")
         label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_scores"), NO_SCORES)
         if label_field:
             record = RunRecord.read(ctx.dataset, label_field)
@@ -49,6 +50,11 @@ class RethresholdFASeg(foo.Operator):
             )
             if out_field != label_field and out_field in ctx.dataset.get_field_schema():
                 inputs.bool("overwrite", default=False, label="Replace the masks in '%s'" % out_field)
+            problem = _partial_field_problem(ctx, out_field, ctx.params.get("threshold", default),
+                                             ctx.params.get("classes") or None)
+            if problem:
+                forms.blocker(inputs, "partial_field", problem,
+                              "Choose 'Dataset' as the target, or write to a new field")
         return types.Property(inputs, view=types.View(label="FA-Seg: re-threshold"))
 
     def execute(self, ctx):
@@ -82,13 +88,32 @@ class RethresholdFASeg(foo.Operator):
         return types.Property(outputs, view=types.View(label="Re-threshold complete"))
 
 
+def _partial_field_problem(ctx, out_field, threshold, classes):
+    """Why re-thresholding the target into ``out_field`` would mix thresholds in it (some of
+    its samples outside the target were made otherwise), as the SDK would refuse; None if not."""
+    record = RunRecord.read(ctx.dataset, out_field)
+    if record is None or threshold is None:
+        return None
+    same = record.threshold is not None and abs(float(threshold) - record.threshold) < 1e-9
+    if same and (sorted(classes) if classes else None) == record.classes:
+        return None
+    try:
+        others = ctx.dataset.exists(out_field).count() - ctx.target_view().exists(out_field).count()
+    except Exception:
+        return None
+    if others <= 0:
+        return None
+    return ("%d other samples of '%s' were made at threshold %s and are not in the target: a field's masks "
+            "all come from one threshold" % (others, out_field, record.threshold))
+
+
 class SweepFASegThreshold(foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
             name="sweep_faseg_threshold",
             label="FA-Seg: mIoU per threshold (sweep)",
-            description="mIoU of the current view at thresholds 0.3-0.8, from stored scores",
+            description="mIoU at thresholds 0.3-0.8 (extended until the best is inside), from stored scores",
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=False,  # fast, and its plot exists only in the dialog
@@ -115,7 +140,8 @@ class SweepFASegThreshold(foo.Operator):
         start, stop, step = (float(ctx.params.get(k, d)) for k, d in (("start", 0.3), ("stop", 0.8), ("step", 0.05)))
         count = int(round((stop - start) / step)) + 1
         thresholds = [round(start + i * step, 4) for i in range(count)]
-        miou = sweep(ctx.target_view(), ctx.params["label_field"], ctx.params["gt_field"], thresholds)
+        target, label_field, gt_field = ctx.target_view(), ctx.params["label_field"], ctx.params["gt_field"]
+        miou = covering_sweep(lambda ts: sweep(target, label_field, gt_field, ts), thresholds, step)
         return sweep_outputs(miou)
 
     def resolve_output(self, ctx):
@@ -128,6 +154,29 @@ class SweepFASegThreshold(foo.Operator):
         table.add_column("miou", label="mIoU")
         outputs.list("table", types.Object(), label="mIoU per threshold", view=table)
         return types.Property(outputs, view=types.View(label="Threshold sweep"))
+
+
+def covering_sweep(measure, thresholds, step, extend=3):
+    """``measure(thresholds) -> {threshold: mIoU}`` over ``thresholds``, extended ``extend``
+    steps at a time past an end while the best value sits at that end (within [0, 1]), so the
+    range covers its best value; returns every threshold measured, in order."""
+    miou = dict(measure(thresholds))
+    while True:
+        known = {t: v for t, v in miou.items() if v is not None}
+        if not known:
+            break
+        best, ts = max(known, key=known.get), sorted(miou)
+        if best == ts[0] and ts[0] - step >= -1e-9:
+            more = [round(ts[0] - k * step, 4) for k in range(1, extend + 1)]
+        elif best == ts[-1] and ts[-1] + step <= 1 + 1e-9:
+            more = [round(ts[-1] + k * step, 4) for k in range(1, extend + 1)]
+        else:
+            break
+        more = [t for t in more if -1e-9 <= t <= 1 + 1e-9 and t not in miou]
+        if not more:
+            break
+        miou.update(measure(more))
+    return {t: miou[t] for t in sorted(miou)}
 
 
 # Readable in the operator dialog: a fixed height, room for the axis titles, percent ticks
@@ -187,7 +236,8 @@ class EditCandidates(foo.Operator):
         prop = inputs.list("classes", types.String(), default=current, label="Candidate classes",
                            description="Current candidates of the %d target samples" % target.count(),
                            view=forms.choices(vocabulary(ctx.dataset, label_field)))
-        inputs.str("new_classes", required=False, label="New classes (comma-separated)")
+        inputs.str("new_classes", required=False, label="New classes (separated by commas or new lines)",
+                   view=types.TextFieldView(multiline=True))
         if not _edited_classes(ctx.params if "classes" in ctx.params else dict(ctx.params, classes=current)):
             forms.flag(prop, "Name at least one class")
         return types.Property(inputs, view=types.View(label="FA-Seg: edit candidates"))
@@ -261,9 +311,7 @@ class RerunFASeg(foo.Operator):
 
 
 def _edited_classes(params):
-    classes = [str(c).strip() for c in params.get("classes") or [] if c and str(c).strip()]
-    classes += [c.strip() for c in (params.get("new_classes") or "").split(",") if c.strip()]
-    return classes
+    return forms.split_classes(list(params.get("classes") or []) + [params.get("new_classes") or ""])
 
 
 def register(p):

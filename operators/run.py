@@ -16,8 +16,11 @@ from fiftyone_faseg.settings import RunSettings
 from . import forms
 
 DEFAULT_BATCH_SIZE = 4
-# Up to this many samples an immediate run is offered first; more go to a delegated run
-IMMEDIATE_MAX_SAMPLES = 8
+# Up to this many target samples an immediate run is offered first; more go to a delegated
+# run. An immediate run holds the App and is cut at fo.config.operator_timeout (600 s): the
+# full model takes ~90 s per image on a CPU (benchmarks/RESULTS.md), so 4 images (~6 min)
+# still finish there, and take ~1.5 s plus the model load on a GPU (paper: 0.36 s/image)
+IMMEDIATE_MAX_SAMPLES = 4
 
 
 class RunFASeg(foo.Operator):
@@ -110,8 +113,10 @@ class RunFASeg(foo.Operator):
 
     @forms.shows_errors
     def execute(self, ctx):
-        limits.check(ctx.params, ctx.dataset)  # what the form flags, refused however the run was asked for
-        settings = RunSettings.from_params(ctx.params)
+        params = dict(ctx.params, classes=forms.split_classes(ctx.params.get("classes")))
+        limits.check(params, ctx.dataset)  # what the form flags, refused however the run was asked for
+        settings = RunSettings.from_params(params)
+        forms.remember(ctx, "model_path", settings.model_path)
         target = ctx.target_view()
         num_shards = int(ctx.params.get("num_shards") or 1)
         if num_shards > 1:
@@ -157,6 +162,8 @@ def _queued_outputs():
 
 def _many(ctx):
     try:
+        if ctx.selected and ctx.params.get("view_target") is None and ctx.request_params.get("view_target") is None:
+            return len(ctx.selected) > IMMEDIATE_MAX_SAMPLES  # the form's default target: the selection
         return ctx.target_view().count() > IMMEDIATE_MAX_SAMPLES
     except Exception:
         return True
@@ -191,8 +198,9 @@ def _run_faseg_inputs(ctx, inputs):
             types.String(),
             required=classes_from == "list",
             label="Classes" if classes_from == "list" else "Vocabulary (empty: ground truth classes or PASCAL VOC)",
+            description="One per item, or several separated by commas or new lines",
         )
-        if classes_from == "list" and not [c for c in ctx.params.get("classes") or [] if c and str(c).strip()]:
+        if classes_from == "list" and not forms.split_classes(ctx.params.get("classes")):
             forms.flag(prop, "Name at least one class")
     if classes_from in ("mask_targets", "gt_field"):
         forms.ground_truth_input(ctx, inputs, exclude=(label_field,))
@@ -211,7 +219,7 @@ def _run_faseg_inputs(ctx, inputs):
         inputs.str("tagger_pretrained", default=DEFAULT_TAGGER[1], label="Tagger weights (open_clip tag or file)")
 
     # 3. How
-    forms.model_path_input(ctx, inputs, DEFAULT_MODEL, label="Diffusion model",
+    forms.model_path_input(ctx, inputs, forms.remembered(ctx, "model_path", DEFAULT_MODEL), label="Diffusion model",
                            description="A Hugging Face Hub id or a local folder with unet/, vae/, text_encoder/, "
                                        "tokenizer/")
     inputs.float("threshold", default=DEFAULT_THRESHOLD, label="Background threshold",
