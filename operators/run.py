@@ -113,7 +113,7 @@ class RunFASeg(foo.Operator):
 
     @forms.shows_errors
     def execute(self, ctx):
-        params = dict(ctx.params, classes=forms.split_classes(ctx.params.get("classes")))
+        params = _typed_params(ctx)
         limits.check(params, ctx.dataset)  # what the form flags, refused however the run was asked for
         settings = RunSettings.from_params(params)
         forms.remember(ctx, "model_path", settings.model_path)
@@ -169,9 +169,17 @@ def _many(ctx):
         return True
 
 
+def _typed_params(ctx):
+    """The form's parameters with the typed class names split on commas and new lines."""
+    params = dict(ctx.params)
+    if params.get("classes") is not None:
+        params["classes"] = forms.split_classes(params["classes"])
+    return params
+
+
 def _run_faseg_inputs(ctx, inputs):
     inputs.view_target(ctx)
-    problems = limits.problems(ctx.params, ctx.dataset)  # flagged at the end, on each property
+    problems = limits.problems(_typed_params(ctx), ctx.dataset)  # flagged at the end, on each property
 
     # 1. Where: the field, and what to do with labels already there (first, so a
     #    blocking warning is seen next to the choice that clears it)
