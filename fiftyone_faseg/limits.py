@@ -160,6 +160,9 @@ def _under(path, roots):
 # ---------------------------------------------------------------------- checks
 
 
+MIN_SWEEP_STEP = 0.005  # a sweep measures every threshold over the whole view: at most 201 of them
+
+
 def problems(params, dataset=None):
     """``{parameter: why it is refused}`` for the parameters of ``params`` (an operator's
     ``ctx.params``) that break a limit; parameters not given are not checked.
@@ -183,8 +186,14 @@ def problems(params, dataset=None):
         if isinstance(value, bool) or value not in IMAGE_SIZES:
             found["image_size"] = "Image size must be one of %s px (got %s)" % (
                 ", ".join(map(str, IMAGE_SIZES)), _shown(value))
-    if given("threshold"):
-        found["threshold"] = threshold_problem(params["threshold"])
+    for name in ("threshold", "start", "stop"):  # a threshold, and a sweep's range of them
+        if given(name):
+            found[name] = threshold_problem(params[name])
+    if given("step"):  # a sweep's step: at most ~200 thresholds in [0, 1]
+        step = params["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not MIN_SWEEP_STEP <= step <= 1:
+            found["step"] = "The sweep's step must be a number between %s and 1 (got %s)" % (
+                MIN_SWEEP_STEP, _shown(step))
     if given("classes"):
         found["classes"] = classes_problem(params["classes"], vocabulary=params.get("classes_from") == "tagger")
     if given("classes_from") and params["classes_from"] not in CLASS_SOURCE_CHOICES:

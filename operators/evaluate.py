@@ -13,7 +13,6 @@ import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
 import fiftyone_faseg.metrics as fm
-from fiftyone_faseg.evaluation.colors import set_error_colors
 from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
@@ -117,7 +116,6 @@ class EvaluateFASeg(foo.Operator):
                 error_masks=bool(ctx.params.get("error_masks", True)),
                 progress=progress,
             )
-        set_error_colors(ctx.dataset, eval_key)
 
         out = evaluation_outputs(results, eval_key)
         if not ctx.delegated:
@@ -197,7 +195,7 @@ class MIoU(foo.EvaluationMetric):
         return config
 
     def compute(self, samples, results, **kwargs):
-        value = fm.mean_iou(results.pixel_confusion_matrix, getattr(results.config, "num_gt_classes", None))
+        value = ffe.miou_of(results)
         return None if np.isnan(value) else value
 
     def get_fields(self, samples, config, eval_key):

@@ -11,6 +11,8 @@ import fiftyone.operators.types as types
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
 from fiftyone_faseg.settings import RunRecord
 
+from fiftyone_faseg import limits
+
 from . import forms
 
 NO_SCORES = "No FA-Seg field with stored scores: run run_faseg with 'Store score maps' on"
@@ -58,6 +60,7 @@ class RethresholdFASeg(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: re-threshold"))
 
     def execute(self, ctx):
+        limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         import time
 
         from fiftyone_faseg.iterate import rethreshold
@@ -135,6 +138,7 @@ class SweepFASegThreshold(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: threshold sweep"))
 
     def execute(self, ctx):
+        limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         from fiftyone_faseg.iterate import sweep
 
         start, stop, step = (float(ctx.params.get(k, d)) for k, d in (("start", 0.3), ("stop", 0.8), ("step", 0.05)))
@@ -243,6 +247,7 @@ class EditCandidates(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: edit candidates"))
 
     def execute(self, ctx):
+        limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         from fiftyone_faseg.rerun import set_candidates
 
         classes = _edited_classes(ctx.params)
@@ -294,6 +299,7 @@ class RerunFASeg(foo.Operator):
 
     @forms.shows_errors
     def execute(self, ctx):
+        limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         from fiftyone_faseg.rerun import rerun_settings
         from fiftyone_faseg.run import iter_segment_samples
 

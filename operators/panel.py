@@ -21,12 +21,11 @@ import numpy as np
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
-from fiftyone import ViewField as F
 from fiftyone.operators.categories import Categories
 
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.constants import PLUGIN_NAME, operator_uri
-from fiftyone_faseg.evaluation.colors import legend_markdown, set_error_colors
+from fiftyone_faseg.evaluation.colors import legend_markdown
 from fiftyone_faseg.evaluation.outputs import field_names
 from fiftyone_faseg.settings import RunRecord
 
@@ -53,47 +52,10 @@ NO_COMPARISON = "none"
 # ---------------------------------------------------------------------- what the panel shows
 
 
-def class_table(results, samples_per_class=None):
-    """Per-class rows of an evaluation, from its pixel confusion matrix: ``class``,
-    ``iou``, ``precision``, ``recall``, ``f1`` (None where undefined), ``gt_pixels``,
-    ``pred_pixels``, ``samples`` (from ``samples_per_class``) and ``in_mean``; every
-    class with a pixel in the ground truth or the prediction, in the results' order.
-
-    Args:
-        results: :class:`fiftyone_faseg.evaluation.FASegResults`
-        samples_per_class (None): ``{class: number of samples where it is in the ground
-            truth or the prediction}`` (:func:`samples_per_class`)
-    """
-    conf = np.asarray(results.confusion, dtype=np.int64)
-    tp, gt, pred = np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)
-    counts = samples_per_class or {}
-    rows = []
-    for k, name in enumerate(results.classes):
-        if not (gt[k] or pred[k]):
-            continue
-        union = gt[k] + pred[k] - tp[k]
-        rows.append({
-            "class": name,
-            "iou": float(tp[k] / union),
-            "precision": float(tp[k] / pred[k]) if pred[k] else None,
-            "recall": float(tp[k] / gt[k]) if gt[k] else None,
-            "f1": float(2 * tp[k] / (gt[k] + pred[k])),
-            "gt_pixels": int(gt[k]),
-            "pred_pixels": int(pred[k]),
-            "samples": int(counts.get(name, 0)),
-            "in_mean": bool(k < results.num_gt_classes),
-        })
-    return rows
-
-
-def samples_per_class(samples, eval_key):
-    """``{class: samples where it is in the ground truth or the prediction}``, counted from
-    the evaluation's ``<eval_key>_classes`` (one aggregation); empty without that field."""
-    config = samples._dataset.get_evaluation_info(eval_key).config
-    name = field_names(eval_key, config).get("classes")
-    if name is None or not samples._dataset.has_sample_field(name):
-        return {}
-    return samples.count_values(name + ".classifications.label")
+def class_table(results):
+    """The evaluation's per-class rows (:meth:`FASegResults.class_table`) of the classes
+    with any pixel in the ground truth or the prediction, in the results' order."""
+    return [r for r in results.class_table() if r["gt_pixels"] or r["pred_pixels"]]
 
 
 def sort_rows(rows, sort):
@@ -101,24 +63,6 @@ def sort_rows(rows, sort):
     _, key, largest = SORTS.get(sort, SORTS["iou"])
     known = [r for r in rows if r[key] is not None]
     return sorted(known, key=lambda r: r[key], reverse=largest) + [r for r in rows if r[key] is None]
-
-
-def error_view(samples, eval_key, class_name, kind):
-    """The samples where ``class_name`` was ``"missed"`` (its ground truth pixels
-    predicted as another class or background) or a ``"false_alarm"`` (predicted where the
-    ground truth is another class or background), most such pixels first; the
-    ``<eval_key>_confusions`` of the view keep only those pairs."""
-    if kind not in ("missed", "false_alarm"):
-        raise ValueError("kind must be 'missed' or 'false_alarm' (got %r)" % kind)
-    config = samples._dataset.get_evaluation_info(eval_key).config
-    field = field_names(eval_key, config).get("confusions")
-    if field is None:
-        raise ValueError("evaluation '%s' was run with per_class=False: run it again with per_class=True "
-                         "for missed and false alarm views" % eval_key)
-    side = "gt" if kind == "missed" else "pred"
-    pairs = F(field).filter(F(side) == class_name)
-    view = samples.exists(field).set_field(field, pairs).match(F(field).length() > 0)
-    return view.sort_by(F(field + ".pixels").sum(), reverse=True)
 
 
 def heatmap(results):
@@ -190,7 +134,7 @@ def panel_model(samples, eval_key, sort="iou", compare=None):
 
     try:
         s = ffe.evaluation_summary(dataset, eval_key)
-        rows = class_table(results, samples_per_class(dataset, eval_key))
+        rows = class_table(results)
         config = dataset.get_evaluation_info(eval_key).config
     except Exception as e:  # e.g. fields deleted by hand: say so, keep the panel working
         state["message"] = "Evaluation '%s' cannot be shown: %s. Run it again, or delete it." % (eval_key, e)
@@ -340,10 +284,10 @@ class FASegPanel(foo.Panel):
         self._open(ctx, ffe.class_view, self._row_class(ctx))
 
     def on_row_missed(self, ctx):
-        self._open(ctx, lambda s, k, c: error_view(s, k, c, "missed"), self._row_class(ctx))
+        self._open(ctx, ffe.missed_view, self._row_class(ctx))
 
     def on_row_false_alarm(self, ctx):
-        self._open(ctx, lambda s, k, c: error_view(s, k, c, "false_alarm"), self._row_class(ctx))
+        self._open(ctx, ffe.false_alarm_view, self._row_class(ctx))
 
     def on_cell_click(self, ctx):
         gt, pred = ctx.params.get("y"), ctx.params.get("x")
@@ -373,7 +317,6 @@ class FASegPanel(foo.Panel):
         key = ctx.panel.get_state("eval_key")
         if key:
             ffe.reevaluate_faseg(ctx.dataset, key)
-            set_error_colors(ctx.dataset, key)
             ctx.trigger("reload_dataset")
             self._show(ctx, key)
 
@@ -413,8 +356,6 @@ class FASegPanel(foo.Panel):
             key = keys[0] if keys else None
         state, data = panel_model(dataset, key, sort=sort or ctx.panel.get_state("sort") or "iou",
                                   compare=compare or ctx.panel.get_state("compare"))
-        if state.get("has_errors") and state.get("message") is None:
-            set_error_colors(dataset, key)
         data["runs"] = faseg_runs(dataset)
         ctx.ops.set_panel_state(state)
         ctx.ops.set_panel_data(data)

@@ -34,6 +34,7 @@ from ..constants import IGNORE_INDEX, operator_uri
 from ..fields import candidates_field, get_mask_targets
 from ..settings import RunRecord
 from . import outputs, per_sample
+from .colors import set_error_colors
 from .matching import UNNAMED, Aliases, match_classes, normalize
 from .reading import MaskError, is_rgb, iter_docs, read_mask
 from .results import FASegResults, miou_metric
@@ -171,6 +172,7 @@ class FASegEvaluation(fous.SegmentationEvaluation):
             if eval_key is not None:
                 outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
                 super().register_run(samples, eval_key, overwrite=False, cleanup=False)
+                set_error_colors(dataset, eval_key)  # the App draws the overlay in four colours
         except BaseException:
             if eval_key is not None:
                 outputs.delete_outputs(dataset, eval_key, config)  # what this run wrote, nothing else
