@@ -350,12 +350,20 @@ def percent(value, digits=1):
 
 def split_classes(values):
     """Class names typed into a form: list items or text, split on commas and newlines,
-    stripped, each once, in order (``["aeroplane, bird", "sheep"]`` -> three classes)."""
+    stripped, each once, in order (``["aeroplane, bird", "sheep"]`` -> three classes);
+    anything else is returned as it is, for the App limits to refuse."""
+    if values is None:
+        return []
     if isinstance(values, str):
         values = [values]
+    if not isinstance(values, (list, tuple)):
+        return values  # not a list: refused as it is by fiftyone_faseg.limits
     names = []
-    for value in values or []:
-        for name in str(value).replace("\n", ",").split(","):
+    for value in values:
+        if not isinstance(value, str):  # refused as it is by fiftyone_faseg.limits
+            names.append(value)
+            continue
+        for name in value.replace("\n", ",").split(","):
             name = name.strip()
             if name and name not in names:
                 names.append(name)

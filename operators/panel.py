@@ -108,15 +108,22 @@ def faseg_runs(dataset, limit=MAX_RUNS):
     return rows
 
 
+def evaluation_keys(dataset):
+    """The FA-Seg evaluations the panel offers: finished ones, newest first, then those
+    registered without results (shown with what to do about them)."""
+    return ffe.list_faseg_evaluations(dataset) + ffe.unfinished_faseg_evaluations(dataset)
+
+
 def panel_model(samples, eval_key, sort="iou", compare=None):
     """Everything the panel shows about evaluation ``eval_key`` (side by side with
     evaluation ``compare``, if given), as ``(state, data)``, each whole: the App replaces
     both at once. A failed or half-registered evaluation gives ``state["message"]``
     instead of numbers."""
     dataset = samples._dataset
-    keys = ffe.list_faseg_evaluations(dataset)
+    finished = ffe.list_faseg_evaluations(dataset)
+    keys = evaluation_keys(dataset)
     state = {"eval_keys": keys, "eval_key": eval_key, "sort": sort if sort in SORTS else "iou",
-             "compare_keys": [NO_COMPARISON] + [k for k in keys if k != eval_key], "compare": NO_COMPARISON}
+             "compare_keys": [NO_COMPARISON] + [k for k in finished if k != eval_key], "compare": NO_COMPARISON}
     data = {}
     if eval_key is None:
         return state, data
@@ -351,7 +358,7 @@ class FASegPanel(foo.Panel):
         dataset = ctx.dataset
         dataset.reload()
         dataset.clear_cache()
-        keys = ffe.list_faseg_evaluations(dataset)
+        keys = evaluation_keys(dataset)
         if key not in keys:
             key = keys[0] if keys else None
         state, data = panel_model(dataset, key, sort=sort or ctx.panel.get_state("sort") or "iou",

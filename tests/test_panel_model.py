@@ -147,7 +147,7 @@ def test_a_failed_evaluation_leaves_the_panel_working(dataset, panel):
     doc.save()
     dataset.clear_cache()
 
-    assert "bad" in ffe.list_faseg_evaluations(dataset)
+    assert "bad" in ffe.unfinished_faseg_evaluations(dataset) and "bad" in panel.evaluation_keys(dataset)
     state, data = panel.panel_model(dataset, "bad")
     assert "Evaluation 'bad' cannot be shown" in state["message"] and "no stored results" in state["message"]
     assert data == {}
