@@ -11,7 +11,7 @@ Example usage::
 
     from fiftyone_faseg.rerun import rerun, set_candidates
 
-    view = dataset.select(ids)
+    view = dataset.match_tags("review")
     set_candidates(view, "faseg", ["dog"], mode="add")
     rerun(view, "faseg")
 """
@@ -91,7 +91,7 @@ def set_candidates(samples, label_field, classes, mode="replace"):
 
 def rerun_settings(samples, label_field="faseg", **overrides):
     """The :class:`fiftyone_faseg.settings.RunSettings` of a rerun: the settings the run
-    recorded, each sample's own candidates, overwrite on; ``overrides`` that are not
+    recorded (its class subset too), each sample's own candidates, overwrite on; ``overrides`` that are not
     None replace recorded settings (a field keeps one set of settings: a rerun of some
     samples with another threshold is refused by the run's checks)."""
     record = RunRecord.read(samples._dataset, label_field)
@@ -108,6 +108,7 @@ def rerun_settings(samples, label_field="faseg", **overrides):
         heatmap=record.heatmap,
         pamr=record.pamr,
         model_path=record.model_path,
+        keep_classes=record.classes,
     )
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -138,4 +139,4 @@ def rerun(samples, label_field="faseg", progress=None, **kwargs):
         )
     loaded = {k: kwargs.pop(k) for k in ("segmenter", "proposer", "config", "vocabulary") if k in kwargs}
     return segment_samples(samples, progress=progress, settings=rerun_settings(samples, label_field, **kwargs),
-                           **loaded)
+                           operation="rerun", **loaded)
