@@ -234,8 +234,8 @@ def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
         if others:
             diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in differences.items())
             raise ValueError(
-                "%d other samples of '%s' were made with %s: re-threshold every sample of the field, or "
-                "write these to a new out_field" % (len(others), out_field, diff)
+                "%d other samples of '%s' were made at threshold %s, not as asked (%s): re-threshold every sample "
+                "of the field, or write these to a new out_field" % (len(others), out_field, old.threshold, diff)
             )
     return record.started(old, bool(labelled and differences))
 
