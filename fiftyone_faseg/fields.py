@@ -135,8 +135,12 @@ def _db_path(path):
 
 
 def _get(doc, path):
-    for chunk in path.split("."):
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(chunk)
-    return doc
+    """The value at an embedded ``path`` of a stored document; through a list, the list of
+    its elements' values (as ``values("field.list.attr")``)."""
+    head, _, rest = path.partition(".")
+    if isinstance(doc, list):
+        return [_get(item, path) for item in doc]
+    if not isinstance(doc, dict):
+        return None
+    value = doc.get(head)
+    return _get(value, rest) if rest and value is not None else value
