@@ -42,23 +42,23 @@ def masks(ds, field="faseg"):
 def test_case02_an_interrupted_overwrite_resumed_with_skip_existing_is_finished(dataset, tiny_faseg):
     ff.segment_samples(dataset, segmenter=tiny_faseg, **KW)
     old = masks(dataset)
-    steps = ff.iter_segment_samples(dataset, segmenter=tiny_faseg, overwrite=True, **dict(KW, threshold=0.05))
+    steps = ff.iter_segment_samples(dataset, segmenter=tiny_faseg, overwrite=True, **dict(KW, threshold=0.95))
     next(steps)
     steps.close()  # interrupted (the batch being written when it stopped is kept)
     record = RunRecord.read(dataset, "faseg")
-    assert record.in_progress and record.pending and record.threshold == 0.05  # never "final" mid-overwrite
+    assert record.in_progress and record.pending and record.threshold == 0.95  # never "final" mid-overwrite
     done = dataset.values("faseg." + RUN_ATTR).count(record.run_id)
     assert 0 < done < 4
 
-    summary = ff.segment_samples(dataset, segmenter=tiny_faseg, skip_existing=True, **dict(KW, threshold=0.05))
+    summary = ff.segment_samples(dataset, segmenter=tiny_faseg, skip_existing=True, **dict(KW, threshold=0.95))
     assert len(summary.processed) == 4 - done and len(summary.skipped) == done
     record = RunRecord.read(dataset, "faseg")
     assert not record.in_progress and not record.pending
     assert set(dataset.values("faseg." + RUN_ATTR)) == {record.run_id}
-    ff.segment_samples(dataset, label_field="fresh", segmenter=tiny_faseg, **dict(KW, threshold=0.05))
+    ff.segment_samples(dataset, label_field="fresh", segmenter=tiny_faseg, **dict(KW, threshold=0.95))
     fresh = masks(dataset, "fresh")
-    assert all(np.array_equal(m, fresh[i]) for i, m in masks(dataset).items())  # every mask at 0.05
-    assert any(not np.array_equal(m, fresh[i]) for i, m in old.items())  # (and 0.05 differs from 0.3)
+    assert all(np.array_equal(m, fresh[i]) for i, m in masks(dataset).items())  # every mask at 0.95
+    assert any(not np.array_equal(m, fresh[i]) for i, m in old.items())  # (and 0.95 differs from 0.3)
 
 
 def test_case05_rethreshold_into_a_field_made_with_pamr_is_refused(dataset, tiny_faseg):
