@@ -87,7 +87,7 @@ def rethreshold(
 
     The written field's lease (and the source's, when they differ) is held throughout, so
     no run writes either meanwhile; the written field's record says "in progress" until
-    its last sample is written. A copy records its source's revision, so a threshold
+    its last sample is written. A copy records its source's scores revision, so a threshold
     curve never reads scores the source got later.
 
     Example usage::
@@ -145,7 +145,7 @@ def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, i
     image_size = image_size or source.image_size
     record = source.replace(threshold=threshold, image_size=image_size,
                             source_field=source.source_field if in_place else label_field,
-                            source_revision=source.source_revision if in_place else source.revision,
+                            source_revision=source.source_revision if in_place else source.scores_revision,
                             classes=sorted(keep) if keep else None,
                             output_dir=output_dir or source.output_dir)
     ids = [str(i) for i in samples.values("_id")]
@@ -253,7 +253,7 @@ def scores_source(samples, label_field):
     if not source or source == label_field:
         return label_field, record.classes
     current = RunRecord.read(dataset, source)
-    if current is None or current.revision != record.source_revision:
+    if current is None or current.scores_revision != record.source_revision:
         raise ValueError(
             "'%s' was re-thresholded from '%s', which has been written since (or deleted): its stored scores may "
             "not be those '%s' was made from; re-threshold '%s' again" % (label_field, source, label_field, source))

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -145,7 +146,8 @@ def plan_run(samples, settings, config=None, vocabulary=None):
                        store_scores=bool(settings.store_scores), heatmap=bool(settings.heatmap),
                        root=files_root(dataset, settings.output_dir),
                        classes=list(settings.keep_classes) if settings.keep_classes else None,
-                       classes_from=classes_from, class_list=list(settings.classes) or None)
+                       classes_from=classes_from, class_list=list(settings.classes) or None,
+                       scores_revision=uuid.uuid4().hex)
     ids = [str(i) for i in samples.values("_id")]
     ids, skipped, record = _check_existing(dataset, ids, settings, record)
 

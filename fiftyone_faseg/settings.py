@@ -158,7 +158,9 @@ class RunRecord:
         output_dir, store_scores, heatmap: what was stored, and where
         root: the folder under which the run's files live (unique per dataset)
         source_field (None): the field a re-threshold read its scores from (None: its own)
-        source_revision (None): that field's ``revision`` when they were read
+        source_revision (None): that field's ``scores_revision`` when they were read
+        scores_revision (None): changes whenever a run or rerun writes the field's scores
+            (not when a re-threshold rewrites its masks)
         classes (None): the class subset whose scores label pixels (a re-threshold's
             ``classes``, a run's ``keep_classes``); None: every class
         classes_from (None), class_list (None): where a run took its classes from, and
@@ -179,6 +181,7 @@ class RunRecord:
     root: str = None
     source_field: str = None
     source_revision: str = None
+    scores_revision: str = None
     classes: list = None
     classes_from: str = None
     class_list: list = None

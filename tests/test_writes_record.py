@@ -109,7 +109,9 @@ def test_case08_the_curve_of_a_copy_never_reads_a_rewritten_source(dataset, tiny
     iterate.rethreshold(dataset, "faseg", 0.4, out_field="copy")
     curve, note = threshold_curve(dataset, "copy", "ground_truth")
     assert note is None and curve["scores_field"] == "faseg"
-    assert RunRecord.read(dataset, "copy").source_revision == RunRecord.read(dataset, "faseg").revision
+    assert RunRecord.read(dataset, "copy").source_revision == RunRecord.read(dataset, "faseg").scores_revision
+    iterate.rethreshold(dataset, "faseg", 0.6)  # new masks in place, the same scores: the copy's curve holds
+    assert threshold_curve(dataset, "copy", "ground_truth")[1] is None
     ff.segment_samples(dataset, segmenter=tiny_faseg, store_scores=True, overwrite=True,
                        **dict(KW, classes=["bird", "cow"]))
     curve, note = threshold_curve(dataset, "copy", "ground_truth")
