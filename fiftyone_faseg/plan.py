@@ -12,8 +12,12 @@ A run refuses clearly before touching anything rather than half-do:
     must use the settings the field's masks were made with;
 -   the class names exist, and (:func:`check_model`) each fits a CLIP prompt.
 
+The run holds its field's lease (:mod:`fiftyone_faseg.leases`, taken by
+:func:`fiftyone_faseg.run.begin_run` before these checks) until its record is final.
 Only then does :func:`prepare_run` write: the classes' pixel values (atomic claims, see
-:mod:`fiftyone_faseg.targets`), the field schema and the run record.
+:mod:`fiftyone_faseg.targets`), the field schema and the run's "in progress" record;
+:func:`finish_run` writes the final record after the last sample. A resumed run finishes
+an interrupted overwrite: labels the overwrite did not rewrite yet are redone.
 """
 
 import logging

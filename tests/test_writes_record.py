@@ -95,9 +95,10 @@ def test_case07_an_evaluation_made_mid_run_is_stale_once_the_run_writes_more(dat
     next(steps)
     evaluate_faseg(dataset.exists("faseg"), "faseg", eval_key="mid", threshold_curve=False, per_class=False,
                    error_masks=False)
+    assert is_stale(dataset, "mid")  # the field is being written
     for _ in steps:
         pass
-    assert is_stale(dataset, "mid")
+    assert is_stale(dataset, "mid")  # and was written after the evaluation
     evaluate_faseg(dataset, "faseg", eval_key="after", threshold_curve=False, per_class=False, error_masks=False)
     assert not is_stale(dataset, "after")
     ff.segment_samples(dataset.limit(1), segmenter=tiny_faseg, overwrite=True, **KW)  # a partial write

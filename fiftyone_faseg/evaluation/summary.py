@@ -70,6 +70,8 @@ def is_stale(samples, eval_key):
         return True
     record = RunRecord.read(dataset, config.pred_field)
     recorded = getattr(config, "pred_revision", None)
+    if record is not None and record.in_progress:
+        return True  # a write has started and not finished: the field is changing
     return (record.revision if record is not None else None) != recorded
 
 
