@@ -119,14 +119,19 @@ def drive(steps, progress=None):
     """Runs a run's ``(done, total, summary)`` steps to the end, reporting progress (True: a
     progress bar; or ``callable(done, total)``); returns the last summary."""
     summary, bar = None, None
-    for done, total, summary in steps:
-        if progress is True:
-            bar = bar or fo.ProgressBar(total=total)
-            bar.set_iteration(done)
-        elif callable(progress):
-            progress(done, total)
-    if bar is not None:
-        bar.close()
+    try:
+        for done, total, summary in steps:
+            if progress is True:
+                bar = bar or fo.ProgressBar(total=total)
+                bar.set_iteration(done)
+            elif callable(progress):
+                progress(done, total)
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()  # a run stopped by its caller ends now: its field's lease is given back
+        if bar is not None:
+            bar.close()
     return summary
 
 
