@@ -22,6 +22,7 @@ from faseg_core.tokens import clean_classes
 
 from .classes import CANDIDATES
 from .fields import candidates_field
+from .leases import FieldLease
 from .settings import RunRecord, RunSettings
 
 USER = "user"
@@ -85,7 +86,8 @@ def set_candidates(samples, label_field, classes, mode="replace"):
             classifications=[old.get(n) or fol.Classification(label=n, confidence=1.0, source=USER) for n in keep]
         )
     if edited:
-        samples.set_values(field, edited, key_field="id")
+        with FieldLease(samples._dataset, label_field, "candidate edit"):  # never while a run writes the field
+            samples.set_values(field, edited, key_field="id")
     return len(edited)
 
 

@@ -84,7 +84,7 @@ class RunSettings:
     keep_classes: tuple = None
     device: str = None
     dtype: str = None
-    writer_group: str = None
+    writer_group: str = field(default=None, compare=False)  # who writes, not what is made
 
     def __post_init__(self):
         # normalise what arrives from forms, JSON and keywords, so equal settings compare equal
