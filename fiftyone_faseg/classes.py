@@ -21,7 +21,7 @@ from faseg_core.labels import label_dtype
 from faseg_core.tokens import clean_classes
 
 from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
-from .fields import get_mask_targets, int_targets, label_mask
+from .fields import dataset_values, get_mask_targets, int_targets, label_mask
 
 CANDIDATES = "candidates"
 _CHUNK = 10000
@@ -68,7 +68,8 @@ def candidate_classes(dataset, ids, field_name):
         path += ".classifications.label"
     names = []
     for start in range(0, len(ids), _CHUNK):
-        labels = dataset.select(ids[start : start + _CHUNK]).values(path)
+        _, columns = dataset_values(dataset, ids[start : start + _CHUNK], [path])  # every group slice
+        labels = columns[path]
         names.extend(name for row in labels if row for name in row if name)
     return clean_classes(names)
 

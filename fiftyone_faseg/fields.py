@@ -92,3 +92,55 @@ def ground_truth_fields(dataset):
         return (not dataset.mask_targets.get(name), not named, name)
 
     return sorted(names, key=rank)
+
+
+def dataset_values(dataset, ids, paths):
+    """``(found ids, {path: values})`` of the samples ``ids`` of ``dataset``, in that order,
+    read straight from its sample collection: every sample whatever the view or group
+    slice it was chosen in (``dataset.select(ids)`` sees only the active slice of a
+    grouped dataset, and a view may hide fields). Ids of deleted samples are left out.
+
+    ``paths`` are field names or embedded paths (``"faseg.mask_path"``); ``"id"`` is the
+    sample id; top-level label fields come back as label objects, other values as stored.
+    """
+    from bson import ObjectId
+
+    db_paths = {p: _db_path(p) for p in paths}
+    projection = {db: 1 for db in db_paths.values()}
+    docs = {}
+    for doc in dataset._sample_collection.find({"_id": {"$in": [ObjectId(i) for i in ids]}}, projection):
+        docs[str(doc["_id"])] = doc
+    found = [i for i in ids if i in docs]
+    fields = {p: dataset.get_field(p) for p in paths if "." not in p and p != "id"}
+    columns = {}
+    for path, db in db_paths.items():
+        fld = fields.get(path)
+        embedded = isinstance(fld, fof.EmbeddedDocumentField)
+        values = []
+        for sample_id in found:
+            value = _get(docs[sample_id], db)
+            if path == "id":
+                value = sample_id
+            elif embedded and isinstance(value, dict):
+                value = fld.to_python(value)
+            elif path.endswith("._id") and value is not None:
+                value = str(value)
+            values.append(value)
+        columns[path] = values
+    return found, columns
+
+
+def _db_path(path):
+    return ".".join("_id" if chunk == "id" else chunk for chunk in path.split("."))
+
+
+def _get(doc, path):
+    """The value at an embedded ``path`` of a stored document; through a list, the list of
+    its elements' values (as ``values("field.list.attr")``)."""
+    head, _, rest = path.partition(".")
+    if isinstance(doc, list):
+        return [_get(item, path) for item in doc]
+    if not isinstance(doc, dict):
+        return None
+    value = doc.get(head)
+    return _get(value, rest) if rest and value is not None else value

@@ -41,9 +41,11 @@ from faseg_core.labels import top_scores
 
 from . import metrics as fm
 from . import storage
+from .leases import FieldLease, Leases
 from .settings import RunRecord
 from .targets import claim_values
-from .fields import get_mask_targets, int_targets, label_mask, scores_field, validate_segmentation_field
+from .fields import (dataset_values, get_mask_targets, int_targets, label_mask, scores_field,
+                     validate_segmentation_field)
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +78,17 @@ def rethreshold(
     mask but no stored scores is an error, raised before anything is written. Samples
     are judged on the dataset (a view that hides fields changes nothing).
 
-    A field's masks all come from one threshold (and class subset), as its record says:
-    re-thresholding only some samples of a field in place, or into an existing field
-    whose other samples were made otherwise, is refused; write a new ``out_field``
-    instead. Pixel values never change meaning: ``out_field`` keeps its own values and
-    gets values for the new classes (atomically, see :mod:`fiftyone_faseg.targets`).
+    A field's masks all come from one set of settings, as its record says: re-thresholding
+    only some samples of a field in place, or into an existing field whose other samples
+    were made otherwise (another threshold, class subset, model, PAMR, image size or
+    source), is refused; write a new ``out_field`` instead. Pixel values never change
+    meaning: ``out_field`` keeps its own values and gets values for the new classes
+    (atomically, see :mod:`fiftyone_faseg.targets`).
+
+    The written field's lease (and the source's, when they differ) is held throughout, so
+    no run writes either meanwhile; the written field's record says "in progress" until
+    its last sample is written. A copy records its source's scores revision, so a threshold
+    curve never reads scores the source got later.
 
     Example usage::
 
@@ -106,7 +114,7 @@ def rethreshold(
     Returns:
         the list of the sample IDs written
     """
-    from .plan import check_field_name, file_path, files_root
+    from .plan import check_field_name
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError("threshold must be in [0, 1] but is %s" % threshold)
@@ -114,53 +122,102 @@ def rethreshold(
     out_field = out_field or label_field
     check_field_name(out_field, "out_field")
     validate_segmentation_field(dataset, label_field)
+    fields = [out_field] + ([label_field] if label_field != out_field else [])
+    with Leases(FieldLease(dataset, name, "re-threshold") for name in fields) as leases:
+        return _rethreshold(samples, dataset, label_field, float(threshold), classes, out_field, image_size,
+                            output_dir, overwrite, progress, leases)
+
+
+def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, image_size, output_dir, overwrite,
+                 progress, leases):
+    from .outputs import segmentation_doc
+    from .plan import file_path, files_root, finish_record
+
     source = RunRecord.read(dataset, label_field)
     if source is None:
         raise ValueError("'%s' was not made by an FA-Seg run: re-threshold needs a run's stored scores" % label_field)
+    in_place = out_field == label_field
+    if source.pending and not in_place:
+        raise ValueError("'%s' is half overwritten (its last run was interrupted): finish it first (run it again "
+                         "with skip_existing=True), then re-threshold" % label_field)
     ids_by_name = _name_to_value(dataset, label_field)
     keep = _parse_subset(classes, ids_by_name, label_field)
     image_size = image_size or source.image_size
-    record = source.replace(threshold=float(threshold), image_size=image_size, source_field=label_field,
+    record = source.replace(threshold=threshold, image_size=image_size,
+                            source_field=source.source_field if in_place else label_field,
+                            source_revision=source.source_revision if in_place else source.scores_revision,
                             classes=sorted(keep) if keep else None,
-                            output_dir=output_dir or source.output_dir).new_revision()
+                            output_dir=output_dir or source.output_dir)
     ids = [str(i) for i in samples.values("_id")]
     todo = _stored(dataset, ids, label_field)
-    _check_out_field(dataset, label_field, out_field, overwrite, record, set(todo[0]))
+    record = _check_out_field(dataset, label_field, out_field, overwrite, record, set(todo[0]))
 
     # every check has passed: the first writes
     out_ids = claim_values(dataset, out_field, list(ids_by_name), preferred=get_mask_targets(dataset, label_field))
     if out_field not in dataset.get_field_schema():
         dataset.add_sample_field(out_field, fof.EmbeddedDocumentField, embedded_doc_type=fol.Segmentation)
     record = record.replace(root=files_root(dataset, record.output_dir))
-    record.write(dataset, out_field)
+    record.write(dataset, out_field)  # in progress
 
     written = []
     total = len(todo[0])
     for start in range(0, total, _CHUNK):
         chunk = [values[start : start + _CHUNK] for values in todo]
-        masks = {}
+        docs = {}
         for sample_id, path, mask_path, width, height in zip(*chunk):
             scores, names = _load(sample_id, path, label_field)
-            top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, _kept(names, keep))
-            lut = _lut(names, out_ids, label_field, sample_id)
-            mask = np.where(top >= np.float32(threshold), lut[index + 1], lut[0])
+            labels = kept_labels(scores, names, keep, threshold, image_size or LATENT_FACTOR * scores.shape[-1],
+                                 width, height)
+            mask = _lut(names, out_ids, label_field, sample_id)[labels]
             if mask_path:
                 path = storage.write_mask(file_path(record.root, out_field, sample_id, "png"), mask)
-                masks[sample_id] = fol.Segmentation(mask_path=path)
+                docs[sample_id] = segmentation_doc(record.run_id, mask_path=path)
             else:
-                masks[sample_id] = fol.Segmentation(mask=mask)
-        dataset.set_values(out_field, masks, key_field="id", validate=False)  # built valid here
-        written.extend(masks)
+                docs[sample_id] = segmentation_doc(record.run_id, mask=mask)
+        leases.renew()
+        _set_labels(dataset, out_field, docs)
+        written.extend(docs)
         if callable(progress):
             progress(len(written), total)
+    finish_record(dataset, out_field, record)
     return written
 
 
-def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
-    """Refuses a write that would mix thresholds (or class subsets) within ``out_field``,
-    or write into a field FA-Seg did not make."""
-    if out_field not in dataset.get_field_schema():
+def kept_labels(scores, names, keep, threshold, image_size, width, height):
+    """The ``(height, width)`` label map of ``(K, h, w)`` scores (0 background, ``k + 1``
+    class ``names[k]``) when only the classes ``keep`` (names; None: all) may win: what
+    a run with ``keep_classes`` and a re-threshold with ``classes`` both store."""
+    from faseg_core.labels import label_dtype, labels_from_scores
+
+    if not keep:
+        return labels_from_scores(scores, threshold, image_size, width, height)
+    top, index = top_scores(scores, image_size, width, height, _kept(names, set(keep)))
+    return np.where(top >= np.float32(threshold), index + 1, 0).astype(label_dtype(len(names)))
+
+
+def _set_labels(dataset, field_name, docs):
+    """Sets ``field_name`` of the samples ``{id: label document}`` in one bulk write, on
+    the dataset's own samples (every group slice)."""
+    from datetime import datetime
+
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    if not docs:
         return
+    now = datetime.utcnow()
+    ids = [ObjectId(i) for i in docs]
+    ops = [UpdateOne({"_id": oid}, {"$set": {field_name: doc, "last_modified_at": now}})
+           for oid, doc in zip(ids, docs.values())]
+    dataset._bulk_write(ops, ids=ids)
+
+
+def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
+    """The record a re-threshold starts with; refuses a write that would mix settings
+    (threshold, class subset, model, PAMR, image size, source) within ``out_field``, or
+    write into a field FA-Seg did not make."""
+    if out_field not in dataset.get_field_schema():
+        return record.started(None, False)
     old = RunRecord.read(dataset, out_field)
     if old is None:
         raise ValueError("field '%s' exists and was not made by FA-Seg (e.g. ground truth): choose a new out_field"
@@ -168,18 +225,39 @@ def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
     validate_segmentation_field(dataset, out_field)
     if out_field != label_field and not overwrite:
         raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
-    if old.threshold == record.threshold and old.classes == record.classes and old.image_size == record.image_size:
-        return
-    from .plan import existing_ids
+    from .plan import labelled_ids
 
-    labelled = existing_ids(dataset, dataset.values("id"), out_field)
-    others = [i for i in labelled if i not in todo]
-    if others:
+    differences = old.differences(record)
+    labelled = labelled_ids(dataset, out_field)
+    if differences:
+        others = [i for i in labelled if i not in todo]
+        if others:
+            diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in differences.items())
+            raise ValueError(
+                "%d other samples of '%s' were made at threshold %s, not as asked (%s): re-threshold every sample "
+                "of the field, or write these to a new out_field" % (len(others), out_field, old.threshold, diff)
+            )
+    return record.started(old, bool(labelled and differences))
+
+
+def scores_source(samples, label_field):
+    """``(field holding the stored scores of label_field's masks, class subset)``: the
+    field itself, or the source a re-threshold copied it from. Raises when that source
+    was written since the copy was made (its scores may no longer be those the copy's
+    masks came from)."""
+    dataset = samples._dataset
+    record = RunRecord.read(dataset, label_field)
+    if record is None:
+        raise ValueError("'%s' was not made by an FA-Seg run" % label_field)
+    source = record.source_field
+    if not source or source == label_field:
+        return label_field, record.classes
+    current = RunRecord.read(dataset, source)
+    if current is None or current.scores_revision != record.source_revision:
         raise ValueError(
-            "%d other samples of '%s' were made at threshold %s%s: re-threshold every sample of the field, or "
-            "write these to a new out_field" % (len(others), out_field, old.threshold,
-                                                " with classes %s" % old.classes if old.classes else "")
-        )
+            "'%s' was re-thresholded from '%s', which has been written since (or deleted): its stored scores may "
+            "not be those '%s' was made from; re-threshold '%s' again" % (label_field, source, label_field, source))
+    return source, record.classes
 
 
 def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes=None, image_size=None,
@@ -296,14 +374,14 @@ def _stored(dataset, ids, label_field):
             "'%s' has no stored scores ('%s' is missing): rerun run_faseg with store_scores=True"
             % (label_field, name)
         )
-    fields = ["id", name, label_field + ".mask_path", label_field + "._id", "metadata.width", "metadata.height"]
+    fields = ["id", name, label_field + ".mask_path", label_field + "._id", "metadata.width", "metadata.height",
+              "filepath"]
     rows = []
     for start in range(0, len(ids), _CHUNK * 8):
-        view = dataset.select(ids[start : start + _CHUNK * 8], ordered=True)
-        if view.exists(label_field).exists("metadata.width", False).count():
-            view.exists(label_field).exists("metadata.width", False).compute_metadata()
-        rows.extend(row for row in zip(*view.values(fields)) if row[3] is not None)
-    for sample_id, path, _, _, width, _ in rows:
+        _, columns = dataset_values(dataset, ids[start : start + _CHUNK * 8], fields)
+        chunk = [row for row in zip(*(columns[f] for f in fields)) if row[3] is not None]
+        rows.extend(_with_sizes(dataset, chunk))
+    for sample_id, path, _, _, width, _, _ in rows:
         if not path:
             raise ValueError("sample %s has no stored scores: rerun run_faseg with store_scores=True on it"
                              % sample_id)
@@ -312,8 +390,33 @@ def _stored(dataset, ids, label_field):
                              % sample_id)
     if not rows:
         return [], [], [], [], []
-    sample_ids, paths, mask_paths, _, widths, heights = (list(col) for col in zip(*rows))
+    sample_ids, paths, mask_paths, _, widths, heights, _ = (list(col) for col in zip(*rows))
     return sample_ids, paths, mask_paths, widths, heights
+
+
+def _with_sizes(dataset, rows):
+    """Rows of :func:`_stored` with each image's size, computed (and stored as the
+    sample's metadata) where the sample has none."""
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    from fiftyone.core.metadata import ImageMetadata
+
+    ops, ids, out = [], [], []
+    for row in rows:
+        if row[4] is None:
+            try:
+                metadata = ImageMetadata.build_for(row[6])
+            except Exception:  # unreadable: its size stays unknown (reported by the caller)
+                metadata = None
+            if metadata is not None and metadata.width:
+                ids.append(ObjectId(row[0]))
+                ops.append(UpdateOne({"_id": ids[-1]}, {"$set": {"metadata": metadata.to_dict()}}))
+                row = row[:4] + (metadata.width, metadata.height, row[6])
+        out.append(row)
+    if ops:
+        dataset._bulk_write(ops, ids=ids)
+    return out
 
 
 def _with_field(view, todo, field):
@@ -321,8 +424,9 @@ def _with_field(view, todo, field):
     (selecting on the view would re-run its whole pipeline for every chunk)."""
     for start in range(0, len(todo[0]), _CHUNK):
         chunk = [values[start : start + _CHUNK] for values in todo]
-        extra = view._dataset.select(chunk[0], ordered=True).values(field)
-        yield from zip(*chunk, extra)
+        found, columns = dataset_values(view._dataset, chunk[0], [field])
+        extra = dict(zip(found, columns[field]))
+        yield from zip(*chunk, [extra.get(i) for i in chunk[0]])
 
 
 def _load(sample_id, path, label_field):

@@ -22,8 +22,8 @@ import numpy as np
 
 from . import classes as fcl
 from . import storage
-from .fields import candidates_field, scores_field
-from .plan import file_path
+from .fields import candidates_field, dataset_values, scores_field
+from .plan import RUN_ATTR, file_path, finish_run
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +58,15 @@ class SampleOutput:
 
 def iter_rows(dataset, plan, chunk_size=_ROW_CHUNK):
     """Yields lists of rows (dicts: ``id``, ``filepath``, ``candidates`` (None: the
-    tagger proposes them), ``caption``) for ``plan.ids``, read from the dataset (never
-    the view, which may hide fields) one chunk at a time."""
+    tagger proposes them), ``caption``) for ``plan.ids``, read from the dataset's
+    samples (never a view, which may hide fields or group slices) one chunk at a time."""
     settings = plan.settings
     fields = ["id", "filepath"]
     extra = [f for f in (settings.caption_field, plan.per_sample_field,
                          settings.gt_field if plan.classes_from == "gt_field" else None) if f]
     for start in range(0, len(plan.ids), chunk_size):
         chunk = plan.ids[start : start + chunk_size]
-        values = dataset.select(chunk, ordered=True).values(fields + extra)
-        columns = dict(zip(fields + extra, values))
+        _, columns = dataset_values(dataset, chunk, fields + extra)
         rows = []
         for i, sample_id in enumerate(columns["id"]):
             row = dict(id=sample_id, filepath=columns["filepath"][i],
@@ -171,7 +170,7 @@ def segment_loaded(loaded, plan, segmenter, proposer=None):
 def finish_outputs(jobs, plan):
     """Masks in the run's pixel values, and the sample's files written (atomically) under
     the run's root: ``[SampleOutput]``."""
-    from faseg_core import labels_from_scores
+    from .iterate import kept_labels
 
     settings, config = plan.settings, plan.config
     label_field = plan.label_field
@@ -179,10 +178,12 @@ def finish_outputs(jobs, plan):
     for row, image, cands, caption, result in jobs:
         out = SampleOutput(row["id"], candidates=cands, caption=caption)
         labels = result.label_map
-        if settings.store_scores:
+        if settings.store_scores or settings.keep_classes:
             # the masks are those the stored float16 scores give back (re-thresholding reproduces them)
-            scores = result.scores.astype(np.float16).astype(np.float32)
-            labels = labels_from_scores(scores, config.threshold, config.image_size, labels.shape[1], labels.shape[0])
+            scores = result.scores.astype(np.float16).astype(np.float32) if settings.store_scores else result.scores
+            labels = kept_labels(scores, result.classes, settings.keep_classes, config.threshold, config.image_size,
+                                 labels.shape[1], labels.shape[0])
+        if settings.store_scores:
             out.scores_path = storage.save_scores(file_path(plan.root, scores_field(label_field), row["id"], "npz"),
                                                   scores, result.classes)
         mask = fcl.to_mask(labels, result.classes, plan.class_ids)
@@ -225,6 +226,23 @@ def top_score_heatmap(scores, side=HEATMAP_SIDE):
 # ---------------------------------------------------------------------- 3. write
 
 
+def label_doc(cls, **fields):
+    """A label document as FiftyOne stores it (``_id``, ``_cls``, ``tags``)."""
+    from bson import ObjectId
+
+    return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
+
+
+def segmentation_doc(run_id, mask=None, mask_path=None):
+    """The stored document of a Segmentation that the write ``run_id`` made (its mask in
+    the document, or on disk at ``mask_path``)."""
+    from fiftyone.core.utils import serialize_numpy_array
+
+    if mask_path:
+        return label_doc("Segmentation", mask_path=mask_path, **{RUN_ATTR: run_id})
+    return label_doc("Segmentation", mask=serialize_numpy_array(mask), **{RUN_ATTR: run_id})
+
+
 def sample_docs(plan, out):
     """``{field: database value}`` of one sample: every field the run writes, all at once.
 
@@ -232,13 +250,9 @@ def sample_docs(plan, out):
     masks as compressed numpy bytes): constructing label objects only to serialize them
     again cost more than the rest of the plumbing together.
     """
-    from bson import ObjectId
-
     from fiftyone.core.utils import serialize_numpy_array
 
-    def label(cls, **fields):
-        return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
-
+    label = label_doc
     label_field = plan.label_field
     docs = {
         label_field: None,
@@ -249,8 +263,7 @@ def sample_docs(plan, out):
         label_field + "_heatmap": None,
     }
     if out.error is None:
-        docs[label_field] = (label("Segmentation", mask_path=out.mask_path) if out.mask_path
-                             else label("Segmentation", mask=serialize_numpy_array(out.mask)))
+        docs[label_field] = segmentation_doc(plan.record.run_id, mask=out.mask, mask_path=out.mask_path)
         docs[candidates_field(label_field)] = {"_cls": "Classifications", "classifications": [
             label("Classification", label=n, confidence=float(c), source=s) for n, c, s in out.candidates]}
         docs[label_field + "_caption"] = out.caption
@@ -265,12 +278,19 @@ def sample_docs(plan, out):
 def write_outputs(dataset, plan, outputs, summary=None):
     """Writes a batch: one update per sample setting every field of the run (a failed
     sample: no labels, its error), all in one bulk write. Fields the schema lacks and
-    that would only be cleared are left out. Updates ``summary`` (a RunSummary)."""
+    that would only be cleared are left out. Updates ``summary`` (a RunSummary).
+
+    The run's lease is renewed first (a run whose field was taken over writes nothing
+    more); after the plan's last sample the run's final record is written and the lease
+    given back (:func:`fiftyone_faseg.plan.finish_run`), whichever process loop (local or
+    Ray) called this."""
     from bson import ObjectId
     from pymongo import UpdateOne
 
     if not outputs:
         return summary
+    if plan.lease is not None:
+        plan.lease.renew()
     schema = dataset.get_field_schema()
     now = datetime.utcnow()
     ops, ids = [], []
@@ -290,4 +310,7 @@ def write_outputs(dataset, plan, outputs, summary=None):
                 summary.processed.append(out.id)
             else:
                 summary.failed[out.id] = out.error
+    plan.written += len(outputs)
+    if plan.written >= len(plan.ids):
+        finish_run(dataset, plan)
     return summary

@@ -12,14 +12,19 @@ A run refuses clearly before touching anything rather than half-do:
     must use the settings the field's masks were made with;
 -   the class names exist, and (:func:`check_model`) each fits a CLIP prompt.
 
+The run holds its field's lease (:mod:`fiftyone_faseg.leases`, taken by
+:func:`fiftyone_faseg.run.begin_run` before these checks) until its record is final.
 Only then does :func:`prepare_run` write: the classes' pixel values (atomic claims, see
-:mod:`fiftyone_faseg.targets`), the field schema and the run record.
+:mod:`fiftyone_faseg.targets`), the field schema and the run's "in progress" record;
+:func:`finish_run` writes the final record after the last sample. A resumed run finishes
+an interrupted overwrite: labels the overwrite did not rewrite yet are redone.
 """
 
 import logging
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -39,6 +44,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name" (no leadin
 _RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames",
              "group"}
 _QUERY_CHUNK = 10000
+RUN_ATTR = "faseg_run"  # the attribute of each stored label naming the write that made it
 
 
 def side_fields(label_field):
@@ -81,6 +87,8 @@ class RunPlan:
         names: every class name the run may write
         classes_from: the class source (see :mod:`fiftyone_faseg.classes`)
         class_ids: ``{name: pixel value}``, set by :func:`prepare_run`
+        lease: the field's :class:`fiftyone_faseg.leases.FieldLease`, held by the run
+        written: how many of ``ids`` have been written (the record is final after the last)
     """
 
     dataset_name: str
@@ -95,6 +103,8 @@ class RunPlan:
     vocabulary: object = None
     per_sample_field: str = None
     class_ids: dict = field(default_factory=dict)
+    lease: object = field(default=None, repr=False, compare=False)
+    written: int = 0
 
     @property
     def root(self):
@@ -138,9 +148,12 @@ def plan_run(samples, settings, config=None, vocabulary=None):
     record = RunRecord(threshold=config.threshold, image_size=config.image_size, model_path=settings.model_path,
                        pamr=bool(config.pamr), output_dir=settings.output_dir,
                        store_scores=bool(settings.store_scores), heatmap=bool(settings.heatmap),
-                       root=files_root(dataset, settings.output_dir))
+                       root=files_root(dataset, settings.output_dir),
+                       classes=list(settings.keep_classes) if settings.keep_classes else None,
+                       classes_from=classes_from, class_list=list(settings.classes) or None,
+                       scores_revision=uuid.uuid4().hex)
     ids = [str(i) for i in samples.values("_id")]
-    ids, skipped = _check_existing(dataset, ids, settings, record)
+    ids, skipped, record = _check_existing(dataset, ids, settings, record)
 
     per_sample_field = None
     if classes_from == fcl.CANDIDATES:
@@ -152,6 +165,7 @@ def plan_run(samples, settings, config=None, vocabulary=None):
     if not names and ids:
         raise ValueError("no candidate classes for this run: pass classes=[...], use another classes_from, "
                          "or check '%s'" % (per_sample_field or settings.gt_field))
+    _check_kept(dataset, settings, names)
     return RunPlan(
         dataset_name=dataset.name,
         settings=settings,
@@ -218,9 +232,43 @@ def _prepare(dataset, plan):
            if name not in schema}
     if new:
         dataset._merge_sample_field_schema(new)  # one schema update (what set_values does), not one per field
-    plan.record = plan.record.new_revision()
-    plan.record.write(dataset, plan.label_field)
+    plan.record.write(dataset, plan.label_field)  # "in progress" (see RunRecord.started)
     return plan
+
+
+def finish_run(dataset, plan):
+    """Writes the run's final record (a new revision) once its last sample is written, and
+    gives its field's lease back. A run that continued a pending overwrite stays pending
+    while labels of the earlier run are left (outside this run's samples); a shard of a
+    queued run leaves the record in progress while other shards still write."""
+    others = plan.lease.others() if plan.lease is not None else 0
+    plan.record = finish_record(dataset, plan.label_field, plan.record, others)
+    if plan.lease is not None:
+        plan.lease.release()
+    return plan
+
+
+def finish_record(dataset, field_name, record, others=0):
+    """Writes and returns the final record of a write into ``field_name`` that started
+    with ``record`` (still in progress while labels of an earlier write made otherwise
+    are left, or while ``others`` writers of its group write)."""
+    record = record.finished(stale_labels(dataset, field_name, record.run_id))
+    if others:
+        record = record.replace(in_progress=True)
+    record.write(dataset, field_name)
+    return record
+
+
+def labelled_ids(dataset, field_name):
+    """Ids of every sample of the dataset (every group slice) with ``field_name`` set."""
+    return [str(d["_id"]) for d in dataset._sample_collection.find({field_name: {"$ne": None}}, {"_id": 1})]
+
+
+def stale_labels(dataset, field_name, run_id):
+    """How many labels of ``field_name`` (every sample of the dataset, every group slice)
+    another write than ``run_id`` made."""
+    return dataset._sample_collection.count_documents(
+        {field_name: {"$ne": None}, field_name + "." + RUN_ATTR: {"$ne": run_id}})
 
 
 # ---------------------------------------------------------------------- checks
@@ -360,11 +408,12 @@ def _check_folders(settings):
 
 
 def _check_existing(dataset, ids, settings, record):
-    """``(ids to process, ids skipped)``, judged on the dataset; raises when a run would
-    replace labels it was not asked to replace, or mix settings within one field."""
+    """``(ids to process, ids skipped, the run's started record)``, judged on the dataset;
+    raises when a run would replace labels it was not asked to replace, or mix settings
+    within one field."""
     label_field = settings.label_field
     if label_field not in dataset.get_field_schema():
-        return ids, []
+        return ids, [], record.started(None, False)
     labelled = set(existing_ids(dataset, ids, label_field))
     if labelled and not (settings.overwrite or settings.skip_existing):
         raise ValueError(
@@ -372,20 +421,34 @@ def _check_existing(dataset, ids, settings, record):
             "skip_existing=True to process only the others" % (label_field, len(labelled))
         )
     old = RunRecord.read(dataset, label_field)
-    if old is not None and old.differences(record):
+    differences = old.differences(record) if old is not None else {}
+    if differences:
         kept = dataset._sample_collection.count_documents({label_field: {"$ne": None}})
         if settings.overwrite:
             kept -= len(labelled)
         if kept:
-            diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in old.differences(record).items())
+            diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in differences.items())
             raise ValueError(
                 "%d samples of '%s' were made with %s: use the same settings, write to a new label_field, or "
                 "overwrite every sample of the field" % (kept, label_field, diff)
             )
+    record = record.started(old, bool(settings.overwrite and labelled and differences))
     if not settings.skip_existing or settings.overwrite:
-        return ids, []
-    complete = set(complete_ids(dataset, [i for i in ids if i in labelled], settings))
-    return [i for i in ids if i not in complete], [i for i in ids if i in complete]
+        return ids, [], record
+    # a pending overwrite is finished: labels its run did not write yet are redone
+    run_id = record.run_id if record.pending else None
+    complete = set(complete_ids(dataset, [i for i in ids if i in labelled], settings, run_id))
+    return [i for i in ids if i not in complete], [i for i in ids if i in complete], record
+
+
+def _check_kept(dataset, settings, names):
+    if not settings.keep_classes:
+        return
+    known = set(names) | set(ftg.read_targets(dataset, settings.label_field).values())
+    unknown = [c for c in settings.keep_classes if c not in known]
+    if unknown:
+        raise ValueError("`keep_classes` %s are not classes of this run (%s): choose among those"
+                         % (unknown, sorted(known)))
 
 
 def _object_ids(ids):
@@ -404,21 +467,27 @@ def existing_ids(dataset, ids, field_name):
     return found
 
 
-def complete_ids(dataset, ids, settings):
-    """The ids among ``ids`` whose sample has everything this run writes: the label, its
-    mask file when on disk, and the stored scores and heatmap it asks for."""
+def complete_ids(dataset, ids, settings, run_id=None):
+    """The ids among ``ids`` whose sample has everything this run writes: the label
+    (made by the write ``run_id`` when given), its mask file when on disk, and the
+    stored scores and heatmap (with its file) it asks for."""
     label_field = settings.label_field
-    projection = {label_field + ".mask_path": 1, scores_field(label_field): 1, label_field + "_heatmap": 1}
+    heatmap = label_field + "_heatmap"
+    projection = {label_field + ".mask_path": 1, label_field + "." + RUN_ATTR: 1, scores_field(label_field): 1,
+                  heatmap + ".map_path": 1, heatmap + "._id": 1}
     coll = dataset._sample_collection
     complete = []
     for start in range(0, len(ids), _QUERY_CHUNK):
         for doc in coll.find({"_id": {"$in": _object_ids(ids[start : start + _QUERY_CHUNK])}}, projection):
-            mask_path = (doc.get(label_field) or {}).get("mask_path")
+            label = doc.get(label_field) or {}
+            mask_path = label.get("mask_path")
             scores = doc.get(scores_field(label_field))
-            heat = doc.get(label_field + "_heatmap")
+            heat = doc.get(heatmap)
             ok = (mask_path is None or os.path.isfile(mask_path)) and (
                 not settings.store_scores or (scores and os.path.isfile(scores))) and (
-                not settings.heatmap or heat is not None)
+                not settings.heatmap or (heat is not None and (
+                    not heat.get("map_path") or os.path.isfile(heat["map_path"])))) and (
+                run_id is None or label.get(RUN_ATTR) == run_id)
             if ok:
                 complete.append(str(doc["_id"]))
     return complete

@@ -11,7 +11,7 @@ Example usage::
 
     from fiftyone_faseg.rerun import rerun, set_candidates
 
-    view = dataset.select(ids)
+    view = dataset.match_tags("review")
     set_candidates(view, "faseg", ["dog"], mode="add")
     rerun(view, "faseg")
 """
@@ -22,6 +22,7 @@ from faseg_core.tokens import clean_classes
 
 from .classes import CANDIDATES
 from .fields import candidates_field
+from .leases import FieldLease
 from .settings import RunRecord, RunSettings
 
 USER = "user"
@@ -85,13 +86,14 @@ def set_candidates(samples, label_field, classes, mode="replace"):
             classifications=[old.get(n) or fol.Classification(label=n, confidence=1.0, source=USER) for n in keep]
         )
     if edited:
-        samples.set_values(field, edited, key_field="id")
+        with FieldLease(samples._dataset, label_field, "candidate edit"):  # never while a run writes the field
+            samples.set_values(field, edited, key_field="id")
     return len(edited)
 
 
 def rerun_settings(samples, label_field="faseg", **overrides):
     """The :class:`fiftyone_faseg.settings.RunSettings` of a rerun: the settings the run
-    recorded, each sample's own candidates, overwrite on; ``overrides`` that are not
+    recorded (its class subset too), each sample's own candidates, overwrite on; ``overrides`` that are not
     None replace recorded settings (a field keeps one set of settings: a rerun of some
     samples with another threshold is refused by the run's checks)."""
     record = RunRecord.read(samples._dataset, label_field)
@@ -108,6 +110,7 @@ def rerun_settings(samples, label_field="faseg", **overrides):
         heatmap=record.heatmap,
         pamr=record.pamr,
         model_path=record.model_path,
+        keep_classes=record.classes,
     )
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -138,4 +141,4 @@ def rerun(samples, label_field="faseg", progress=None, **kwargs):
         )
     loaded = {k: kwargs.pop(k) for k in ("segmenter", "proposer", "config", "vocabulary") if k in kwargs}
     return segment_samples(samples, progress=progress, settings=rerun_settings(samples, label_field, **kwargs),
-                           **loaded)
+                           operation="rerun", **loaded)

@@ -10,6 +10,7 @@ written as soon as it is done, so an interrupted run keeps everything it finishe
 
 import logging
 import re
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,7 +18,8 @@ import fiftyone as fo
 
 from .models import load_proposer, load_segmenter
 from .outputs import finish_outputs, iter_rows, load_rows, segment_loaded, write_outputs
-from .plan import check_model, plan_run, prepare_run
+from .leases import FieldLease
+from .plan import _check_collection, check_field_name, check_model, plan_run, prepare_run
 from .settings import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -52,12 +54,20 @@ class RunSummary:
         )
 
 
-def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=None, segmenter=None, **kwargs):
+def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=None, segmenter=None,
+              operation="run", **kwargs):
     """The checked :class:`fiftyone_faseg.plan.RunPlan` of a run called with these
-    arguments (here or on Ray) and its empty :class:`RunSummary`; writes nothing.
+    arguments (here or on Ray) and its empty :class:`RunSummary`.
+
+    The field's lease (:class:`fiftyone_faseg.leases.FieldLease`) is taken first, before
+    the field's labels are judged, and held by the plan (``plan.lease``) until its last
+    sample is written (then the final record is written and the lease given back, see
+    :func:`fiftyone_faseg.outputs.write_outputs`), or until it is released by the
+    caller (``with plan.lease:``) when the run stops early; a plan with nothing to do
+    gives it back at once. Writes nothing else.
 
     Keywords override ``settings``; a loaded ``segmenter`` brings its config and records
-    its checkpoint."""
+    its checkpoint; ``operation`` names the run for a writer it refuses."""
     if settings is None:
         settings = RunSettings.from_kwargs(label_field=label_field or "faseg", **kwargs)
     else:
@@ -66,7 +76,18 @@ def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=
     if segmenter is not None:
         config = config or segmenter.config
         settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
-    plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
+    _check_collection(samples)
+    check_field_name(settings.label_field)
+    lease = FieldLease(samples._dataset, settings.label_field, operation, group=settings.writer_group).acquire()
+    try:
+        plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
+    except BaseException:
+        lease.release()
+        raise
+    plan.lease = lease
+    weakref.finalize(plan, lease.release)  # a caller that drops the plan (e.g. a Ray run that failed) frees the field
+    if not plan.ids:
+        lease.release()
     return plan, RunSummary(settings.label_field, skipped=list(plan.skipped), root=plan.root)
 
 
@@ -98,14 +119,19 @@ def drive(steps, progress=None):
     """Runs a run's ``(done, total, summary)`` steps to the end, reporting progress (True: a
     progress bar; or ``callable(done, total)``); returns the last summary."""
     summary, bar = None, None
-    for done, total, summary in steps:
-        if progress is True:
-            bar = bar or fo.ProgressBar(total=total)
-            bar.set_iteration(done)
-        elif callable(progress):
-            progress(done, total)
-    if bar is not None:
-        bar.close()
+    try:
+        for done, total, summary in steps:
+            if progress is True:
+                bar = bar or fo.ProgressBar(total=total)
+                bar.set_iteration(done)
+            elif callable(progress):
+                progress(done, total)
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()  # a run stopped by its caller ends now: its field's lease is given back
+        if bar is not None:
+            bar.close()
     return summary
 
 
@@ -155,7 +181,12 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
         fiftyone_faseg.outputs.RunError: the model fails on every image of a batch
     """
     plan, summary = begin_run(samples, label_field, settings, config, vocabulary, segmenter, **kwargs)
-    settings, dataset = plan.settings, samples._dataset
+    with plan.lease:  # given back however the run ends (finished, failed or stopped early)
+        yield from _segment(samples._dataset, plan, summary, segmenter, proposer)
+
+
+def _segment(dataset, plan, summary, segmenter, proposer):
+    settings = plan.settings
     total = len(plan.ids)
     if not total:
         summary.mask_targets = dict(dataset.mask_targets.get(settings.label_field) or {})

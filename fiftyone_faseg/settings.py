@@ -54,7 +54,12 @@ class RunSettings:
         output_dir (None): write masks (and score maps, heatmaps) under this folder
         store_scores (False): keep each sample's refined score maps (float16 files)
         heatmap (False): store the top class's score as ``<label_field>_heatmap``
+        keep_classes (None): only these classes' scores label pixels (the others become
+            background or lose to the kept ones), as a re-threshold with ``classes``
+            does; a rerun keeps its field's recorded subset
         device (None), dtype (None): where and how the model runs
+        writer_group (None): runs sharing this id (the shards of one queued run) write
+            the field together; any other writer is refused while one of them runs
     """
 
     label_field: str = "faseg"
@@ -76,8 +81,10 @@ class RunSettings:
     output_dir: str = None
     store_scores: bool = False
     heatmap: bool = False
+    keep_classes: tuple = None
     device: str = None
     dtype: str = None
+    writer_group: str = field(default=None, compare=False)  # who writes, not what is made
 
     def __post_init__(self):
         # normalise what arrives from forms, JSON and keywords, so equal settings compare equal
@@ -95,6 +102,9 @@ class RunSettings:
             fix(self, "dtype", str(self.dtype).replace("torch.", ""))
         if self.classes_from is None and self.classes:
             fix(self, "classes_from", "list")
+        if isinstance(self.keep_classes, str):
+            raise TypeError("`keep_classes` must be a list of names, not the string %r" % self.keep_classes)
+        fix(self, "keep_classes", tuple(sorted({str(c) for c in self.keep_classes})) if self.keep_classes else None)
 
     @classmethod
     def fields(cls):
@@ -123,6 +133,7 @@ class RunSettings:
         """JSON-ready parameters that :meth:`from_params` turns back into these settings."""
         params = dataclasses.asdict(self)
         params["classes"] = list(self.classes)
+        params["keep_classes"] = list(self.keep_classes) if self.keep_classes else None
         params["tagger_model"], params["tagger_pretrained"] = self.tagger_model
         return params
 
@@ -132,15 +143,32 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What a run recorded in its label field's ``info["faseg"]``.
+    """What a write recorded in its label field's ``info["faseg"]``: everything that
+    makes a pixel value of the field mean what it means.
+
+    A write (run, rerun, re-threshold) records ``in_progress=True`` before its first
+    sample and its final record after its last one: a record is final only when the
+    field's data is. Each label a write stores carries the write's ``run_id``
+    (``<label>.faseg_run``); when a write replaces labels made otherwise (an
+    ``overwrite`` with other settings) its record is ``pending`` until no label of an
+    earlier write is left, so a resumed run redoes exactly the samples not yet rewritten.
 
     Args:
         threshold, image_size, model_path, pamr: how the masks were made
         output_dir, store_scores, heatmap: what was stored, and where
         root: the folder under which the run's files live (unique per dataset)
-        source_field (None): the field a re-threshold read its scores from
-        classes (None): the class subset a re-threshold kept
-        revision: changes whenever a run, rerun or re-threshold writes the field
+        source_field (None): the field a re-threshold read its scores from (None: its own)
+        source_revision (None): that field's ``scores_revision`` when they were read
+        scores_revision (None): changes whenever a run or rerun writes the field's scores
+            (not when a re-threshold rewrites its masks)
+        classes (None): the class subset whose scores label pixels (a re-threshold's
+            ``classes``, a run's ``keep_classes``); None: every class
+        classes_from (None), class_list (None): where a run took its classes from, and
+            the classes (or the tagger's vocabulary) it was given
+        run_id (None): the write whose labels the field holds (see above)
+        in_progress (False): a write has started and not finished
+        pending (False): labels of an earlier write, made otherwise, are not yet replaced
+        revision: changes whenever anything writes the field (evaluations compare it)
     """
 
     threshold: float = None
@@ -152,14 +180,21 @@ class RunRecord:
     heatmap: bool = False
     root: str = None
     source_field: str = None
+    source_revision: str = None
+    scores_revision: str = None
     classes: list = None
+    classes_from: str = None
+    class_list: list = None
+    run_id: str = None
+    in_progress: bool = False
+    pending: bool = False
     revision: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
     def read(cls, dataset, label_field):
-        """The record of ``label_field`` (None when no FA-Seg run made it)."""
-        fld = dataset.get_field(label_field)
-        info = (fld.info or {}) if fld is not None else {}
+        """The record of ``label_field`` as stored now in the database (None when no
+        FA-Seg write made the field)."""
+        info = _stored_info(dataset, label_field)
         data = info.get(INFO_KEY)
         if not isinstance(data, dict):
             return None
@@ -167,10 +202,29 @@ class RunRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def write(self, dataset, label_field):
-        """Store this record in ``label_field``'s info (the field must exist)."""
+        """Stores this record in ``label_field``'s info (the field must exist): one
+        update of that field's entry, no other field's info rewritten."""
+        import fiftyone.core.odm as foo
+
+        data = dataclasses.asdict(self)
+        datasets = foo.get_db_conn().datasets
+        found = datasets.update_one(
+            {"_id": dataset._doc.id, "sample_fields": {"$elemMatch": {"name": label_field, "info": {"$type": "object"}}}},
+            {"$set": {"sample_fields.$.info." + INFO_KEY: data}},
+        )
+        if not found.matched_count:
+            found = datasets.update_one({"_id": dataset._doc.id, "sample_fields.name": label_field},
+                                        {"$set": {"sample_fields.$.info": {INFO_KEY: data}}})
+        if not found.matched_count:
+            raise ValueError("field '%s' of dataset '%s' does not exist: cannot record a run in it"
+                             % (label_field, dataset.name))
+        # this process's copies follow (a later dataset.save() writes what the database holds)
         fld = dataset.get_field(label_field)
-        fld.info = {**(fld.info or {}), INFO_KEY: dataclasses.asdict(self)}
-        fld.save()
+        if fld is not None:
+            fld.info = {**(fld.info or {}), INFO_KEY: data}
+            doc = dataset._sample_doc_cls._get_field_doc(label_field, allow_missing=True)
+            if doc is not None:
+                doc.info = dict(fld.info)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -178,10 +232,41 @@ class RunRecord:
     def new_revision(self):
         return dataclasses.replace(self, revision=uuid.uuid4().hex)
 
-    CONSISTENT = ("threshold", "image_size", "model_path", "pamr", "store_scores")
+    CONSISTENT = ("threshold", "image_size", "model_path", "pamr", "store_scores", "classes", "source_field")
 
     def differences(self, other):
         """``{setting: (this, other)}`` where masks made under ``other`` would not mean what
         masks made under this record do (or would lack what it promises, e.g. stored scores)."""
         return {k: (getattr(self, k), getattr(other, k)) for k in self.CONSISTENT
-                if getattr(self, k) != getattr(other, k)}
+                if _norm(getattr(self, k)) != _norm(getattr(other, k))}
+
+    def started(self, old, replaces):
+        """This record as a write writes it before its first sample, over a field recorded
+        as ``old`` (or None); ``replaces``: the write replaces labels made otherwise.
+
+        A write that continues a pending one with the same settings keeps its ``run_id``
+        (labels either wrote are current); any other gets a new one."""
+        if old is not None and old.pending and not old.differences(self):
+            return self.replace(in_progress=True, pending=True, run_id=old.run_id).new_revision()
+        pending = bool(replaces or (old is not None and old.pending))
+        return self.replace(in_progress=True, pending=pending, run_id=uuid.uuid4().hex).new_revision()
+
+    def finished(self, stale):
+        """The record a write writes after its last sample; ``stale``: how many labels of
+        the field an earlier write made otherwise are left (pending: not final yet)."""
+        pending = bool(self.pending and stale)
+        return self.replace(in_progress=pending, pending=pending).new_revision()
+
+
+def _norm(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _stored_info(dataset, label_field):
+    import fiftyone.core.odm as foo
+
+    doc = foo.get_db_conn().datasets.find_one(
+        {"_id": dataset._doc.id}, {"sample_fields": {"$elemMatch": {"name": label_field}}}
+    ) or {}
+    fields = doc.get("sample_fields") or []
+    return (fields[0].get("info") or {}) if fields else {}

@@ -65,7 +65,7 @@ def claim_values(dataset, field, names, preferred=None):
                 {
                     "_id": dataset._doc.id,
                     "%s.%d" % (key, value): {"$exists": False},
-                    "$expr": {"$not": {"$in": [name, {"$map": {
+                    "$expr": {"$not": {"$in": [{"$literal": name}, {"$map": {  # a name is data, never a path
                         "input": {"$objectToArray": {"$ifNull": ["$" + key, {}]}}, "in": "$$this.v"}}]}},
                 },
                 {"$set": {"%s.%d" % (key, value): name}},

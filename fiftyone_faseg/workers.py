@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -125,7 +126,7 @@ def queue_shards(samples, num_shards, params, operator_uri=RUN_URI, delegation_t
 
     dataset = samples._dataset
     child = dict(params, num_shards=1, skip_existing=not settings.overwrite, overwrite=settings.overwrite,
-                 view_target="CURRENT_VIEW")
+                 view_target="CURRENT_VIEW", writer_group=uuid.uuid4().hex)  # the shards share the field's lease
     service = DelegatedOperationService()
     queued = []
     for i, shard in enumerate(shards):

@@ -72,14 +72,21 @@ def _run_in_subprocess(code, env_extra=None):
 
 _WORKER = """
     import sys
+    import time
     import fiftyone as fo
     import fiftyone_faseg as ff
     from faseg_core import FASeg, FASegConfig
+    from fiftyone_faseg.leases import FieldBusyError
     seg = FASeg.from_pretrained(sys.argv[1], config=FASegConfig().at_image_size(128), device="cpu")
     ds = fo.load_dataset(sys.argv[2])
     ids = sys.argv[3].split(",")
-    ff.segment_samples(ds.select(ids), label_field=sys.argv[4], classes=sys.argv[5].split(","), segmenter=seg,
-                       threshold=0.3, batch_size=1, skip_existing=True)
+    while True:  # one writer per field: a writer refused while the other holds the field tries again
+        try:
+            ff.segment_samples(ds.select(ids), label_field=sys.argv[4], classes=sys.argv[5].split(","),
+                               segmenter=seg, threshold=0.3, batch_size=1, skip_existing=True)
+            break
+        except FieldBusyError:
+            time.sleep(0.2)
 """
 
 

@@ -28,13 +28,16 @@ def threshold_curve(samples, pred_field, gt_field, vocabulary=None, thresholds=C
         (aligned lists), the run's ``threshold`` and the ``scores_field`` read; ``note``
         says why there is no curve
     """
-    from ..iterate import sweep
+    from ..iterate import scores_source, sweep
 
     dataset = samples._dataset
     record = RunRecord.read(dataset, pred_field)
     if record is None:
         return None, "'%s' was not made by an FA-Seg run" % pred_field
-    source = record.source_field or pred_field
+    try:
+        source, _ = scores_source(samples, pred_field)  # never a source rewritten since the copy
+    except ValueError as e:
+        return None, "no threshold curve: %s" % e
     if not dataset.has_sample_field(scores_field(source)):
         return None, "'%s' has no stored scores (run FA-Seg with store_scores=True)" % source
 
@@ -67,6 +70,8 @@ def is_stale(samples, eval_key):
         return True
     record = RunRecord.read(dataset, config.pred_field)
     recorded = getattr(config, "pred_revision", None)
+    if record is not None and record.in_progress:
+        return True  # a write has started and not finished: the field is changing
     return (record.revision if record is not None else None) != recorded
 
 

@@ -1,0 +1,232 @@
+"""One writer per field: a lease on ``(dataset, field)`` stored in the database.
+
+A run, rerun, re-threshold or Ray run takes its field's lease before it judges the
+field's existing labels, and holds it until the field's record is final, so two
+writers (threads, processes, machines) never interleave their writes in one field. The
+lease is one document of the ``faseg_leases`` collection of FiftyOne's database, taken
+with one conditional update (free, or expired): any number of processes can race for
+it and exactly one wins; the others are refused with who holds it (operation, host,
+process, since when) and what to do.
+
+The holder renews the lease (its heartbeat) from a background thread and before every
+batch it writes; a holder that stops without releasing it (killed, machine lost) stops
+renewing, and its lease can be taken over once it expires (``ttl_s`` after the last
+heartbeat). A holder whose lease was taken over refuses to write another batch.
+
+Example usage::
+
+    from fiftyone_faseg.leases import FieldLease
+
+    with FieldLease(dataset, "faseg", "re-threshold"):
+        ...  # write the field
+"""
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+logger = logging.getLogger(__name__)
+
+COLLECTION = "faseg_leases"
+DEFAULT_TTL_S = 120.0
+
+
+class FieldBusyError(RuntimeError):
+    """Another writer holds the field's lease: nothing was written."""
+
+
+class LeaseLostError(RuntimeError):
+    """This writer's lease expired and another writer took the field over: it stops writing."""
+
+
+def _collection():
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()[COLLECTION]
+
+
+def _now():
+    # naive UTC, as pymongo returns dates
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def lease_key(dataset, field):
+    return "%s/%s" % (dataset._doc.id, field)
+
+
+def current_holder(dataset, field):
+    """The live lease document of ``field`` (``operation``, ``host``, ``pid``, ``since``,
+    ``heartbeat``, ``expires``), or None when nobody writes it."""
+    doc = _collection().find_one({"_id": lease_key(dataset, field)})
+    if doc is None or doc.get("expires") is None or doc["expires"] < _now():
+        return None
+    return doc
+
+
+def describe_holder(doc):
+    return "%s (host %s, process %s, since %s UTC, last heartbeat %s UTC)" % (
+        doc.get("operation") or "writer", doc.get("host"), doc.get("pid"),
+        _fmt(doc.get("since")), _fmt(doc.get("heartbeat")))
+
+
+def _fmt(when):
+    return when.strftime("%Y-%m-%d %H:%M:%S") if isinstance(when, datetime) else when
+
+
+class FieldLease:
+    """The lease of one field of one dataset (see the module's docstring).
+
+    Args:
+        dataset: a :class:`fiftyone.core.dataset.Dataset`
+        field: the field written
+        operation: what writes it, as the refusal of another writer names it (e.g. "run")
+        ttl_s (DEFAULT_TTL_S): seconds after the last heartbeat after which the lease
+            may be taken over
+        group (None): writers sharing one group id (the shards of one queued run, see
+            :func:`fiftyone_faseg.workers.queue_shards`) hold the lease together
+    """
+
+    def __init__(self, dataset, field, operation, ttl_s=None, group=None):
+        self.key = lease_key(dataset, field)
+        self.dataset_name = dataset.name
+        self.field = field
+        self.operation = operation
+        self.ttl_s = float(ttl_s or DEFAULT_TTL_S)
+        self.token = uuid.uuid4().hex
+        self.owner = "group:%s" % group if group else self.token
+        self.held = False
+        self.lost = False
+        self._stop = None
+        self._thread = None
+
+    def acquire(self):
+        """Takes the lease (free, expired, or held by this writer's group) or raises
+        :class:`FieldBusyError`."""
+        from pymongo import ReturnDocument
+        from pymongo.errors import DuplicateKeyError
+
+        now = _now()
+        expires = now + timedelta(seconds=self.ttl_s)
+        query = {"_id": self.key, "expires": {"$lt": now}}
+        if self.owner != self.token:
+            query = {"_id": self.key, "$or": [{"expires": {"$lt": now}}, {"owner": self.owner}]}
+        joining = {"$and": [{"$eq": ["$owner", self.owner]}, {"$gt": ["$expires", now]}]}
+        member = {"$literal": {self.token: expires}}
+        update = [{"$set": {
+            "owner": {"$literal": self.owner},
+            "members": {"$cond": [joining, {"$mergeObjects": ["$members", member]}, member]},
+            "operation": {"$literal": self.operation}, "dataset": {"$literal": self.dataset_name},
+            "field": {"$literal": self.field}, "host": {"$literal": socket.gethostname()}, "pid": os.getpid(),
+            "since": {"$cond": [joining, "$since", now]}, "heartbeat": now,
+            "expires": {"$cond": [joining, {"$max": ["$expires", expires]}, expires]},
+        }}]
+        try:
+            previous = _collection().find_one_and_update(query, update, upsert=True,
+                                                         return_document=ReturnDocument.BEFORE)
+        except DuplicateKeyError:
+            holder = _collection().find_one({"_id": self.key}) or {}
+            raise FieldBusyError(
+                "field '%s' of dataset '%s' is being written by another FA-Seg %s: wait until it finishes (or "
+                "stop it), or write to another field. A writer that stopped without finishing loses the field "
+                "%d s after its last heartbeat (then a rerun with skip_existing=True completes it)"
+                % (self.field, self.dataset_name, describe_holder(holder), self.ttl_s)
+            ) from None
+        if previous is not None and previous.get("owner") != self.owner:
+            logger.warning("field '%s' of dataset '%s': took over the expired lease of %s", self.field,
+                           self.dataset_name, describe_holder(previous))
+        self.held, self.lost = True, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="faseg-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def renew(self):
+        """Renews the lease (a heartbeat); raises :class:`LeaseLostError` when another
+        writer took it over."""
+        if not self.held:
+            return
+        if not self.lost:
+            now = _now()
+            expires = now + timedelta(seconds=self.ttl_s)
+            done = _collection().update_one(
+                {"_id": self.key, "owner": self.owner, "members." + self.token: {"$exists": True}},
+                {"$set": {"members." + self.token: expires, "heartbeat": now}, "$max": {"expires": expires}})
+            self.lost = not done.matched_count
+        if self.lost:
+            holder = _collection().find_one({"_id": self.key})
+            raise LeaseLostError(
+                "field '%s' of dataset '%s' was taken over by %s after this writer's lease expired: this writer "
+                "stopped; check the field's record and rerun with skip_existing=True if needed"
+                % (self.field, self.dataset_name, describe_holder(holder) if holder else "another writer")
+            )
+
+    def others(self):
+        """How many other live writers of this writer's group hold the lease with it."""
+        doc = _collection().find_one({"_id": self.key, "owner": self.owner}) or {}
+        now = _now()
+        return sum(1 for token, until in (doc.get("members") or {}).items() if token != self.token and until > now)
+
+    def release(self):
+        """Gives the lease back (once; a no-op when not held): the lease is free once no
+        live writer of its group holds it."""
+        if not self.held:
+            return
+        self.held = False
+        self._stop.set()
+        coll = _collection()
+        coll.update_one({"_id": self.key, "owner": self.owner}, {"$unset": {"members." + self.token: ""}})
+        live = {"$map": {"input": {"$objectToArray": {"$ifNull": ["$members", {}]}}, "in": {"$gt": ["$$this.v", _now()]}}}
+        coll.delete_one({"_id": self.key, "owner": self.owner, "$expr": {"$not": [{"$anyElementTrue": [live]}]}})
+
+    def _beat(self):
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self.renew()
+            except LeaseLostError as e:
+                logger.error("%s", e)
+                return
+            except Exception as e:  # a database hiccup: try again at the next beat
+                logger.warning("could not renew the lease of field '%s': %s", self.field, e)
+
+    def __enter__(self):
+        if self._stop is None:  # never taken yet
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __getstate__(self):
+        # a copy shipped elsewhere (a Ray actor's plan) is inert: only the holder renews and releases
+        return dict(self.__dict__, held=False, _stop=None, _thread=None)
+
+
+class Leases:
+    """Several leases taken together (all or none), released together."""
+
+    def __init__(self, leases):
+        self.leases = list(leases)
+
+    def __enter__(self):
+        taken = []
+        try:
+            for lease in self.leases:
+                taken.append(lease.acquire())
+        except BaseException:
+            for lease in taken:
+                lease.release()
+            raise
+        return self
+
+    def renew(self):
+        for lease in self.leases:
+            lease.renew()
+
+    def __exit__(self, *exc):
+        for lease in self.leases:
+            lease.release()
+        return False
