@@ -170,6 +170,7 @@ def iter_segment_samples_on_ray(samples, label_field=None, settings=None, option
 
         # 2. The model, where the actors will run it; then the run's first writes (its
         # classes' pixel values, its fields, its record)
+        _check_block_rows(options, plan.config.batch_size)
         connect()
         num_gpus, concurrency = _resources(options)
         _check_model(plan, segmenter, num_gpus)
@@ -421,13 +422,16 @@ class _Feed:
         self.thread.join(timeout=60)
 
 
+def _check_block_rows(options, batch_size):
+    if options.block_rows and options.block_rows % batch_size:
+        raise ValueError("`block_rows` (%d) must be a multiple of the batch size (%d), so that every model call is "
+                         "a full batch" % (options.block_rows, batch_size))
+
+
 def _block_rows(options, batch_size, total, concurrency):
     """Rows per block: a multiple of the model's batch size, small enough that every actor
     gets blocks (4 each when the run is big enough), at most :data:`MAX_BLOCK_ROWS`."""
     if options.block_rows:
-        if options.block_rows % batch_size:
-            raise ValueError("`block_rows` (%d) must be a multiple of the batch size (%d), so that every model "
-                             "call is a full batch" % (options.block_rows, batch_size))
         return int(options.block_rows)
     per_actor = -(-total // (4 * concurrency))
     batches = max(1, min(MAX_BLOCK_ROWS // batch_size, -(-per_actor // batch_size)))
