@@ -34,19 +34,24 @@ class StubSegmenter:
         return cls(CLIPTokenizer.from_pretrained(str(path), subfolder="tokenizer"), config)
 
     def __call__(self, images, classes, captions=None, config=None, progress=False):
-        from faseg_core import FASeg, labels_from_scores
+        from faseg_core import labels_from_scores
         from faseg_core.images import as_image_list, load_image
-        from faseg_core.pipeline import FASegResult
+        from faseg_core.tokens import clean_classes
 
         cfg = config or self.config
         images = [load_image(image, i) for i, image in enumerate(as_image_list(images))]
-        lists, captions = FASeg.check_inputs(self, images, classes, captions)
+        classes = list(classes)
+        lists = [clean_classes(c) for c in classes] if classes and isinstance(classes[0], (list, tuple)) \
+            else [clean_classes(classes)] * len(images)
+        captions = [captions] * len(images) if captions is None or isinstance(captions, str) else list(captions)
+        if len(lists) != len(images) or len(captions) != len(images) or not all(lists):
+            raise ValueError("one non-empty class list and one caption per image, or one for all")
         results = []
         for image, names, caption in zip(images, lists, captions):
             scores = class_scores(image, names, cfg.image_size // 8)
             labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, image.width, image.height)
             prompt = "%s ; %s" % (caption, " ".join(names)) if caption else " ".join(names)
-            results.append(FASegResult(labels, scores, list(names), prompt))
+            results.append(StubResult(labels, scores, list(names), prompt))
         return results
 
 
