@@ -307,7 +307,8 @@ def _stream(dataset, plan, summary, options, segmenter, proposer, num_gpus, conc
     # one read task per block, each taking the next block the driver put in the queue (a
     # task's small blocks would otherwise wait in Ray Data's output buffer for the next
     # ones); at most `limit` waiting at a time
-    rows = ray.data.read_datasource(_datasource_class()(queue, num_blocks), num_cpus=0, concurrency=limit,
+    rows = ray.data.read_datasource(_datasource_class()(queue, num_blocks), num_cpus=0,
+                                    concurrency=min(limit, num_blocks),
                                     override_num_blocks=num_blocks)
     context = rows.context
     context.raise_original_map_exception = True  # a RunError (the model fails on a whole batch) as itself

@@ -1,18 +1,30 @@
 """A stand-in for :class:`faseg_core.FASeg` in tests where the model is not under test.
 
 :class:`StubSegmenter` has FASeg's call interface (``seg(images, classes, captions,
-config=...)`` -> one :class:`faseg_core.pipeline.FASegResult` per image, inputs checked
-by FASeg's own ``check_inputs``), its ``config`` and a real CLIP ``tokenizer`` (class
-names are checked against prompts as with FASeg), and returns deterministic results
-in no time: each class's score map is a smooth function of the image's colours at the
-latent grid (``image_size // 8``) and of the class name, and the label map is made from
-the scores by ``faseg_core.labels_from_scores``, as stored scores are re-thresholded.
-Equal inputs give equal results in any process.
+config=...)`` -> one result per image with FASegResult's ``label_map``, ``scores``,
+``classes`` and ``prompt``), its ``config`` and a real CLIP ``tokenizer`` (class names
+are checked against prompts as with FASeg), and returns deterministic results in no
+time: each class's score map is a smooth function of the image's colours at the latent
+grid (``image_size // 8``) and of the class name, and the label map is made from the
+scores by ``faseg_core.labels_from_scores``, as stored scores are re-thresholded. Equal
+inputs give equal results in any process. It imports neither diffusers nor a model
+(a subprocess using it starts in seconds).
 """
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass
+class StubResult:
+    """What :class:`faseg_core.pipeline.FASegResult` holds."""
+
+    label_map: np.ndarray
+    scores: np.ndarray
+    classes: list
+    prompt: str = ""
 
 
 class StubSegmenter:
