@@ -14,7 +14,8 @@ costs the actors little), and per variant (masks written as PNGs by the actors u
 -   *samples/s*: samples written after the first block over the time they took (on a
     shared 2-core machine the actors and MongoDB compete with the driver for the cores);
 -   *driver CPU µs/sample* and the samples/s one driver absorbs (``1e6 /`` it): the
-    driver process's CPU time (all its threads, Ray's included) per sample written;
+    driver process's CPU time (all its threads, Ray's included) per sample written,
+    after the first block (the pool's start is a fixed cost, in *first block s*);
 -   *driver peak*: Python memory allocated during the call (``tracemalloc`` peak, in a
     separate run, as tracing slows Python down) and the growth of the driver's RSS.
 
@@ -99,7 +100,8 @@ def _run(ds, field, seg, output_dir, traced=False):
     with RssPeak() as rss:
         summary = segment_samples_on_ray(
             ds, label_field=field, classes=CLASSES, segmenter=seg, batch_size=8, output_dir=output_dir,
-            options=RayOptions(concurrency=2), progress=lambda done, total: marks.append((time.perf_counter(), done)))
+            options=RayOptions(concurrency=2),
+            progress=lambda done, total: marks.append((time.perf_counter(), time.process_time(), done)))
     result = {}
     if traced:
         result["python_peak_mb"] = tracemalloc.get_traced_memory()[1] / MB
@@ -107,10 +109,11 @@ def _run(ds, field, seg, output_dir, traced=False):
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     count = len(ds)
     assert len(summary.processed) == count and ds.count(field) == count, summary
-    (first_t, first_n), (last_t, last_n) = marks[0], marks[-1]
+    (first_t, first_cpu, first_n), (last_t, last_cpu, last_n) = marks[0], marks[-1]
     result.update(first_block_s=first_t - start, wall_s=wall, rss_growth_mb=rss.growth / MB,
                   samples_per_s=(last_n - first_n) / (last_t - first_t) if last_t > first_t else None,
-                  driver_cpu_us_per_sample=cpu / count * 1e6)
+                  driver_cpu_us_per_sample=(last_cpu - first_cpu) / max(1, last_n - first_n) * 1e6,
+                  driver_cpu_s_whole_call=cpu)
     return result
 
 
