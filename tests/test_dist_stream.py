@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray and a pool of actors per run
 
 import fiftyone_faseg as ff  # noqa: E402
 import stubs  # noqa: E402

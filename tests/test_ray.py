@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray and a pool of actors per run
 
 import fiftyone_faseg as ff  # noqa: E402
 from faseg_core import FASeg  # noqa: E402
