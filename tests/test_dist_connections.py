@@ -71,3 +71,10 @@ def test_a_run_with_an_address_connects_for_that_run_only(images, stub_faseg, tm
     assert all(os.path.isfile(p) for p in images.values("faseg.mask_path"))
     # disconnected: a later run asking for another address connects there, never here
     assert not ray.is_initialized()
+
+
+def test_options_are_checked_when_made():
+    for bad in (dict(concurrency=0), dict(block_rows=2.5), dict(blocks_in_flight=True), dict(num_gpus=-1),
+                dict(max_task_retries=-1), dict(address=" ")):
+        with pytest.raises(ValueError):
+            RayOptions(**bad)

@@ -101,9 +101,3 @@ def test_the_driver_reads_at_most_blocks_in_flight_ahead_of_its_writes(images, s
     assert all(os.path.isfile(p) for p in images.values("faseg.mask_path"))
     assert images.count("faseg") == 16 and all(m is None for m in images.values("faseg.mask"))
 
-
-def test_options_are_checked_when_made():
-    for bad in (dict(concurrency=0), dict(block_rows=2.5), dict(blocks_in_flight=True), dict(num_gpus=-1),
-                dict(max_task_retries=-1), dict(address=" ")):
-        with pytest.raises(ValueError):
-            RayOptions(**bad)
