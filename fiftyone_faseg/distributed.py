@@ -228,7 +228,7 @@ class ray_connection:
 
     def __init__(self, address):
         self.address = address
-        self.shared = False
+        self.held = False  # whether this run holds a connection FA-Seg runs opened
 
     def __enter__(self):
         import ray
@@ -241,7 +241,7 @@ class ray_connection:
                         "asks for %s: wait for that run to end, or run this one from another process"
                         % (_describe(_held["address"]), _describe(self.address)))
                 _held["runs"] += 1
-                self.shared = True
+                self.held = True
             elif ray.is_initialized():
                 current = ray.get_runtime_context().gcs_address
                 if self.address not in (None, current):
@@ -251,13 +251,13 @@ class ray_connection:
                         % (current, _describe(self.address)))
             else:
                 _held.update(address=self.address, runs=1, opened=False)
-                self.shared = True
+                self.held = True
         return self.connect
 
     def connect(self):
         import ray
 
-        if not self.shared:
+        if not self.held:
             return  # the user's own connection
         with _CONNECTION_LOCK:
             if _held["opened"]:
@@ -272,7 +272,7 @@ class ray_connection:
     def __exit__(self, *exc):
         import ray
 
-        if not self.shared:
+        if not self.held:
             return
         with _CONNECTION_LOCK:
             _held["runs"] -= 1
