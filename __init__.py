@@ -33,12 +33,11 @@ ZOO_MODELS = {"faseg-2rf": DEFAULT_MODEL}
 
 
 def register(p):
-    from .operators import evaluate, iterate, panel, run, workers
+    from .operators import evaluate, iterate, panel, run
 
     run.register(p)
     evaluate.register(p)
     panel.register(p)
-    workers.register(p)
     iterate.register(p)
 
 

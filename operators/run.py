@@ -90,7 +90,7 @@ class RunFASeg(foo.Operator):
             output_dir (None): write masks as PNGs here
             delegate (False): queue a delegated run instead of running now
             **kwargs: other parameters of the operator (any
-                :class:`fiftyone_faseg.settings.RunSettings` field, ``num_shards``)
+                :class:`fiftyone_faseg.settings.RunSettings` field, ``ray_address``)
 
         Returns:
             an :class:`fiftyone.operators.executor.ExecutionResult`
@@ -118,22 +118,15 @@ class RunFASeg(foo.Operator):
         settings = RunSettings.from_params(params)
         forms.remember(ctx, "model_path", settings.model_path)
         target = ctx.target_view()
-        num_shards = int(ctx.params.get("num_shards") or 1)
-        if num_shards > 1:
-            # fan out: one delegated run of this operator per disjoint slice
-            from fiftyone_faseg.workers import queue_shards
-
-            queued = queue_shards(target, num_shards, settings.to_params(), operator_uri=self.uri,
-                                  delegation_target=ctx.delegation_target)
-            yield from forms.show_output(ctx, _queued_outputs(), _queued_results(queued), "FA-Seg: runs queued")
-            return
         from fiftyone_faseg.run import iter_segment_samples
 
         if ctx.params.get("ray_address"):
-            # the whole run on a Ray cluster, one actor per GPU (fiftyone_faseg.distributed)
-            from fiftyone_faseg.distributed import iter_segment_samples_on_ray
+            # the whole run on a Ray cluster, one actor per GPU, connected for this run only
+            # (fiftyone_faseg.distributed)
+            from fiftyone_faseg.distributed import RayOptions, iter_segment_samples_on_ray
 
-            steps = iter_segment_samples_on_ray(target, address=ctx.params["ray_address"], settings=settings)
+            options = RayOptions(address=str(ctx.params["ray_address"]).strip())
+            steps = iter_segment_samples_on_ray(target, settings=settings, options=options)
         else:
             steps = iter_segment_samples(target, settings=settings)
         summary = yield from forms.progress(ctx, steps)
@@ -143,21 +136,6 @@ class RunFASeg(foo.Operator):
         results = forms.summary_results(summary, settings)
         yield from forms.show_output(ctx, forms.summary_outputs(results, settings.label_field), results,
                                      "FA-Seg run complete")
-
-
-def _queued_results(queued):
-    return dict(
-        queued_runs=queued,
-        next_step="%d runs queued: %s. Follow them with `fiftyone delegated list`." % (len(queued), forms.WORKER_HELP)
-        if queued else "Nothing to queue: every target sample already has the field",
-    )
-
-
-def _queued_outputs():
-    outputs = types.Object()
-    outputs.str("next_step", label="Next step")
-    outputs.list("queued_runs", types.String(), label="Queued runs")
-    return outputs
 
 
 def _many(ctx):
@@ -237,12 +215,6 @@ def _run_faseg_inputs(ctx, inputs):
     inputs.int("image_size", default=512, label="Image size",
                description="Images are resized to this square before the VAE (paper: 512; %s)"
                            % ", ".join(map(str, limits.IMAGE_SIZES)))
-    inputs.int("num_shards", default=1, label="Parallel runs",
-               description="Above 1: queue this many delegated runs, one slice of the pending samples each, "
-                           "for that many `fiftyone delegated launch` workers (one per GPU)")
-    if "num_shards" not in problems and int(ctx.params.get("num_shards") or 1) > 1:
-        inputs.view("shards_notice", types.Notice(
-            label="Executing queues %s runs and returns: %s" % (ctx.params["num_shards"], forms.WORKER_HELP)))
     inputs.str("ray_address", required=False, label="Ray cluster address (optional)",
                description="Run on a Ray cluster instead, one model per GPU: 'auto' on a node of the cluster, or "
                            "ray://head:10001 (use a mask folder on storage the workers share; see docs/scaling.md)")

@@ -62,3 +62,12 @@ def tiny_faseg(tiny_sd_dir, tiny_config):
     from faseg_core import FASeg
 
     return FASeg.from_pretrained(tiny_sd_dir, config=tiny_config, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def stub_faseg(tiny_sd_dir, tiny_config):
+    """A :class:`stubs.StubSegmenter` (FASeg's interface, deterministic results, no UNet) at
+    128 px, for tests where the model is not under test."""
+    from stubs import StubSegmenter
+
+    return StubSegmenter.from_checkpoint(tiny_sd_dir, tiny_config)

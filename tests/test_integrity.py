@@ -11,7 +11,6 @@ import sys
 import textwrap
 import zlib
 import struct
-from datetime import datetime, timedelta
 
 import fiftyone as fo
 import numpy as np
@@ -19,11 +18,12 @@ import pytest
 
 import fiftyone_faseg as ff
 from images import write_image
-from fiftyone_faseg import iterate, workers
+from fiftyone_faseg import iterate
 from fiftyone_faseg.outputs import RunError
 from fiftyone_faseg.plan import files_root
 
 KW = dict(classes=["cat", "dog"], threshold=0.3, batch_size=2)
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for the stub segmenter in subprocesses
 
 
 @pytest.fixture
@@ -73,11 +73,13 @@ def _run_in_subprocess(code, env_extra=None):
 _WORKER = """
     import sys
     import time
+    sys.path.insert(0, sys.argv[6])  # tests/, for the stub segmenter (the model is not under test)
     import fiftyone as fo
     import fiftyone_faseg as ff
-    from faseg_core import FASeg, FASegConfig
+    from faseg_core import FASegConfig
     from fiftyone_faseg.leases import FieldBusyError
-    seg = FASeg.from_pretrained(sys.argv[1], config=FASegConfig().at_image_size(128), device="cpu")
+    from stubs import StubSegmenter
+    seg = StubSegmenter.from_checkpoint(sys.argv[1], FASegConfig().at_image_size(128))
     ds = fo.load_dataset(sys.argv[2])
     ids = sys.argv[3].split(",")
     while True:  # one writer per field: a writer refused while the other holds the field tries again
@@ -98,7 +100,7 @@ def test_case02_two_processes_write_one_field_without_mixing_classes(dataset, ti
     script.write_text(textwrap.dedent(_WORKER))
     jobs = [(ids[:4], "cat,dog"), (ids[4:], "bird,dog,cow")]
     procs = [subprocess.Popen([sys.executable, str(script), str(tiny_sd_dir), dataset.name, ",".join(part), "faseg",
-                               names], stderr=subprocess.PIPE, text=True) for part, names in jobs]
+                               names, TESTS], stderr=subprocess.PIPE, text=True) for part, names in jobs]
     for proc in procs:
         assert proc.wait(300) == 0, proc.stderr.read()[-3000:]
     dataset.reload()
@@ -111,14 +113,15 @@ def test_case02_two_processes_write_one_field_without_mixing_classes(dataset, ti
         assert {targets[v] for v in values} <= names  # every pixel reads back as one of its own classes
 
 
-def test_case02_a_stale_handle_never_deletes_another_fields_targets(dataset, tiny_faseg, tiny_sd_dir, tmp_path):
+def test_case02_a_stale_handle_never_deletes_another_fields_targets(dataset, stub_faseg, tiny_sd_dir, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER))
     ids = ",".join(dataset.values("id"))
-    subprocess.run([sys.executable, str(script), str(tiny_sd_dir), dataset.name, ids, "other", "sofa"], check=True)
+    subprocess.run([sys.executable, str(script), str(tiny_sd_dir), dataset.name, ids, "other", "sofa", TESTS],
+                   check=True)
     # this process's dataset object has not seen 'other' yet
     assert "other" not in dataset.mask_targets
-    ff.segment_samples(dataset, segmenter=tiny_faseg, **KW)
+    ff.segment_samples(dataset, segmenter=stub_faseg, **KW)
     assert fo.load_dataset(dataset.name).mask_targets["other"] == {1: "sofa"}
     dataset.reload()
     assert set(dataset.mask_targets) == {"ground_truth", "faseg", "other"}
@@ -185,14 +188,14 @@ def test_case05_files_stay_under_the_runs_root_whatever_the_dataset_name(tiny_fa
         ds.delete()
 
 
-def test_case06_a_clone_never_rewrites_the_originals_files(dataset, tiny_faseg, tmp_path):
+def test_case06_a_clone_never_rewrites_the_originals_files(dataset, stub_faseg, tmp_path):
     out = str(tmp_path / "masks")
-    ff.segment_samples(dataset, segmenter=tiny_faseg, output_dir=out, store_scores=True, **KW)
+    ff.segment_samples(dataset, segmenter=stub_faseg, output_dir=out, store_scores=True, **KW)
     files = {s.id: (s.faseg.mask_path, s.faseg_scores) for s in dataset}
     contents = {p: open(p, "rb").read() for pair in files.values() for p in pair}
     clone = dataset.clone()
     try:
-        ff.segment_samples(clone, segmenter=tiny_faseg, output_dir=out, store_scores=True, overwrite=True,
+        ff.segment_samples(clone, segmenter=stub_faseg, output_dir=out, store_scores=True, overwrite=True,
                            **dict(KW, classes=["dog"]))
         iterate.rethreshold(clone, "faseg", 0.9)
         for sample in clone:
@@ -203,8 +206,8 @@ def test_case06_a_clone_never_rewrites_the_originals_files(dataset, tiny_faseg, 
         clone.delete()
 
 
-def test_case07_rethreshold_of_a_subset_never_changes_other_samples_values(dataset, tiny_faseg):
-    ff.segment_samples(dataset, segmenter=tiny_faseg, store_scores=True, **KW)
+def test_case07_rethreshold_of_a_subset_never_changes_other_samples_values(dataset, stub_faseg):
+    ff.segment_samples(dataset, segmenter=stub_faseg, store_scores=True, **KW)
     iterate.rethreshold(dataset, "faseg", 0.2, out_field="faseg2")
     before, targets = masks(dataset, "faseg2"), dict(dataset.mask_targets["faseg2"])
     subset = dataset.limit(1)
@@ -215,7 +218,7 @@ def test_case07_rethreshold_of_a_subset_never_changes_other_samples_values(datas
     assert same_masks(masks(dataset, "faseg2"), before) and dataset.mask_targets["faseg2"] == targets
 
     # a new class in the source field never renumbers the copy's classes
-    ff.segment_samples(subset, segmenter=tiny_faseg, store_scores=True, overwrite=True,
+    ff.segment_samples(subset, segmenter=stub_faseg, store_scores=True, overwrite=True,
                        **dict(KW, classes=["bird", "dog"]))
     iterate.rethreshold(subset, "faseg", 0.2, out_field="faseg2", overwrite=True)
     assert {k: v for k, v in dataset.mask_targets["faseg2"].items() if k in targets} == targets
@@ -273,24 +276,6 @@ def test_case13_resuming_with_other_settings_is_refused(dataset, tiny_faseg):
     ff.segment_samples(dataset, segmenter=tiny_faseg, skip_existing=True, store_scores=True, **KW)
     ff.segment_samples(dataset, segmenter=tiny_faseg, overwrite=True, store_scores=True, **dict(KW, threshold=0.5))
     assert iterate.run_settings(dataset, "faseg")["threshold"] == 0.5
-
-
-def test_case15_recovery_covers_every_delegated_faseg_operator(dataset):
-    from fiftyone.operators.delegated import DelegatedOperationService
-    from fiftyone.operators.executor import ExecutionContext
-
-    service = DelegatedOperationService()
-    op = service.queue_operation(operator="@faseg/fiftyone-faseg/rerun_faseg", label="rerun",
-                                 context=ExecutionContext(request_params=dict(dataset_name=dataset.name, params={})))
-    service.set_running(op.id)
-    try:
-        stale = workers.find_stale_runs(60, dataset_name=dataset.name, now=datetime.utcnow() + timedelta(hours=1))
-        assert [r.id for r in stale] == [str(op.id)]
-        (run,) = workers.recover_stale_runs(60, requeue=False, dataset_name=dataset.name,
-                                            now=datetime.utcnow() + timedelta(hours=1))
-        assert run.failed
-    finally:
-        service.delete_operation(op.id)
 
 
 @pytest.mark.parametrize("bad", [dict(threshold=1.5), dict(batch_size=0), dict(image_size=100),

@@ -18,8 +18,9 @@ F16 = 1e-3  # float16 rounding of scores in [0, 1] (half-ulp 2.4e-4), through bi
 
 
 @pytest.fixture(scope="module")
-def run(tiny_faseg, tmp_path_factory):
-    """4 images with ground truth, segmented once with stored scores (masks in the DB and on disk)."""
+def run(stub_faseg, tiny_sd_dir, tmp_path_factory):
+    """4 images with ground truth, segmented once with stored scores (masks in the DB and on disk) by the
+    stub segmenter (the model is not under test; reruns load the tiny checkpoint the run records)."""
     tmp = tmp_path_factory.mktemp("iterate")
     ds = fo.Dataset()
     samples = []
@@ -32,14 +33,15 @@ def run(tiny_faseg, tmp_path_factory):
     ds.add_samples(samples)
     ds.mask_targets = {"gt": {0: "background", 1: "cat", 2: "dog"}}
     ds.save()
-    kw = dict(classes=["dog", "cat"], segmenter=tiny_faseg, batch_size=1, store_scores=True, threshold=0.55)
+    kw = dict(classes=["dog", "cat"], segmenter=stub_faseg, model_path=str(tiny_sd_dir), batch_size=1,
+              store_scores=True, threshold=0.55)
     ff.segment_samples(ds, heatmap=True, **kw)
     ff.segment_samples(ds, label_field="disk", output_dir=str(tmp / "out"), **kw)
     yield ds
     ds.delete()
 
 
-def test_stored_scores_round_trip(run, tiny_faseg, tmp_path):
+def test_stored_scores_round_trip(run, stub_faseg, tmp_path):
     scores = np.random.RandomState(0).rand(3, 16, 16).astype(np.float32)
     path = storage.save_scores(str(tmp_path / "s.npz"), scores, ["a", "b c", "d"])
     loaded, names = storage.load_scores(path)
@@ -47,7 +49,7 @@ def test_stored_scores_round_trip(run, tiny_faseg, tmp_path):
 
     sample = run.first()
     stored, names = storage.load_scores(sample.faseg_scores)
-    (fresh,) = tiny_faseg(sample.filepath, ["dog", "cat"])
+    (fresh,) = stub_faseg(sample.filepath, ["dog", "cat"])
     assert names == ["dog", "cat"] and stored.shape == fresh.scores.shape
     assert np.abs(stored - fresh.scores).max() < F16
     heat = sample.faseg_heatmap.get_map()

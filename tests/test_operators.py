@@ -109,7 +109,6 @@ def shown(messages):
     (dict(threshold=-0.1), "threshold", "between 0 and 1"),
     (dict(batch_size=0), "batch_size", "at least 1"),
     (dict(image_size=300), "image_size", "128, 256, 512, 1024"),
-    (dict(num_shards=0), "num_shards", "at least 1"),
     (dict(label_field="ground_truth"), "label_field", "not written by FA-Seg"),
     (dict(label_field="aaa_pred"), "label_field", "not written by FA-Seg"),
     (dict(label_field="filepath"), "label_field", "holds StringField values"),
@@ -249,26 +248,6 @@ def test_run_level_error_is_notified_in_the_app_and_raised(ds, monkeypatch):
     assert "no-such-faseg-model" in note["message"]
     with pytest.raises(Exception, match="no-such-faseg-model"):
         foo.execute_operator(RUN, ctx=dict(view=ds.view(), params=params))
-
-
-def test_parallel_runs_are_announced_with_how_to_start_workers(ds, tiny_sd_dir, tmp_path):
-    params = run_params(tiny_sd_dir, num_shards=2, output_dir=str(tmp_path / "shards"))
-    assert "shards_notice" in form(RUN, ds, params)
-    messages, error = drive(RUN, ds, params)
-    assert error is None, error
-    results = shown(messages)
-    assert len(results["queued_runs"]) == 2 and "fiftyone delegated launch" in results["next_step"]
-    # the queued runs carry RunSettings parameters that pass the form as they are, and run
-    svc = DelegatedOperationService()
-    ops = svc.get_queued_operations(operator=RUN, dataset_name=ds.name)
-    assert sorted(str(o.id) for o in ops) == sorted(results["queued_runs"])
-    child = ops[0].context.request_params["params"]
-    assert RunSettings.from_params(child).replace(skip_existing=False) == RunSettings.from_params(params)
-    svc.execute_queued_operations(dataset_name=ds.name)
-    done = svc.list_operations(dataset_name=ds.name)
-    assert [o.run_state for o in done] == [ExecutionRunState.COMPLETED] * 2, [o.result.error for o in done if o.result]
-    ds.reload()
-    assert ds.count("faseg") == 4 and all(p.startswith(str(tmp_path)) for p in ds.values("faseg.mask_path"))
 
 
 def test_sdk_call_builds_run_settings(ds, tiny_sd_dir):

@@ -3,7 +3,7 @@
 One Ray per module. Ray workers run torch with one thread (Ray's OMP_NUM_THREADS=1 for
 one-CPU actors), and the tiny random model's scores move with the thread count, so the
 local runs compared against them use one thread too; both sides use the same batches
-(chunk_size a multiple of batch_size), as batched convolutions round differently.
+(block_rows a multiple of batch_size), as batched convolutions round differently.
 """
 
 import copy
@@ -20,11 +20,12 @@ import pytest
 from PIL import Image
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray and a pool of actors per run
 
 import fiftyone_faseg as ff  # noqa: E402
 from faseg_core import FASeg  # noqa: E402
 from fiftyone_faseg import distributed  # noqa: E402
-from fiftyone_faseg.distributed import segment_samples_on_ray  # noqa: E402
+from fiftyone_faseg.distributed import RayOptions, segment_samples_on_ray  # noqa: E402
 
 RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -107,17 +108,17 @@ def test_generated_images_equal_local_run_and_bad_images_are_errors(images, tiny
     with one_thread():
         ff.segment_samples(images, label_field="local", **kwargs)
     seen = []
-    summary = segment_samples_on_ray(images, concurrency=2, chunk_size=4, progress=lambda d, t: seen.append((d, t)),
-                                     **kwargs)
+    summary = segment_samples_on_ray(images, options=RayOptions(concurrency=2, block_rows=4),
+                                     progress=lambda d, t: seen.append((d, t)), **kwargs)
 
-    assert len(summary.processed) == 10 and len(set(summary.processed)) == 10
+    assert len(summary.processed) == 10 and len(summary.skipped) == 0
     assert sorted(os.path.basename(images[i].filepath) for i in summary.failed) == ["missing.png", "text.jpg"]
     assert seen[-1] == (12, 12) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert assert_same_results(images, "local", "faseg") == 10
 
     # the workers wrote the masks under the run's root, one per good sample, no temporary file left
     root = Path(summary.root)
-    assert sorted(mask_files(root / "faseg")) == sorted(i + ".png" for i in summary.processed)
+    assert sorted(mask_files(root / "faseg")) == sorted(i + ".png" for i in images.exists("faseg").values("id"))
     for sample in images.exists("faseg"):
         assert sample.faseg.mask is None and Path(sample.faseg.mask_path).parent == root / "faseg"
         assert sample.faseg_error is None
@@ -153,7 +154,7 @@ def test_voc_sample_equal_local_run_masks_travel_back(voc, tiny_sd_dir):
                   batch_size=1)
     with one_thread():
         ff.segment_samples(voc, label_field="local", **kwargs)
-    summary = segment_samples_on_ray(voc, concurrency=2, chunk_size=3, **kwargs)
+    summary = segment_samples_on_ray(voc, options=RayOptions(concurrency=2, block_rows=3), **kwargs)
 
     assert len(summary.processed) == 14 and not summary.failed
     assert assert_same_results(voc, "local", "faseg") == 14
@@ -190,15 +191,15 @@ def test_killed_actor_is_restarted_and_every_sample_has_one_mask(images, tiny_fa
     with one_thread():
         ff.segment_samples(images, label_field="local", segmenter=tiny_faseg, **kwargs)
 
-    summary = segment_samples_on_ray(images, concurrency=2, chunk_size=3, segmenter=seg, **kwargs)
+    summary = segment_samples_on_ray(images, options=RayOptions(concurrency=2, block_rows=3), segmenter=seg, **kwargs)
 
     killed = int(Path(seg.marker).read_text())
     assert killed != os.getpid()
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)  # the actor's process is gone: its block was done again elsewhere
-    assert sorted(summary.processed) == sorted(set(summary.processed)) and len(summary.processed) == 10
-    assert len(summary.failed) == 2
-    assert sorted(mask_files(Path(summary.root) / "faseg")) == sorted(i + ".png" for i in summary.processed)
+    assert len(summary.processed) == 10 and len(summary.failed) == 2  # each sample written once
+    written = images.exists("faseg").values("id")
+    assert sorted(mask_files(Path(summary.root) / "faseg")) == sorted(i + ".png" for i in written)
     assert images.count("faseg") == 10
     assert assert_same_results(images, "local", "faseg") == 10
 
@@ -212,13 +213,14 @@ def test_interrupted_run_resumes_with_skip_existing_from_the_app(images, tiny_sd
 
     kwargs = run_kwargs(tiny_sd_dir, output_dir=str(tmp_path / "masks"))
     with pytest.raises(Stop):
-        segment_samples_on_ray(images, concurrency=1, chunk_size=4, progress=stop, **kwargs)
+        segment_samples_on_ray(images, options=RayOptions(concurrency=1, block_rows=4), progress=stop, **kwargs)
     first = {s.id: os.stat(s.faseg.mask_path).st_mtime_ns for s in images.exists("faseg")}
     assert 0 < len(first) < 10
 
-    # run_faseg's "Ray cluster address" option: the rest, on the Ray this process is connected to
+    # run_faseg's "Ray cluster address" option: the rest, on the cluster this process is connected to
+    address = ray.get_runtime_context().gcs_address
     params = dict(kwargs, classes_from="list", output_dir=dict(absolute_path=kwargs["output_dir"]),
-                  skip_existing=True, ray_address="auto", view_target="DATASET")
+                  skip_existing=True, ray_address=address, view_target="DATASET")
     result = foo.execute_operator(RUN_URI, ctx=dict(dataset=images, view=images.view(), params=params))
     assert result.error is None, result.error
     images.reload()
@@ -237,5 +239,5 @@ def test_cli_refuses_a_model_that_does_not_load_before_any_write(images, tmp_pat
 
 def test_more_gpus_than_the_cluster_has_is_refused_before_any_write(images, tiny_sd_dir):
     with pytest.raises(ValueError, match="`num_gpus` is 1 per actor and the Ray cluster has 0 GPUs"):
-        segment_samples_on_ray(images, classes=["cat"], model_path=str(tiny_sd_dir), num_gpus=1)
+        segment_samples_on_ray(images, classes=["cat"], model_path=str(tiny_sd_dir), options=RayOptions(num_gpus=1))
     assert "faseg" not in images.get_field_schema() and "faseg" not in images.mask_targets
