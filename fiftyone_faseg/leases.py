@@ -85,44 +85,33 @@ class FieldLease:
         operation: what writes it, as the refusal of another writer names it (e.g. "run")
         ttl_s (DEFAULT_TTL_S): seconds after the last heartbeat after which the lease
             may be taken over
-        group (None): writers sharing one group id (the shards of one queued run, see
-            :func:`fiftyone_faseg.workers.queue_shards`) hold the lease together
     """
 
-    def __init__(self, dataset, field, operation, ttl_s=None, group=None):
+    def __init__(self, dataset, field, operation, ttl_s=None):
         self.key = lease_key(dataset, field)
         self.dataset_name = dataset.name
         self.field = field
         self.operation = operation
         self.ttl_s = float(ttl_s or DEFAULT_TTL_S)
         self.token = uuid.uuid4().hex
-        self.owner = "group:%s" % group if group else self.token
         self.held = False
         self.lost = False
         self._stop = None
         self._thread = None
 
     def acquire(self):
-        """Takes the lease (free, expired, or held by this writer's group) or raises
-        :class:`FieldBusyError`."""
+        """Takes the lease (free or expired) or raises :class:`FieldBusyError`."""
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
         now = _now()
         expires = now + timedelta(seconds=self.ttl_s)
         query = {"_id": self.key, "expires": {"$lt": now}}
-        if self.owner != self.token:
-            query = {"_id": self.key, "$or": [{"expires": {"$lt": now}}, {"owner": self.owner}]}
-        joining = {"$and": [{"$eq": ["$owner", self.owner]}, {"$gt": ["$expires", now]}]}
-        member = {"$literal": {self.token: expires}}
-        update = [{"$set": {
-            "owner": {"$literal": self.owner},
-            "members": {"$cond": [joining, {"$mergeObjects": ["$members", member]}, member]},
-            "operation": {"$literal": self.operation}, "dataset": {"$literal": self.dataset_name},
-            "field": {"$literal": self.field}, "host": {"$literal": socket.gethostname()}, "pid": os.getpid(),
-            "since": {"$cond": [joining, "$since", now]}, "heartbeat": now,
-            "expires": {"$cond": [joining, {"$max": ["$expires", expires]}, expires]},
-        }}]
+        update = {"$set": {
+            "owner": self.token, "operation": self.operation, "dataset": self.dataset_name,
+            "field": self.field, "host": socket.gethostname(), "pid": os.getpid(),
+            "since": now, "heartbeat": now, "expires": expires,
+        }}
         try:
             previous = _collection().find_one_and_update(query, update, upsert=True,
                                                          return_document=ReturnDocument.BEFORE)
@@ -134,7 +123,7 @@ class FieldLease:
                 "%d s after its last heartbeat (then a rerun with skip_existing=True completes it)"
                 % (self.field, self.dataset_name, describe_holder(holder), self.ttl_s)
             ) from None
-        if previous is not None and previous.get("owner") != self.owner:
+        if previous is not None:
             logger.warning("field '%s' of dataset '%s': took over the expired lease of %s", self.field,
                            self.dataset_name, describe_holder(previous))
         self.held, self.lost = True, False
@@ -151,9 +140,8 @@ class FieldLease:
         if not self.lost:
             now = _now()
             expires = now + timedelta(seconds=self.ttl_s)
-            done = _collection().update_one(
-                {"_id": self.key, "owner": self.owner, "members." + self.token: {"$exists": True}},
-                {"$set": {"members." + self.token: expires, "heartbeat": now}, "$max": {"expires": expires}})
+            done = _collection().update_one({"_id": self.key, "owner": self.token},
+                                            {"$set": {"heartbeat": now, "expires": expires}})
             self.lost = not done.matched_count
         if self.lost:
             holder = _collection().find_one({"_id": self.key})
@@ -163,23 +151,13 @@ class FieldLease:
                 % (self.field, self.dataset_name, describe_holder(holder) if holder else "another writer")
             )
 
-    def others(self):
-        """How many other live writers of this writer's group hold the lease with it."""
-        doc = _collection().find_one({"_id": self.key, "owner": self.owner}) or {}
-        now = _now()
-        return sum(1 for token, until in (doc.get("members") or {}).items() if token != self.token and until > now)
-
     def release(self):
-        """Gives the lease back (once; a no-op when not held): the lease is free once no
-        live writer of its group holds it."""
+        """Gives the lease back (once; a no-op when not held)."""
         if not self.held:
             return
         self.held = False
         self._stop.set()
-        coll = _collection()
-        coll.update_one({"_id": self.key, "owner": self.owner}, {"$unset": {"members." + self.token: ""}})
-        live = {"$map": {"input": {"$objectToArray": {"$ifNull": ["$members", {}]}}, "in": {"$gt": ["$$this.v", _now()]}}}
-        coll.delete_one({"_id": self.key, "owner": self.owner, "$expr": {"$not": [{"$anyElementTrue": [live]}]}})
+        _collection().delete_one({"_id": self.key, "owner": self.token})
 
     def _beat(self):
         while not self._stop.wait(self.ttl_s / 4):

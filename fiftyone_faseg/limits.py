@@ -24,7 +24,6 @@ Bounds, and why:
     class; COCO-Stuff has 171, ADE20K 150) and ``MAX_VOCABULARY`` for the tagger's
     vocabulary (LVIS has 1203), each a string of at most ``MAX_CLASS_CHARS`` characters
     (CLIP reads 77 tokens; 300-character names must keep working).
--   ``num_shards`` in ``[1, 64]``: each queues a delegated run.
 -   ``device`` and ``dtype`` from fixed lists; yes/no parameters must be booleans.
 -   ``output_dir`` under a configured root (``FASEG_OUTPUT_ROOTS`` or the plugin setting
     ``output_roots``; by default the dataset's own folder in FiftyOne's dataset
@@ -57,7 +56,6 @@ IMAGE_SIZES = (128, 256, 512, 1024)
 MAX_CLASSES = 256
 MAX_VOCABULARY = 2048
 MAX_CLASS_CHARS = 512
-MAX_SHARDS = 64
 DEVICES = ("cpu", "cuda", "mps") + tuple("cuda:%d" % i for i in range(16))
 BOOLEANS = ("skip_existing", "overwrite", "use_captioner", "store_scores", "heatmap", "pamr")
 # the class sources a run accepts (the rerun operator passes "candidates")
@@ -69,7 +67,6 @@ _NAME = re.compile(r"^(hf-hub:)?[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # parameter -> (what the form calls it, low, high)
 _NUMBERS = {
     "batch_size": ("Batch size", 1, MAX_BATCH_SIZE),
-    "num_shards": ("Parallel runs", 1, MAX_SHARDS),
 }
 # parameters naming a model to load -> (what it is, its name pattern)
 _MODELS = {

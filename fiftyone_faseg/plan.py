@@ -239,22 +239,18 @@ def _prepare(dataset, plan):
 def finish_run(dataset, plan):
     """Writes the run's final record (a new revision) once its last sample is written, and
     gives its field's lease back. A run that continued a pending overwrite stays pending
-    while labels of the earlier run are left (outside this run's samples); a shard of a
-    queued run leaves the record in progress while other shards still write."""
-    others = plan.lease.others() if plan.lease is not None else 0
-    plan.record = finish_record(dataset, plan.label_field, plan.record, others)
+    while labels of the earlier run are left (outside this run's samples)."""
+    plan.record = finish_record(dataset, plan.label_field, plan.record)
     if plan.lease is not None:
         plan.lease.release()
     return plan
 
 
-def finish_record(dataset, field_name, record, others=0):
+def finish_record(dataset, field_name, record):
     """Writes and returns the final record of a write into ``field_name`` that started
     with ``record`` (still in progress while labels of an earlier write made otherwise
-    are left, or while ``others`` writers of its group write)."""
+    are left)."""
     record = record.finished(stale_labels(dataset, field_name, record.run_id))
-    if others:
-        record = record.replace(in_progress=True)
     record.write(dataset, field_name)
     return record
 

@@ -78,7 +78,7 @@ def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=
         settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
     _check_collection(samples)
     check_field_name(settings.label_field)
-    lease = FieldLease(samples._dataset, settings.label_field, operation, group=settings.writer_group).acquire()
+    lease = FieldLease(samples._dataset, settings.label_field, operation).acquire()
     try:
         plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
     except BaseException:

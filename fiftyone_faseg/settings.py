@@ -58,8 +58,6 @@ class RunSettings:
             background or lose to the kept ones), as a re-threshold with ``classes``
             does; a rerun keeps its field's recorded subset
         device (None), dtype (None): where and how the model runs
-        writer_group (None): runs sharing this id (the shards of one queued run) write
-            the field together; any other writer is refused while one of them runs
     """
 
     label_field: str = "faseg"
@@ -84,7 +82,6 @@ class RunSettings:
     keep_classes: tuple = None
     device: str = None
     dtype: str = None
-    writer_group: str = field(default=None, compare=False)  # who writes, not what is made
 
     def __post_init__(self):
         # normalise what arrives from forms, JSON and keywords, so equal settings compare equal

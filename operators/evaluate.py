@@ -12,7 +12,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_faseg.evaluation as ffe
-import fiftyone_faseg.metrics as fm
 from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY

@@ -59,7 +59,6 @@ def refused(ds, params, name):
     (dict(batch_size=2.5), "batch_size", "whole number"),
     (dict(image_size=65536), "image_size", "128, 256, 512, 1024"),
     (dict(threshold=float("nan")), "threshold", "between 0 and 1"),
-    (dict(num_shards=10**6), "num_shards", "at most 64"),
     (dict(classes=["c%d" % i for i in range(limits.MAX_CLASSES + 1)]), "classes", "At most 256 classes"),
     (dict(classes=["x" * (limits.MAX_CLASS_CHARS + 1)]), "classes", "at most 512 characters"),
     (dict(classes=[{"$gt": ""}]), "classes", "must be text"),
@@ -82,7 +81,7 @@ def test_parameters_the_form_does_not_show_still_block_it(ds, tiny_sd_dir, chang
 
 def test_limits_keep_what_worked():
     # 300-character, unicode and ';' class names, the tagger's larger vocabularies, the paper's sizes
-    ok = dict(classes=["ü" * 300, "🐱 cat", "a;b"], batch_size=64, image_size=1024, threshold=1, num_shards=64,
+    ok = dict(classes=["ü" * 300, "🐱 cat", "a;b"], batch_size=64, image_size=1024, threshold=1,
               device="cuda:1", dtype="bfloat16", pamr=True)
     assert limits.problems(ok) == {}
     vocabulary = ["c%d" % i for i in range(1203)]  # LVIS
