@@ -52,17 +52,21 @@ class AttentionRecorder:
         self.sums.clear()
         self.counts.clear()
 
-    def mean(self, kind: str, r: int, rows: slice | None = None) -> torch.Tensor:
+    def mean(self, kind: str, r: int, rows: slice | None = None, in_place: bool = False) -> torch.Tensor:
         """Head- and layer-mean float32 attention of grid side `r` (see the class docstring).
 
         `rows` picks some latents of the batch, so a large self-attention store is
-        converted to float32 only a few rows at a time.
+        converted to float32 only a few rows at a time. `in_place` divides float32 sums
+        where they are (no copy; the same values), for a caller that reads each row once
+        and then `reset`s the recorder.
         """
         key = (kind, r)
         if key not in self.sums:
             raise KeyError(f"no {kind}-attention was recorded at grid {r}; recorded: {sorted(self.sums)}")
         total = self.sums[key] if rows is None else self.sums[key][rows]
         scale = self.counts[key] * (total.shape[-1] if kind == SELF else 1)
+        if in_place and total.dtype == torch.float32:
+            return total.div_(scale)
         return total.float() / scale
 
     def _buffer(self, kind, r, shape, device) -> torch.Tensor:

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import hard
+from . import hard, readout
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
 from .images import as_image_list, describe, load_image, to_pixels
-from .labels import labels_from_scores
 from .loading import LOAD_LOCK
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
@@ -358,10 +357,19 @@ class FASeg:
         self._check_recorded(recorder, cfg)
         del latents, text, class_embeds
 
-        # 6. Refine (HARD), 7. unflip + threshold, per image
-        results = [self._result(job, recorder, b * views, cfg) for b, job in enumerate(jobs)]
+        # 6. Refine (HARD) every view of every image, 7. unflip, 8. labels: on the device, one copy to the host
+        sizes = [(job.image.width, job.image.height) for job in jobs]
+        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
+        scores = readout.refine(recorder, plan, cfg, views)  # [B*V, K, S, S]
         recorder.reset()
-        return results
+        scores = scores.unflatten(0, (len(jobs), views))
+        scores = hard.unflip_average(scores) if cfg.flip else scores[:, 0]  # [B, K, S, S]
+        if cfg.pamr:  # PAMR refines along each image's own colours: one image at a time
+            scores = torch.stack([refine_scores(job.image, s, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)
+                                  for job, s in zip(jobs, scores)])  # [B, K, P, P]
+        labels = readout.label_maps(scores, plan, cfg.threshold, cfg.image_size)
+        return [FASegResult(label_map, job_scores, list(job.classes), job.prompt)
+                for job, (label_map, job_scores) in zip(jobs, readout.to_host(labels, scores, plan))]
 
     def _check_recorded(self, recorder: AttentionRecorder, cfg: FASegConfig):
         wanted = {(SELF, r) for r, w in cfg.self_weights.items() if w > 0}
@@ -374,28 +382,3 @@ class FASeg:
                 f"image_size={cfg.image_size} (it attends at {grids}): use config.at_image_size(...) "
                 "or weights keyed by the model's grids"
             )
-
-    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, cfg: FASegConfig) -> FASegResult:
-        rows = slice(row, row + (2 if cfg.flip else 1))
-        cross_maps = {}
-        for r, w in cfg.cross_weights.items():
-            if w > 0:
-                cross_maps[r] = self._class_maps(recorder.mean(CROSS, r, rows), job.prompts, r, self.tokenizer.model_max_length)  # [V, K, r, r]
-        self_maps = {r: recorder.mean(SELF, r, rows) for r, w in cfg.self_weights.items() if w > 0}  # [V, N, N]
-        scores = hard.refine(cross_maps, self_maps, cfg.cross_weights, cfg.self_weights, cfg.tau)  # [V, K, S, S]
-        scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
-        if cfg.pamr:
-            scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
-        scores = scores.cpu().numpy().astype(np.float32)
-        labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, job.image.width, job.image.height)
-        return FASegResult(labels, scores, list(job.classes), job.prompt)
-
-    @staticmethod
-    def _class_maps(cross: torch.Tensor, prompts: list[ClassPrompt], r: int, length: int) -> torch.Tensor:
-        """`[V, N, P*length]` token maps → `[V, K, r, r]`: each class the mean of its tokens' maps."""
-        maps = []
-        for p, prompt in enumerate(prompts):
-            for span in prompt.spans:
-                index = torch.tensor([p * length + t for t in span], device=cross.device)
-                maps.append(cross.index_select(-1, index).mean(dim=-1))  # [V, N]
-        return torch.stack(maps, dim=1).unflatten(-1, (r, r))
