@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from . import hard, readout
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
-from .images import as_image_list, describe, load_image, to_pixels
+from .images import as_image_list, describe, load_image, resized, to_pixels
 from .loading import LOAD_LOCK
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
@@ -22,6 +23,9 @@ from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruct
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+READ_WORKERS = 4  # threads decoding and resizing images ahead of the UNet
+# `torch.compile` options of `config.compile`, per device type (CUDA: CUDA graphs)
+COMPILE_OPTIONS = {"cuda": {"mode": "reduce-overhead", "dynamic": False}, "cpu": {"dynamic": False}}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -52,6 +56,7 @@ class _Job:
     classes: list[str]
     prompts: list[ClassPrompt]
     prompt: str
+    pixels: np.ndarray | None = None  # the image resized for the VAE, when prepared ahead
 
 
 def _placed(module, device, dtype):
@@ -119,6 +124,7 @@ class FASeg:
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._fitting_batch: dict[int, int] = {}  # image size -> most images per pass after an OOM
         self._warned_truncation = False
+        self._compiled = False
 
     def __getstate__(self):
         # picklable (a segmenter shipped to Ray actors, `copy.deepcopy`): a lock is per process
@@ -226,7 +232,8 @@ class FASeg:
                         self._text_cache.popitem(last=False)
             return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
 
-    def _prepare(self, index, image, classes, caption) -> _Job:
+    def _prepare(self, index, image, classes, caption, pixels=None) -> _Job:
+        """A job: its prompts, and `image` loaded here unless `pixels` came with it (from `_read`)."""
         prompts = build_class_prompts(self.tokenizer, classes)
         all_classes = ", ".join(classes)
         prompt, shortened = reconstruction_prompt(self.tokenizer, caption, all_classes)
@@ -234,14 +241,23 @@ class FASeg:
             logger.warning("caption of %s shortened so that the prompt holds every class (77 CLIP tokens)",
                            describe(image, index))
             self._warned_truncation = True
-        return _Job(index, load_image(image, index), classes, prompts, prompt)
+        if pixels is None:
+            image = load_image(image, index)
+        return _Job(index, image, classes, prompts, prompt, pixels)
+
+    @staticmethod
+    def _read(index, image, size):
+        """Decode and resize one image (a worker thread's part: PIL releases the GIL)."""
+        image = load_image(image, index)
+        return image, resized(image, size)
 
     # ------------------------------------------------------------------ image
     @torch.no_grad()
     def encode_images(self, images: list, config: FASegConfig | None = None) -> torch.Tensor:
-        """RGB images → `[B * V, 4, h, w]` scaled latents, V = 2 views (image, mirror) with `flip`."""
+        """RGB images (or their `images.resized` arrays) → `[B * V, 4, h, w]` scaled latents,
+        V = 2 views (image, mirror) with `flip`."""
         cfg = config or self.config
-        pixels = to_pixels(images, cfg.image_size)  # [B, 3, S, S]
+        pixels = to_pixels(images, cfg.image_size, self.device)  # [B, 3, S, S]
         if cfg.flip:
             pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [B*2, 3, S, S]
         posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
@@ -294,18 +310,26 @@ class FASeg:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="FA-Seg")
-        for start in range(0, total, cfg.batch_size):
-            with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
-                # 1. Read images, build prompts
-                jobs = [
-                    self._prepare(i, images[i], class_lists[i], captions[i])
-                    for i in range(start, min(start + cfg.batch_size, total))
-                ]
-                results += self._segment_fitting(jobs, cfg)
-            if bar is not None:
-                bar.update(len(jobs))
-            elif callable(progress):
-                progress(len(results), total)
+        starts = list(range(0, total, cfg.batch_size))
+        workers = min(READ_WORKERS, total, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix="faseg-read") as pool:
+            # 1. Read images: decoded and resized in worker threads, the next batch while the UNet runs
+            def read(start):
+                return [pool.submit(self._read, i, images[i], cfg.image_size)
+                        for i in range(start, min(start + cfg.batch_size, total))]
+
+            pending = read(starts[0])
+            for n, start in enumerate(starts):
+                read_batch = [f.result() for f in pending]  # raises the first unreadable image's error
+                pending = read(starts[n + 1]) if n + 1 < len(starts) else []
+                with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
+                    jobs = [self._prepare(start + j, image, class_lists[start + j], captions[start + j], pixels)
+                            for j, (image, pixels) in enumerate(read_batch)]
+                    results += self._segment_fitting(jobs, cfg)
+                if bar is not None:
+                    bar.update(len(jobs))
+                elif callable(progress):
+                    progress(len(results), total)
         if bar is not None:
             bar.close()
         return results
@@ -328,8 +352,26 @@ class FASeg:
                 self._fitting_batch[cfg.image_size] = size // 2
         return results
 
+    def compile(self):
+        """Compile the VAE encoder and the UNet's attention-free blocks in place (`config.compile`).
+
+        The attention layers are left alone: their processors change with every recorded pass.
+        """
+        if self._compiled:
+            return
+        from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+        options = COMPILE_OPTIONS.get(self.device.type, COMPILE_OPTIONS["cpu"])
+        self.vae.encoder.compile(**options)
+        for module in self.unet.modules():
+            if isinstance(module, (ResnetBlock2D, Downsample2D, Upsample2D)):
+                module.compile(**options)
+        self._compiled = True
+
     def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         views = 2 if cfg.flip else 1
+        if cfg.compile:
+            self.compile()
 
         # 2. Encode prompts: the reconstruction prompt per image, the class prompts per image
         text = self.encode_text([job.prompt for job in jobs]).repeat_interleave(views, dim=0)  # [B*V, 77, D]
@@ -339,7 +381,7 @@ class FASeg:
         class_embeds = class_embeds.unflatten(0, (len(jobs), width)).repeat_interleave(views, dim=0)  # [B*V, P, 77, D]
 
         # 3. Encode images (+ mirror)
-        latents = self.encode_images([job.image for job in jobs], cfg)  # [B*V, 4, h, w]
+        latents = self.encode_images([job.image if job.pixels is None else job.pixels for job in jobs], cfg)
 
         # 4. One-step inversion (an identity at t=0: skipped unless asked for)
         if cfg.run_inversion:
