@@ -13,7 +13,7 @@ Every number is measured side by side in the same process, medians of `--repeats
   class prompts (the ratio recorded / bare UNet is the cost of recording attention);
 - **ours**: `FASeg.__call__` end to end, at each batch size and class count, s/image,
   with a stage table (text, images, unet, after = everything after the UNet) and the peak
-  allocated memory on CUDA;
+  allocated memory on CUDA; on a GPU also batch 1 with `config.compile` (CUDA graphs);
 - the FLOP bound: UNet + VAE-encoder FLOPs per image pair (counted with
   `torch.utils.flop_counter`) over the card's peak (`--peak-tflops`, 790 for an H200 in
   fp16 dense).
@@ -223,18 +223,21 @@ def measure(name: str, repeats: int, peak_tflops: float, threads: int | None) ->
     flops = flops_per_pair(seg, seg.config)
     results["tflop_per_pair"] = flops / 1e12
     results["flop_bound_s_per_image"] = flops / (peak_tflops * 1e12) if dev.type == "cuda" else None
-    for batch in batches:
-        for k in class_counts:
-            classes = VOC_CLASSES[:k] if k <= len(VOC_CLASSES) else [f"class {i}" for i in range(k)]
-            cfg = seg.config.replace(batch_size=batch)
-            bare = unet_times(seg, images[:batch], classes, cfg, repeats)
-            ours = call_times(seg, images, classes, cfg, repeats)
-            bare_per_image = (bare["bare_unet_s"] + bare["vae_s"]) / batch
-            row = {"batch": batch, "classes": k, **bare, "bare_s_per_image": bare_per_image, **ours,
-                   "ratio_to_bare": ours["s_per_image"] / bare_per_image}
-            results["runs"].append(row)
-            print(f"  batch {batch}, {k} classes: ours {row['s_per_image']:.4f} s/image, bare {bare_per_image:.4f}, "
-                  f"recording {row['recording_ratio']:.2f}x", flush=True)
+    # (batch, classes, compile): every batch and class count; on a GPU also batch 1 compiled
+    variants = [(batch, k, False) for batch in batches for k in class_counts]
+    if name == "gpu":
+        variants.append((1, min(class_counts), True))
+    for batch, k, compiled in variants:
+        classes = VOC_CLASSES[:k] if k <= len(VOC_CLASSES) else [f"class {i}" for i in range(k)]
+        cfg = seg.config.replace(batch_size=batch, compile=compiled)
+        bare = unet_times(seg, images[:batch], classes, cfg, repeats)
+        ours = call_times(seg, images, classes, cfg, repeats)
+        bare_per_image = (bare["bare_unet_s"] + bare["vae_s"]) / batch
+        row = {"batch": batch, "classes": k, "compile": compiled, **bare, "bare_s_per_image": bare_per_image,
+               **ours, "ratio_to_bare": ours["s_per_image"] / bare_per_image}
+        results["runs"].append(row)
+        print(f"  batch {batch}, {k} classes{', compiled' if compiled else ''}: ours {row['s_per_image']:.4f} "
+              f"s/image, bare {bare_per_image:.4f}, recording {row['recording_ratio']:.2f}x", flush=True)
     results["markdown"] = report(results)
     return results
 
@@ -244,16 +247,16 @@ def report(results: dict) -> str:
     text = common.table(
         f"FA-Seg vs the bare UNet + VAE forward ({results['shape']}, {results['image_size']} px, {results['dtype']}, "
         f"{results['images']} images, medians of {results['repeats']})",
-        ["batch", "classes", "bare s/image", "ours s/image", "ratio to bare", "recorded / bare UNet",
+        ["batch", "classes", "compile", "bare s/image", "ours s/image", "ratio to bare", "recorded / bare UNet",
          "outside UNet+VAE", "peak GB", "FLOP bound s/image"],
-        [[r["batch"], r["classes"], r["bare_s_per_image"], r["s_per_image"], f"{r['ratio_to_bare']:.2f}×",
+        [[r["batch"], r["classes"], r["compile"], r["bare_s_per_image"], r["s_per_image"], f"{r['ratio_to_bare']:.2f}×",
           f"{r['recording_ratio']:.2f}×", f"{100 * r['outside_unet_vae_share']:.1f} %", r["peak_allocated_gb"],
           results["flop_bound_s_per_image"]] for r in runs],
     )
     text += common.table(
         "Stages per image (s): text, images (resize + VAE), unet (recorded), after (class maps, HARD, labels, copy)",
-        ["batch", "classes", *STAGES, "total", "bare UNet", "VAE"],
-        [[r["batch"], r["classes"], *(r[s] / results["images"] for s in STAGES), r["s_per_image"],
+        ["batch", "classes", "compile", *STAGES, "total", "bare UNet", "VAE"],
+        [[r["batch"], r["classes"], r["compile"], *(r[s] / results["images"] for s in STAGES), r["s_per_image"],
           r["bare_unet_s"] / r["batch"], r["vae_s"] / r["batch"]] for r in runs],
     )
     return text
