@@ -104,22 +104,31 @@ def kept_grid(image_size: int, side: int, length: int):
 
 
 def _fold_taps(values, index, weights):
-    """`values[b, :, index[b, m, t]] * weights[b, m, t]` summed over the 4 taps t in a fixed
-    order, with axis 2 of `[B, X, N, K]` values gathered: `[B, M, X, K]`.
+    """`values[b, index[b, m, t]] * weights[b, m, t]` summed over the 4 taps t in a fixed order,
+    for `[B, N, X, K]` values gathered along axis 1: `[B, M, X, K]`.
 
     Separate multiplies and adds in one order: numpy and torch (CPU or GPU) round alike,
-    so every backend gives the same float32 values bit for bit.
+    so every backend gives the same float32 values bit for bit. Gathers copy whole
+    `X × K` rows (`take` / `index_select` on the flattened batch).
     """
-    if isinstance(index, np.ndarray):
-        batch = np.arange(index.shape[0])[:, None]
+    batch, n = values.shape[:2]
+    rows = values.reshape(batch * n, -1)
+    if isinstance(values, np.ndarray):
+        offsets = (np.arange(batch) * n)[:, None]
+        take = lambda i: np.take(rows, i, axis=0)  # noqa: E731
     else:
         import torch
 
-        batch = torch.arange(index.shape[0], device=index.device)[:, None]
+        offsets = (torch.arange(batch, device=values.device) * n)[:, None]
+        take = lambda i: rows.index_select(0, i)  # noqa: E731
     out = None
     for t in range(index.shape[-1]):
-        term = values[batch, :, index[..., t]] * weights[..., t, None, None]
-        out = term if out is None else out + term
+        term = take((index[..., t] + offsets).reshape(-1)).reshape(batch, index.shape[1], *values.shape[2:])
+        term *= weights[..., t, None, None]  # a fresh array: scaled and added in place
+        if out is None:
+            out = term
+        else:
+            out += term
     return out
 
 
@@ -130,18 +139,24 @@ def kept_grid_best(scores, rows, cols, block: int | None = None):
     (keeps the work in the CPU's caches). Returns `(top, index)`, `[B, R, C]`; the first
     class wins ties.
     """
-    along_cols = _fold_taps(scores, *cols)  # [B, C, h, K]
+    along_cols = _fold_taps(scores.swapaxes(1, 2), *cols)  # [B, C, h, K]
+    # [B, h, K, C], contiguous once: each block gathers whole K × C rows, and the best
+    # class is an elementwise maximum over K slices of C values
+    if isinstance(along_cols, np.ndarray):
+        along_cols = np.ascontiguousarray(along_cols.transpose(0, 2, 3, 1))
+    else:
+        along_cols = along_cols.permute(0, 2, 3, 1).contiguous()
     n_rows = rows[0].shape[1]
     block = block or n_rows
     tops, best = [], []
     for start in range(0, n_rows, block):
         part = tuple(a[:, start : start + block] for a in rows)
-        values = _fold_taps(along_cols, *part)  # [B, r, C, K]
+        values = _fold_taps(along_cols, *part)  # [B, r, K, C]
         if isinstance(values, np.ndarray):
-            index = values.argmax(axis=-1)
-            tops.append(np.take_along_axis(values, index[..., None], axis=-1)[..., 0])
+            index = values.argmax(axis=2)
+            tops.append(np.take_along_axis(values, index[:, :, None], axis=2)[:, :, 0])
         else:
-            top, index = values.max(dim=-1)
+            top, index = values.max(dim=2)
             tops.append(top)
         best.append(index)
     if isinstance(scores, np.ndarray):

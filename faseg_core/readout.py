@@ -26,7 +26,7 @@ from .labels import kept_grid, kept_grid_best, label_dtype
 from .tokens import ClassPrompt
 
 PADDED = -1e30  # score of a padded class slot: bicubic weights keep it far below any real score
-BLOCK_ELEMENTS = {"cuda": 2**24, "cpu": 2**17}  # [B, rows, C, K] floats upsampled at once (CPU: cache-sized)
+BLOCK_ELEMENTS = {"cuda": 2**24, "cpu": 2**18}  # [B, rows, K, C] floats upsampled at once (CPU: cache-sized)
 
 
 @dataclass
