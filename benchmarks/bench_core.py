@@ -3,8 +3,9 @@
 Stages (each timed around the pipeline's own pieces while `FASeg.__call__` runs unchanged):
 load (`FASeg.from_pretrained`), text (`encode_text`), images (`encode_images`: resize + VAE),
 inversion (`invert`, only with `run_inversion=True`), unet (the UNet pass under
-`attention.recording`), refine (`hard.refine`), labels (`labels.labels_from_scores`: upsample,
-threshold, resize), other (the rest: image reading, prompt building, class-map gathering, unflip).
+`attention.recording`), refine (`hard.refine`, batched over the pass), labels
+(`readout.label_maps`: upsample, threshold, resize, on the model's device), other (the rest:
+image reading, prompt building, class-map gathering, unflip, the copy to the host).
 
 Settings: the tiny model at 512 px and 128 px, and the full SD-1.5-size model (random
 weights, built locally) at 512 px — one image, batch 1 on the CPU; batch 1/4/8 in fp16 on a
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from diffusers.models.attention_processor import Attention
 
-from faseg_core import FASeg, FASegConfig, attention, hard, pipeline
+from faseg_core import FASeg, FASegConfig, attention, hard, pipeline, readout
 from faseg_core.attention import SELF
 from faseg_core.testing import save_diffusion_checkpoint
 
@@ -114,7 +115,7 @@ def instrumented(seg: FASeg, meter: common.Meter, records: list):
         (seg, "encode_images", _timed(meter, "images", seg.encode_images)),
         (seg, "invert", _timed(meter, "inversion", seg.invert)),
         (hard, "refine", _timed(meter, "refine", hard.refine)),
-        (pipeline, "labels_from_scores", _timed(meter, "labels", pipeline.labels_from_scores)),
+        (readout, "label_maps", _timed(meter, "labels", readout.label_maps)),
         (pipeline, "recording", recording),
     ]
     saved = [(obj, name, obj.__dict__.get(name)) for obj, name, _ in patches]

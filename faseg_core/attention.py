@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 SELF, CROSS = "self", "cross"
+CPU_CHUNK = 2**18  # probability elements per block on the CPU: a block and its softmax stay in L2
 
 
 class AttentionRecorder:
@@ -31,18 +32,23 @@ class AttentionRecorder:
         store_dtype (`torch.dtype`, defaults to `torch.float32`): dtype of the self-attention
             sums, the largest buffers. Sums are kept scaled by the number of keys so that a
             float16 store holds values near 1, far from its subnormal range.
-        chunk (`int`, defaults to 2**27): most probability elements materialised at once.
+        chunk (`int`, defaults to 2**27): most probability elements materialised at once
+            (on the CPU at most `CPU_CHUNK`, so that a chunk's work stays in the caches).
+        reference (`bool`, defaults to `False`): record self-attention image by image, head
+            chunk by head chunk, as the first implementation did (the tests' reference).
 
     After a UNet pass, `mean(kind, r)` gives `[B, N, N]` self-attention (rows = queries) or
     `[B, N, T]` cross-attention against the T class-prompt tokens, averaged over heads and
     layers.
     """
 
-    def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27):
+    def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27,
+                 reference: bool = False):
         self.self_resolutions = set(self_resolutions)
         self.cross_resolutions = set(cross_resolutions)
         self.store_dtype = store_dtype
         self.chunk = chunk
+        self.reference = reference
         self.fallback = AttnProcessor2_0()
         self.sums: dict[tuple[str, int], torch.Tensor] = {}
         self.counts: dict[tuple[str, int], int] = {}
@@ -52,25 +58,30 @@ class AttentionRecorder:
         self.sums.clear()
         self.counts.clear()
 
-    def mean(self, kind: str, r: int, rows: slice | None = None) -> torch.Tensor:
+    def mean(self, kind: str, r: int, rows: slice | None = None, in_place: bool = False) -> torch.Tensor:
         """Head- and layer-mean float32 attention of grid side `r` (see the class docstring).
 
         `rows` picks some latents of the batch, so a large self-attention store is
-        converted to float32 only a few rows at a time.
+        converted to float32 only a few rows at a time. `in_place` divides float32 sums
+        where they are (no copy; the same values), for a caller that reads each row once
+        and then `reset`s the recorder.
         """
         key = (kind, r)
         if key not in self.sums:
             raise KeyError(f"no {kind}-attention was recorded at grid {r}; recorded: {sorted(self.sums)}")
         total = self.sums[key] if rows is None else self.sums[key][rows]
         scale = self.counts[key] * (total.shape[-1] if kind == SELF else 1)
+        if in_place and total.dtype == torch.float32:
+            return total.div_(scale)
         return total.float() / scale
 
-    def _buffer(self, kind, r, shape, device) -> torch.Tensor:
-        """The running sum of `(kind, r)`, allocated with `shape` on first use in a pass."""
+    def _buffer(self, kind, r, shape, device, zeros: bool = True) -> torch.Tensor:
+        """The running sum of `(kind, r)`, allocated with `shape` on first use in a pass
+        (uninitialised unless `zeros`: then the first layer writes every element)."""
         key = (kind, r)
         if key not in self.sums:
             dtype = self.store_dtype if kind == SELF else torch.float32
-            self.sums[key] = torch.zeros(shape, dtype=dtype, device=device)
+            self.sums[key] = (torch.zeros if zeros else torch.empty)(shape, dtype=dtype, device=device)
             self.counts[key] = 0
         return self.sums[key]
 
@@ -117,7 +128,55 @@ class AttentionRecorder:
         return hidden_states / attn.rescale_output_factor
 
     def _self(self, attn, query, hidden_states, attention_mask, r):
-        """Self-attention whose probabilities are computed once: they give the output and the record."""
+        """Self-attention whose probabilities are computed once, a block of query rows of every
+        image and head at a time: they give the output and, summed over heads, the record.
+
+        Only the head-sum of each block is written to the store, so memory holds one block
+        of per-head probabilities, and the whole layer costs one softmax of every score plus
+        one read-modify-write of the store.
+        """
+        if self.reference or attention_mask is not None:
+            return self._self_reference(attn, query, hidden_states, attention_mask, r)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        query, key, value = (attn.head_to_batch_dim(t) for t in (query, key, value))  # [B*H, N, d]
+        if attn.norm_q is not None:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+        if attn.upcast_attention:
+            query, key = query.float(), key.float()
+        batch_heads, n, _ = query.shape
+        heads = attn.heads
+        batch = batch_heads // heads
+        first = (SELF, r) not in self.sums  # the first layer of this grid writes its block, later ones add
+        store = self._buffer(SELF, r, (batch, n, n), query.device, zeros=False)  # [B, N, N]
+        out_t = torch.empty(batch_heads, value.shape[-1], n, dtype=value.dtype, device=value.device)  # [B*H, d, N]
+        value_t = value.transpose(-1, -2).contiguous()  # vᵀ·pᵀ: a small-d GEMM runs far faster this way round
+        chunk = self.chunk if query.device.type != "cpu" else min(self.chunk, CPU_CHUNK)
+        step = max(1, chunk // (batch_heads * n))  # query rows per block
+        key_t = key.transpose(-1, -2)
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            scores = torch.baddbmm(
+                torch.empty(batch_heads, rows.stop - start, n, dtype=query.dtype, device=query.device),
+                query[:, rows], key_t, beta=0, alpha=attn.scale,
+            )  # [B*H, rows, N]
+            probs = scores.float().softmax(dim=-1) if attn.upcast_softmax else scores.softmax(dim=-1)
+            del scores
+            probs = probs.to(value.dtype)
+            torch.bmm(value_t, probs.transpose(-1, -2), out=out_t[:, :, rows])
+            head_sum = probs.unflatten(0, (batch, heads)).sum(dim=1, dtype=torch.float32)  # [B, rows, N]
+            block = store[:, rows]
+            if first:
+                block.copy_(head_sum.mul_(n / heads))
+            elif store.dtype == torch.float32:
+                block.add_(head_sum, alpha=n / heads)
+            else:
+                block += head_sum.mul_(n / heads).to(store.dtype)
+        self.counts[(SELF, r)] += 1
+        return attn.batch_to_head_dim(out_t.transpose(-1, -2))
+
+    def _self_reference(self, attn, query, hidden_states, attention_mask, r):
+        """Self-attention image by image and head chunk by head chunk (the reference path)."""
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
         query, key, value = (attn.head_to_batch_dim(t) for t in (query, key, value))  # [B*H, N, d]

@@ -60,6 +60,12 @@ class FASegConfig:
             neighbourhood dilations, in pixels of the `pamr_size` grid.
         pamr_size (`int`, *optional*): side PAMR runs at; `None` is `image_size // 4`
             (128 for 512 px images: twice the latent grid, compact enough to store).
+        compile (`bool`, defaults to `False`): compile the VAE encoder and the UNet's
+            convolution blocks with `torch.compile` (on CUDA in "reduce-overhead" mode, i.e.
+            CUDA graphs) for lower batch-1 latency at fixed shapes. Compilation happens on the
+            first call and again for each new batch shape, in place on the model's modules.
+            The recorded attention layers stay eager. Not measured on a GPU yet: leave it off
+            unless `benchmarks.bench_gpu` shows a win on your card.
     """
 
     image_size: int = 512
@@ -80,6 +86,7 @@ class FASegConfig:
     pamr_iterations: int = 10
     pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
     pamr_size: int | None = None
+    compile: bool = False
 
     def __post_init__(self):
         if self.image_size <= 0 or self.image_size % 8:

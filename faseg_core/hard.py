@@ -125,6 +125,6 @@ def refine(
 
 
 def unflip_average(scores: torch.Tensor) -> torch.Tensor:
-    """`[2, K, S, S]` scores of (image, mirrored image) → `[K, S, S]` test-time-flip mean."""
-    return 0.5 * (scores[0] + scores[1].flip(-1))
+    """`[..., 2, K, S, S]` scores of (image, mirrored image) → `[..., K, S, S]` test-time-flip mean."""
+    return 0.5 * (scores[..., 0, :, :, :] + scores[..., 1, :, :, :].flip(-1))
 

@@ -102,8 +102,24 @@ def as_image_list(images) -> list:
     return [images]
 
 
-def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
-    """RGB images → `[B, 3, size, size]` float32 in [-1, 1] (PIL bicubic resize)."""
-    arrays = [np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # [B, 3, S, S]
-    return pixels / 127.5 - 1.0
+def resized(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """An RGB image as the `(size, size, 3)` uint8 array the VAE sees (PIL bicubic resize);
+    an array of that shape is taken as already resized."""
+    if isinstance(image, np.ndarray) and image.shape == (size, size, 3) and image.dtype == np.uint8:
+        return image
+    return np.asarray(image.resize((size, size), Image.BICUBIC))
+
+
+def to_pixels(images: list, size: int, device=None) -> torch.Tensor:
+    """RGB images (or `resized` arrays) → `[B, 3, size, size]` float32 in [-1, 1] on `device`.
+
+    The uint8 pixels travel to a CUDA device from pinned memory without blocking the host;
+    the scaling runs where they land.
+    """
+    pixels = torch.from_numpy(np.stack([resized(im, size) for im in images]))  # [B, S, S, 3] uint8
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        pixels = pixels.pin_memory().to(device, non_blocking=True)
+    elif device.type != "cpu":
+        pixels = pixels.to(device)
+    return pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -3,12 +3,15 @@
 FA-Seg upsamples the `(K, h, w)` scores bicubically to the model's square `image_size`,
 calls a pixel background when its best score is below the threshold (else `1 + argmax`),
 and resizes that label map to the image with PIL's nearest rule. Only the rows and
-columns the nearest resize keeps are ever computed: the bicubic weights along each axis
-are matrices, so the work is two small matrix products, in float32 numpy, on the CPU
-whatever device made the scores. The same inputs therefore give the same labels
-bit for bit wherever they are computed (a run, a re-threshold, a sweep).
+columns the nearest resize keeps are ever computed (`kept_grid`), each as the 4-tap
+bicubic sum along the columns, then along the rows (`kept_grid_best`), written as
+separate float32 multiplies and adds in one fixed order. The same code runs on numpy
+arrays (here) and on torch tensors (`faseg_core.readout`, on the model's device, a
+batch of images at once), and IEEE rounding of each operation makes them agree bit for
+bit: the same scores give the same labels wherever they are computed (a run on a GPU,
+a re-threshold, a sweep).
 
-Pure numpy, so `fiftyone_faseg.metrics` (torch-free) shares `resize_labels`.
+Imports no torch, so `fiftyone_faseg.metrics` (torch-free) shares `resize_labels`.
 """
 
 from __future__ import annotations
@@ -58,21 +61,109 @@ def _cubic(t: np.ndarray) -> np.ndarray:
     return np.where(t <= 1, near, far)
 
 
+@lru_cache(maxsize=256)
+def bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 4 source positions and float32 weights of each of `n_out` outputs of a bicubic
+    resize along one axis, as `F.interpolate(mode="bicubic", align_corners=False)`:
+    centres aligned, edge positions clamped. `(n_out, 4)` int64 and float32."""
+    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    taps = np.floor(x)[:, None] + np.arange(-1, 3)  # [n_out, 4] source positions
+    weights = _cubic(x[:, None] - taps).astype(np.float32)
+    index = np.clip(taps, 0, n_in - 1).astype(np.int64)
+    index.flags.writeable = weights.flags.writeable = False
+    return index, weights
+
+
 @lru_cache(maxsize=64)
 def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """`(n_out, n_in)` float32 weights of a bicubic resize along one axis, as
-    `F.interpolate(mode="bicubic", align_corners=False)`: centres aligned, edges clamped."""
+    """`(n_out, n_in)` float32 weights of a bicubic resize along one axis (`bicubic_taps` as a matrix)."""
     if n_in == n_out:
         return np.eye(n_in, dtype=np.float32)
-    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    left = np.floor(x)
-    taps = left[:, None] + np.arange(-1, 3)  # [n_out, 4] source positions
-    weights = _cubic(x[:, None] - taps)
+    index, weights = bicubic_taps(n_in, n_out)
     matrix = np.zeros((n_out, n_in))
-    np.add.at(matrix, (np.arange(n_out)[:, None], np.clip(taps, 0, n_in - 1).astype(np.int64)), weights)
+    np.add.at(matrix, (np.arange(n_out)[:, None], index), weights.astype(np.float64))
     matrix = matrix.astype(np.float32)
     matrix.flags.writeable = False
     return matrix
+
+
+@lru_cache(maxsize=256)
+def kept_grid(image_size: int, side: int, length: int):
+    """Along one axis of a `(side → image_size → length)` readout: the distinct positions of
+    the `image_size` grid that PIL's nearest resize to `length` keeps, their bicubic taps
+    into the `side` grid, and the position of each of the `length` outputs among them.
+
+    Returns `(index [M, 4] int64, weights [M, 4] float32, inverse [length] int64)`.
+    """
+    kept, inverse = np.unique(nearest_index(image_size, length), return_inverse=True)
+    index, weights = bicubic_taps(side, image_size)
+    out = index[kept], weights[kept], inverse.reshape(-1).astype(np.int64)
+    for array in out:
+        array.flags.writeable = False
+    return out
+
+
+def _fold_taps(values, index, weights):
+    """`values[b, index[b, m, t]] * weights[b, m, t]` summed over the 4 taps t in a fixed order,
+    for `[B, N, X, K]` values gathered along axis 1: `[B, M, X, K]`.
+
+    Separate multiplies and adds in one order: numpy and torch (CPU or GPU) round alike,
+    so every backend gives the same float32 values bit for bit. Gathers copy whole
+    `X × K` rows (`take` / `index_select` on the flattened batch).
+    """
+    batch, n = values.shape[:2]
+    rows = values.reshape(batch * n, -1)
+    if isinstance(values, np.ndarray):
+        offsets = (np.arange(batch) * n)[:, None]
+        take = lambda i: np.take(rows, i, axis=0)  # noqa: E731
+    else:
+        import torch
+
+        offsets = (torch.arange(batch, device=values.device) * n)[:, None]
+        take = lambda i: rows.index_select(0, i)  # noqa: E731
+    out = None
+    for t in range(index.shape[-1]):
+        term = take((index[..., t] + offsets).reshape(-1)).reshape(batch, index.shape[1], *values.shape[2:])
+        term *= weights[..., t, None, None]  # a fresh array: scaled and added in place
+        if out is None:
+            out = term
+        else:
+            out += term
+    return out
+
+
+def kept_grid_best(scores, rows, cols, block: int | None = None):
+    """Best score and class of `[B, h, w, K]` scores (classes last, numpy or torch) upsampled
+    bicubically on the kept grid: `rows = (index [B, R, 4], weights [B, R, 4])` and the same
+    for the columns (`kept_grid`, padded and stacked for a batch). `block` rows at a time
+    (keeps the work in the CPU's caches). Returns `(top, index)`, `[B, R, C]`; the first
+    class wins ties.
+    """
+    along_cols = _fold_taps(scores.swapaxes(1, 2), *cols)  # [B, C, h, K]
+    # [B, h, K, C], contiguous once: each block gathers whole K × C rows, and the best
+    # class is an elementwise maximum over K slices of C values
+    if isinstance(along_cols, np.ndarray):
+        along_cols = np.ascontiguousarray(along_cols.transpose(0, 2, 3, 1))
+    else:
+        along_cols = along_cols.permute(0, 2, 3, 1).contiguous()
+    n_rows = rows[0].shape[1]
+    block = block or n_rows
+    tops, best = [], []
+    for start in range(0, n_rows, block):
+        part = tuple(a[:, start : start + block] for a in rows)
+        values = _fold_taps(along_cols, *part)  # [B, r, K, C]
+        if isinstance(values, np.ndarray):
+            index = values.argmax(axis=2)
+            tops.append(np.take_along_axis(values, index[:, :, None], axis=2)[:, :, 0])
+        else:
+            top, index = values.max(dim=2)
+            tops.append(top)
+        best.append(index)
+    if isinstance(scores, np.ndarray):
+        return np.concatenate(tops, axis=1), np.concatenate(best, axis=1)
+    import torch
+
+    return torch.cat(tops, dim=1), torch.cat(best, dim=1)
 
 
 def _best_on_kept_grid(scores, image_size: int, width: int, height: int, keep=None):
@@ -83,21 +174,18 @@ def _best_on_kept_grid(scores, image_size: int, width: int, height: int, keep=No
     """
     scores = np.asarray(scores, dtype=np.float32)  # [K, h, w]
     kept = np.arange(scores.shape[0]) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1)
-    source_rows, rows = np.unique(nearest_index(image_size, height), return_inverse=True)
-    source_cols, cols = np.unique(nearest_index(image_size, width), return_inverse=True)
+    row_index, row_weights, rows = kept_grid(image_size, scores.shape[-2], height)
+    col_index, col_weights, cols = kept_grid(image_size, scores.shape[-1], width)
     if kept.size == 0:
-        shape = (len(source_rows), len(source_cols))
+        shape = (len(row_index), len(col_index))
         return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64), rows, cols
-    k, h, w = len(kept), scores.shape[-2], scores.shape[-1]
-    wy = bicubic_matrix(h, image_size)[source_rows]  # [R, h]
-    wx = bicubic_matrix(w, image_size)[source_cols]  # [C, w]
-    # two plain matrix products (fast BLAS calls): along the columns, then along the rows
-    values = scores[kept].reshape(k * h, w) @ wx.T  # [K*h, C]
-    values = wy @ values.reshape(k, h, -1).transpose(1, 0, 2).reshape(h, -1)  # [R, K*C]
-    values = values.reshape(len(source_rows), k, len(source_cols))  # [R, K, C]
-    best = values.argmax(axis=1)  # the first class wins ties
-    top = np.take_along_axis(values, best[:, None], axis=1)[:, 0]
-    return top, kept[best], rows, cols
+    values = np.ascontiguousarray(scores[kept].transpose(1, 2, 0))[None]  # [1, h, w, K]
+    top, best = kept_grid_best(values, (row_index[None], row_weights[None]), (col_index[None], col_weights[None]),
+                               block=ROW_BLOCK)
+    return top[0], kept[best[0]], rows, cols
+
+
+ROW_BLOCK = 32  # kept rows upsampled at once on the CPU (a block of [32, C, K] floats stays in cache)
 
 
 def top_scores(scores, image_size: int, width: int, height: int, keep=None) -> tuple[np.ndarray, np.ndarray]:

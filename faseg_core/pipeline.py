@@ -6,16 +6,16 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import hard
+from . import hard, readout
 from .attention import CROSS, SELF, AttentionRecorder, recording
 from .config import FASegConfig
-from .images import as_image_list, describe, load_image, to_pixels
-from .labels import labels_from_scores
+from .images import as_image_list, describe, load_image, resized, to_pixels
 from .loading import LOAD_LOCK
 from .pamr import refine_scores
 from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruction_prompt
@@ -23,6 +23,9 @@ from .tokens import ClassPrompt, build_class_prompts, clean_classes, reconstruct
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+READ_WORKERS = 4  # threads decoding and resizing images ahead of the UNet
+# `torch.compile` options of `config.compile`, per device type (CUDA: CUDA graphs)
+COMPILE_OPTIONS = {"cuda": {"mode": "reduce-overhead", "dynamic": False}, "cpu": {"dynamic": False}}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -53,6 +56,7 @@ class _Job:
     classes: list[str]
     prompts: list[ClassPrompt]
     prompt: str
+    pixels: np.ndarray | None = None  # the image resized for the VAE, when prepared ahead
 
 
 def _placed(module, device, dtype):
@@ -120,6 +124,7 @@ class FASeg:
         self._lock = threading.RLock()  # one UNet pass (attention processors) and cache update at a time
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._warned_truncation = False
+        self._compiled = False
 
     def __getstate__(self):
         # picklable (a segmenter shipped to Ray actors, `copy.deepcopy`): a lock is per process
@@ -227,7 +232,8 @@ class FASeg:
                         self._text_cache.popitem(last=False)
             return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
 
-    def _prepare(self, index, image, classes, caption) -> _Job:
+    def _prepare(self, index, image, classes, caption, pixels=None) -> _Job:
+        """A job: its prompts, and `image` loaded here unless `pixels` came with it (from `_read`)."""
         prompts = build_class_prompts(self.tokenizer, classes)
         all_classes = ", ".join(classes)
         prompt, shortened = reconstruction_prompt(self.tokenizer, caption, all_classes)
@@ -235,14 +241,23 @@ class FASeg:
             logger.warning("caption of %s shortened so that the prompt holds every class (77 CLIP tokens)",
                            describe(image, index))
             self._warned_truncation = True
-        return _Job(index, load_image(image, index), classes, prompts, prompt)
+        if pixels is None:
+            image = load_image(image, index)
+        return _Job(index, image, classes, prompts, prompt, pixels)
+
+    @staticmethod
+    def _read(index, image, size):
+        """Decode and resize one image (a worker thread's part: PIL releases the GIL)."""
+        image = load_image(image, index)
+        return image, resized(image, size)
 
     # ------------------------------------------------------------------ image
     @torch.no_grad()
     def encode_images(self, images: list, config: FASegConfig | None = None) -> torch.Tensor:
-        """RGB images → `[B * V, 4, h, w]` scaled latents, V = 2 views (image, mirror) with `flip`."""
+        """RGB images (or their `images.resized` arrays) → `[B * V, 4, h, w]` scaled latents,
+        V = 2 views (image, mirror) with `flip`."""
         cfg = config or self.config
-        pixels = to_pixels(images, cfg.image_size)  # [B, 3, S, S]
+        pixels = to_pixels(images, cfg.image_size, self.device)  # [B, 3, S, S]
         if cfg.flip:
             pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [B*2, 3, S, S]
         posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
@@ -296,18 +311,26 @@ class FASeg:
 
             bar = tqdm(total=total, desc="FA-Seg")
         fitting: dict[int, int] = {}  # this call's most images per pass after an OOM (never another call's)
-        for start in range(0, total, cfg.batch_size):
-            with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
-                # 1. Read images, build prompts
-                jobs = [
-                    self._prepare(i, images[i], class_lists[i], captions[i])
-                    for i in range(start, min(start + cfg.batch_size, total))
-                ]
-                results += self._segment_fitting(jobs, cfg, fitting)
-            if bar is not None:
-                bar.update(len(jobs))
-            elif callable(progress):
-                progress(len(results), total)
+        starts = list(range(0, total, cfg.batch_size))
+        workers = min(READ_WORKERS, total, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix="faseg-read") as pool:
+            # 1. Read images: decoded and resized in worker threads, the next batch while the UNet runs
+            def read(start):
+                return [pool.submit(self._read, i, images[i], cfg.image_size)
+                        for i in range(start, min(start + cfg.batch_size, total))]
+
+            pending = read(starts[0])
+            for n, start in enumerate(starts):
+                read_batch = [f.result() for f in pending]  # raises the first unreadable image's error
+                pending = read(starts[n + 1]) if n + 1 < len(starts) else []
+                with self._lock:  # one batch at a time: the UNet's processors, the text cache, the tokenizer
+                    jobs = [self._prepare(start + j, image, class_lists[start + j], captions[start + j], pixels)
+                            for j, (image, pixels) in enumerate(read_batch)]
+                    results += self._segment_fitting(jobs, cfg, fitting)
+                if bar is not None:
+                    bar.update(len(jobs))
+                elif callable(progress):
+                    progress(len(results), total)
         if bar is not None:
             bar.close()
         return results
@@ -330,8 +353,26 @@ class FASeg:
                 fitting[cfg.image_size] = size // 2
         return results
 
+    def compile(self):
+        """Compile the VAE encoder and the UNet's attention-free blocks in place (`config.compile`).
+
+        The attention layers are left alone: their processors change with every recorded pass.
+        """
+        if self._compiled:
+            return
+        from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+        options = COMPILE_OPTIONS.get(self.device.type, COMPILE_OPTIONS["cpu"])
+        self.vae.encoder.compile(**options)
+        for module in self.unet.modules():
+            if isinstance(module, (ResnetBlock2D, Downsample2D, Upsample2D)):
+                module.compile(**options)
+        self._compiled = True
+
     def _segment(self, jobs: list[_Job], cfg: FASegConfig) -> list[FASegResult]:
         views = 2 if cfg.flip else 1
+        if cfg.compile:
+            self.compile()
 
         # 2. Encode prompts: the reconstruction prompt per image, the class prompts per image
         text = self.encode_text([job.prompt for job in jobs]).repeat_interleave(views, dim=0)  # [B*V, 77, D]
@@ -341,7 +382,7 @@ class FASeg:
         class_embeds = class_embeds.unflatten(0, (len(jobs), width)).repeat_interleave(views, dim=0)  # [B*V, P, 77, D]
 
         # 3. Encode images (+ mirror)
-        latents = self.encode_images([job.image for job in jobs], cfg)  # [B*V, 4, h, w]
+        latents = self.encode_images([job.image if job.pixels is None else job.pixels for job in jobs], cfg)
 
         # 4. One-step inversion (an identity at t=0: skipped unless asked for)
         if cfg.run_inversion:
@@ -359,10 +400,19 @@ class FASeg:
         self._check_recorded(recorder, cfg)
         del latents, text, class_embeds
 
-        # 6. Refine (HARD), 7. unflip + threshold, per image
-        results = [self._result(job, recorder, b * views, cfg) for b, job in enumerate(jobs)]
+        # 6. Refine (HARD) every view of every image, 7. unflip, 8. labels: on the device, one copy to the host
+        sizes = [(job.image.width, job.image.height) for job in jobs]
+        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
+        scores = readout.refine(recorder, plan, cfg, views)  # [B*V, K, S, S]
         recorder.reset()
-        return results
+        scores = scores.unflatten(0, (len(jobs), views))
+        scores = hard.unflip_average(scores) if cfg.flip else scores[:, 0]  # [B, K, S, S]
+        if cfg.pamr:  # PAMR refines along each image's own colours: one image at a time
+            scores = torch.stack([refine_scores(job.image, s, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)
+                                  for job, s in zip(jobs, scores)])  # [B, K, P, P]
+        labels = readout.label_maps(scores, plan, cfg.threshold, cfg.image_size)
+        return [FASegResult(label_map, job_scores, list(job.classes), job.prompt)
+                for job, (label_map, job_scores) in zip(jobs, readout.to_host(labels, scores, plan))]
 
     def _check_recorded(self, recorder: AttentionRecorder, cfg: FASegConfig):
         wanted = {(SELF, r) for r, w in cfg.self_weights.items() if w > 0}
@@ -375,28 +425,3 @@ class FASeg:
                 f"image_size={cfg.image_size} (it attends at {grids}): use config.at_image_size(...) "
                 "or weights keyed by the model's grids"
             )
-
-    def _result(self, job: _Job, recorder: AttentionRecorder, row: int, cfg: FASegConfig) -> FASegResult:
-        rows = slice(row, row + (2 if cfg.flip else 1))
-        cross_maps = {}
-        for r, w in cfg.cross_weights.items():
-            if w > 0:
-                cross_maps[r] = self._class_maps(recorder.mean(CROSS, r, rows), job.prompts, r, self.tokenizer.model_max_length)  # [V, K, r, r]
-        self_maps = {r: recorder.mean(SELF, r, rows) for r, w in cfg.self_weights.items() if w > 0}  # [V, N, N]
-        scores = hard.refine(cross_maps, self_maps, cfg.cross_weights, cfg.self_weights, cfg.tau)  # [V, K, S, S]
-        scores = hard.unflip_average(scores) if cfg.flip else scores[0]  # [K, S, S]
-        if cfg.pamr:
-            scores = refine_scores(job.image, scores, cfg.pamr_side, cfg.pamr_iterations, cfg.pamr_dilations)  # [K, P, P]
-        scores = scores.cpu().numpy().astype(np.float32)
-        labels = labels_from_scores(scores, cfg.threshold, cfg.image_size, job.image.width, job.image.height)
-        return FASegResult(labels, scores, list(job.classes), job.prompt)
-
-    @staticmethod
-    def _class_maps(cross: torch.Tensor, prompts: list[ClassPrompt], r: int, length: int) -> torch.Tensor:
-        """`[V, N, P*length]` token maps → `[V, K, r, r]`: each class the mean of its tokens' maps."""
-        maps = []
-        for p, prompt in enumerate(prompts):
-            for span in prompt.spans:
-                index = torch.tensor([p * length + t for t in span], device=cross.device)
-                maps.append(cross.index_select(-1, index).mean(dim=-1))  # [V, N]
-        return torch.stack(maps, dim=1).unflatten(-1, (r, r))
