@@ -109,9 +109,9 @@ def faseg_runs(dataset, limit=MAX_RUNS):
 
 
 def evaluation_keys(dataset):
-    """The FA-Seg evaluations the panel offers: finished ones, newest first, then those
+    """The FA-Seg evaluations the panel offers, newest first: finished ones, and those
     registered without results (shown with what to do about them)."""
-    return ffe.list_faseg_evaluations(dataset) + ffe.unfinished_faseg_evaluations(dataset)
+    return ffe.all_faseg_evaluations(dataset)
 
 
 def panel_model(samples, eval_key, sort="iou", compare=None):
@@ -120,8 +120,8 @@ def panel_model(samples, eval_key, sort="iou", compare=None):
     both at once. A failed or half-registered evaluation gives ``state["message"]``
     instead of numbers."""
     dataset = samples._dataset
-    finished = ffe.list_faseg_evaluations(dataset)
     keys = evaluation_keys(dataset)
+    finished = [k for k in keys if ffe.has_results(dataset, k)]
     state = {"eval_keys": keys, "eval_key": eval_key, "sort": sort if sort in SORTS else "iou",
              "compare_keys": [NO_COMPARISON] + [k for k in finished if k != eval_key], "compare": NO_COMPARISON}
     data = {}

@@ -112,6 +112,8 @@ def test_case03_two_processes_racing_for_an_empty_field_one_writes_the_other_is_
 
     deadline = time.time() + 240
     while not all((tmp_path / (k + ".ready")).exists() for k in procs) and time.time() < deadline:
+        if any(p.poll() is not None for p in procs.values()):  # a racer died before the start: see its error below
+            break
         time.sleep(0.05)
     go.touch()
     results = {k: (p.wait(300), *p.communicate()) for k, p in procs.items()}

@@ -30,6 +30,7 @@ from .summary import (
     evaluation_summary,
     has_results,
     is_stale,
+    all_faseg_evaluations,
     list_faseg_evaluations,
     preview_miou,
     unfinished_faseg_evaluations,

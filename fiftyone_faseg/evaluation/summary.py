@@ -75,6 +75,12 @@ def is_stale(samples, eval_key):
     return (record.revision if record is not None else None) != recorded
 
 
+def all_faseg_evaluations(samples):
+    """The keys of every FA-Seg evaluation of a collection's dataset, finished or not,
+    newest first."""
+    return list(_faseg_keys(samples))
+
+
 def list_faseg_evaluations(samples):
     """The keys of the finished FA-Seg evaluations of a collection's dataset (those with
     results), newest first; see :func:`unfinished_faseg_evaluations` for the others."""
