@@ -3,7 +3,10 @@
 `AttentionRecorder` is one processor instance installed on every attention layer of the
 UNet. On the layers whose token grid is recorded it keeps **running sums** of head-mean
 attention probabilities per `(kind, grid side)` — never a list of per-layer maps — and
-computes those probabilities once per layer (they also give the layer's output). The
+computes those probabilities once per layer, a block of query rows of every image and head
+at a time: a block gives the layer's output and its head sum goes to the store, so no more
+than a block of per-head probabilities ever exists (`reference=True` keeps the first,
+image-by-image path, which the tests compare against). The
 cross-attention layers additionally score their queries against keys made from the
 class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`.
 Every other layer keeps fast (SDPA) attention.
