@@ -30,19 +30,16 @@ import fiftyone.utils.eval.segmentation as fous
 
 import fiftyone_faseg.metrics as fm
 
-from ..constants import IGNORE_INDEX, operator_uri
+from ..constants import IGNORE_INDEX, MIOU_METRIC_URI
 from ..fields import candidates_field, get_mask_targets
 from ..settings import RunRecord
 from . import outputs, per_sample
 from .colors import set_error_colors
-from .matching import UNNAMED, Aliases, match_classes, normalize
-from .reading import MaskError, is_rgb, iter_docs, read_mask
+from ..matching import UNNAMED, Aliases, is_rgb, match_classes, normalize
+from .reading import MaskError, iter_docs, read_mask
 from .results import FASegResults, miou_metric
 
 logger = logging.getLogger(__name__)
-
-MIOU_METRIC_URI = operator_uri("miou")
-
 
 class FASegEvaluationConfig(fous.SegmentationEvaluationConfig):
     """Configuration of :class:`FASegEvaluation`.
