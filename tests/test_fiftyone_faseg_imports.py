@@ -2,6 +2,7 @@
 iterate import, and iterate never imports the evaluation (no import circle between them)."""
 
 import ast
+import re
 from pathlib import Path
 
 import fiftyone_faseg
@@ -59,3 +60,20 @@ def test_the_sdk_names_no_operator_but_the_stored_metric():
     users = sorted(_module_name(p) for p in ROOT.rglob("*.py")
                    if "operator_uri" in p.read_text(encoding="utf-8") and p.name != "constants.py")
     assert users == []
+
+
+def test_only_fields_knows_the_side_field_suffixes():
+    from fiftyone_faseg.fields import SIDE_SUFFIXES, side_field_names
+    from fiftyone_faseg.plan import side_fields
+
+    names = side_field_names("seg")
+    assert names == {"candidates": "seg_candidates", "caption": "seg_caption", "error": "seg_error",
+                     "scores": "seg_scores", "heatmap": "seg_heatmap"}
+    assert list(side_fields("seg")) == ["seg"] + list(names.values())
+
+    # "_error" or "%s_error" in code (not "_errors", an evaluation's overlay)
+    pattern = re.compile(r'(%%s|")(%s)\b' % "|".join(SIDE_SUFFIXES.values()))
+    sources = list(ROOT.rglob("*.py")) + list((ROOT.parent / "operators").glob("*.py"))
+    found = sorted("%s: %s" % (p.relative_to(ROOT.parent), m.group(0)) for p in sources if p.name != "fields.py"
+                   for m in pattern.finditer(p.read_text(encoding="utf-8")))
+    assert found == [], "side field names built outside fiftyone_faseg/fields.py: %s" % found

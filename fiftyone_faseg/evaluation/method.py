@@ -31,7 +31,7 @@ import fiftyone.utils.eval.segmentation as fous
 import fiftyone_faseg.metrics as fm
 
 from ..constants import IGNORE_INDEX, MIOU_METRIC_URI
-from ..fields import candidates_field, get_mask_targets
+from ..fields import candidates_field, error_field, get_mask_targets
 from ..settings import RunRecord
 from . import outputs, per_sample
 from .colors import set_error_colors
@@ -375,10 +375,10 @@ def _warn(counts, unreadable, unknown_gt, rgb, config):
         )
     if counts["no_prediction"]:
         warnings.warn(
-            "%d samples without a '%s' mask (e.g. failed ones: see '%s_error') were left out "
+            "%d samples without a '%s' mask (e.g. failed ones: see '%s') were left out "
             "of the evaluation, which can raise the mIoU: evaluate view.exists('%s') to say "
             "so explicitly"
-            % (counts["no_prediction"], config.pred_field, config.pred_field, config.pred_field)
+            % (counts["no_prediction"], config.pred_field, error_field(config.pred_field), config.pred_field)
         )
     if counts["unreadable"]:
         warnings.warn(
