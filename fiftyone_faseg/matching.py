@@ -119,7 +119,13 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
 
 
 def normalize(name):
-    """A class name lowercased, with whitespace collapsed (no vocabulary)."""
+    """A class name lowercased, with whitespace collapsed (no vocabulary): the one way
+    fiftyone_faseg compares class names (matching, pixel values shared with the ground
+    truth, the background's name).
+
+    ``faseg_core.candidates.vocabulary.normalize_key`` (the vocabulary's lookup key) also
+    reads ``_`` as a space and case-folds; it is not imported here because importing
+    ``faseg_core.candidates`` loads torch."""
     return " ".join(str(name).split()).lower()
 
 
