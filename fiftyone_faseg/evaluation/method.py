@@ -342,7 +342,7 @@ def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
         fields["miou"]: per_sample.sample_miou(conf, num_gt_classes),
     }
     if "dice" in fields:
-        values[fields["dice"]] = fous._compute_dice_score(conf)
+        values[fields["dice"]] = dice_score(conf)
     if "classes" in fields:
         values[fields["classes"]] = per_sample.class_doc(conf, labels, num_gt_classes)
         values[fields["confusions"]] = per_sample.confusion_doc(conf, labels)
@@ -351,12 +351,23 @@ def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
     return values
 
 
+def dice_score(conf):
+    """FiftyOne's per-sample ``dice`` of a segmentation evaluation: ``2 tp / (2 tp + fp + fn)``
+    over every pixel, each off-diagonal pixel one false positive and one false negative."""
+    tp = np.trace(conf)
+    total = conf.sum()
+    return float(tp / total) if total else float("nan")
+
+
 def accuracy_precision_recall(conf, average="micro"):
     """FiftyOne's per-sample ``accuracy``/``precision``/``recall`` of a segmentation
     evaluation (background, class 0, is the "missing" class), in numpy for
     ``average="micro"`` (FiftyOne's own, through sklearn, otherwise)."""
     if average != "micro":
-        return fous._compute_accuracy_precision_recall(conf, list(range(len(conf))), average)
+        metrics = fous.SegmentationResults(None, None, None, conf, list(range(len(conf))), missing=0).metrics(
+            average=average)
+        return (None, None, None) if metrics["support"] == 0 else (
+            metrics["accuracy"], metrics["precision"], metrics["recall"])
 
     support = conf[1:].sum()
     if support == 0:
