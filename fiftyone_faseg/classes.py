@@ -22,6 +22,7 @@ from faseg_core.tokens import clean_classes
 
 from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
 from .fields import dataset_values, get_mask_targets, int_targets, label_mask
+from .matching import normalize
 
 CANDIDATES = "candidates"
 _CHUNK = 10000
@@ -47,7 +48,7 @@ def parse_classes_from(classes, classes_from, gt_field):
 def gt_classes(samples, gt_field):
     """`{pixel value: name}` of the ground truth's classes (background and 255 left out)."""
     targets = int_targets(get_mask_targets(samples, gt_field), "ground truth")
-    return {v: n for v, n in targets.items() if v not in (0, IGNORE_INDEX) and str(n).lower() != BACKGROUND}
+    return {v: n for v, n in targets.items() if v not in (0, IGNORE_INDEX) and normalize(n) != BACKGROUND}
 
 
 def candidate_classes(dataset, ids, field_name):
@@ -125,11 +126,11 @@ def assign_ids(names, existing=None, preferred=None):
     """
     ids = {str(n): int(v) for v, n in (existing or {}).items() if int(v) != 0}
     taken = set(ids.values()) | {0}
-    by_name = {str(n).lower(): int(v) for v, n in (preferred or {}).items()}
+    by_name = {normalize(n): int(v) for v, n in (preferred or {}).items()}
     for name in names:
         if name in ids:
             continue
-        value = by_name.get(name.lower())
+        value = by_name.get(normalize(name))
         if value is None or value in taken or value == IGNORE_INDEX:
             value = next(v for v in range(1, 1 << 16) if v not in taken and v != IGNORE_INDEX)
         ids[name] = value

@@ -4,14 +4,45 @@ import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
 
+# What a run writes beside ``<label_field>``: the one place that knows the suffixes
+SIDE_SUFFIXES = {
+    "candidates": "_candidates",
+    "caption": "_caption",
+    "error": "_error",
+    "scores": "_scores",
+    "heatmap": "_heatmap",
+}
+
+
+def side_field_names(label_field):
+    """``{kind: field name}`` of every side field a run of ``label_field`` writes (kinds:
+    ``candidates``, ``caption``, ``error``, ``scores``, ``heatmap``)."""
+    return {kind: label_field + suffix for kind, suffix in SIDE_SUFFIXES.items()}
+
+
 def candidates_field(label_field):
     """The field holding a run's per-sample candidate classes."""
-    return label_field + "_candidates"
+    return label_field + SIDE_SUFFIXES["candidates"]
+
+
+def caption_field(label_field):
+    """The field holding the caption each sample's prompt used (None without one)."""
+    return label_field + SIDE_SUFFIXES["caption"]
+
+
+def error_field(label_field):
+    """The field holding why a sample has no mask (None when it has one)."""
+    return label_field + SIDE_SUFFIXES["error"]
 
 
 def scores_field(label_field):
     """The field holding the paths of a run's stored score maps."""
-    return label_field + "_scores"
+    return label_field + SIDE_SUFFIXES["scores"]
+
+
+def heatmap_field(label_field):
+    """The field holding the Heatmap of each sample's top class score."""
+    return label_field + SIDE_SUFFIXES["heatmap"]
 
 
 def validate_segmentation_field(samples, field_name):

@@ -42,6 +42,7 @@ from faseg_core.labels import top_scores
 from . import metrics as fm
 from . import storage
 from .leases import FieldLease, Leases
+from .matching import match_classes
 from .settings import RunRecord
 from .targets import claim_values
 from .fields import (dataset_values, get_mask_targets, int_targets, label_mask, scores_field,
@@ -266,7 +267,7 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
 
     The numbers are those :func:`fiftyone_faseg.evaluation.evaluate_faseg` gives for
     the masks :func:`rethreshold` writes at each threshold: classes matched by name
-    (:func:`fiftyone_faseg.evaluation.match_classes`), one confusion matrix over every
+    (:func:`fiftyone_faseg.matching.match_classes`), one confusion matrix over every
     pixel, ground truth 255 ignored, the mean over the ground truth classes present.
     Samples without stored scores or without a ground truth mask are left out.
 
@@ -306,10 +307,9 @@ def sweep_confusions(samples, label_field, gt_field, thresholds, classes=None, i
     are those of :func:`sweep`.
 
     Returns:
-        ``(match, confusions)``: :func:`fiftyone_faseg.evaluation.match_classes`'s dict
+        ``(match, confusions)``: :func:`fiftyone_faseg.matching.match_classes`'s dict
         (classes, ``num_gt_classes``) and ``{threshold: (C, C) int64 confusion matrix}``
     """
-    from .evaluation import match_classes
 
     validate_segmentation_field(samples, label_field)
     validate_segmentation_field(samples, gt_field)

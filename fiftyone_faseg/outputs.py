@@ -22,7 +22,7 @@ import numpy as np
 
 from . import classes as fcl
 from . import storage
-from .fields import candidates_field, dataset_values, scores_field
+from .fields import candidates_field, caption_field, dataset_values, error_field, heatmap_field, scores_field
 from .plan import RUN_ATTR, file_path, finish_run
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def finish_outputs(jobs, plan):
             heat = top_score_heatmap(result.scores)
             if settings.output_dir:
                 out.heatmap_path = storage.write_mask(
-                    file_path(plan.root, label_field + "_heatmap", row["id"], "png"), heat)
+                    file_path(plan.root, heatmap_field(label_field), row["id"], "png"), heat)
             else:
                 out.heatmap = heat
         outputs.append(out)
@@ -257,21 +257,21 @@ def sample_docs(plan, out):
     docs = {
         label_field: None,
         candidates_field(label_field): None,
-        label_field + "_caption": None,
-        label_field + "_error": out.error,
+        caption_field(label_field): None,
+        error_field(label_field): out.error,
         scores_field(label_field): out.scores_path,
-        label_field + "_heatmap": None,
+        heatmap_field(label_field): None,
     }
     if out.error is None:
         docs[label_field] = segmentation_doc(plan.record.run_id, mask=out.mask, mask_path=out.mask_path)
         docs[candidates_field(label_field)] = {"_cls": "Classifications", "classifications": [
             label("Classification", label=n, confidence=float(c), source=s) for n, c, s in out.candidates]}
-        docs[label_field + "_caption"] = out.caption
+        docs[caption_field(label_field)] = out.caption
         if out.heatmap_path:
-            docs[label_field + "_heatmap"] = label("Heatmap", map_path=out.heatmap_path, range=[0.0, 255.0])
+            docs[heatmap_field(label_field)] = label("Heatmap", map_path=out.heatmap_path, range=[0.0, 255.0])
         elif out.heatmap is not None:
-            docs[label_field + "_heatmap"] = label("Heatmap", map=serialize_numpy_array(out.heatmap),
-                                                   range=[0.0, 255.0])
+            docs[heatmap_field(label_field)] = label("Heatmap", map=serialize_numpy_array(out.heatmap),
+                                                     range=[0.0, 255.0])
     return docs
 
 

@@ -34,7 +34,8 @@ import fiftyone.core.labels as fol
 from . import classes as fcl
 from . import targets as ftg
 from .constants import MODEL_COMPONENTS
-from .fields import candidates_field, scores_field, validate_segmentation_field
+from .fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
+                     validate_segmentation_field)
 from .settings import RunRecord, RunSettings
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ def side_fields(label_field):
     return {
         label_field: (fof.EmbeddedDocumentField, fol.Segmentation),
         candidates_field(label_field): (fof.EmbeddedDocumentField, fol.Classifications),
-        label_field + "_caption": (fof.StringField, None),
-        label_field + "_error": (fof.StringField, None),
+        caption_field(label_field): (fof.StringField, None),
+        error_field(label_field): (fof.StringField, None),
         scores_field(label_field): (fof.StringField, None),
-        label_field + "_heatmap": (fof.EmbeddedDocumentField, fol.Heatmap),
+        heatmap_field(label_field): (fof.EmbeddedDocumentField, fol.Heatmap),
     }
 
 
@@ -227,7 +228,7 @@ def _prepare(dataset, plan):
     if not settings.store_scores:
         wanted.pop(scores_field(plan.label_field))
     if not settings.heatmap:
-        wanted.pop(plan.label_field + "_heatmap")
+        wanted.pop(heatmap_field(plan.label_field))
     new = {name: kind(doc_type) if doc_type else kind() for name, (kind, doc_type) in wanted.items()
            if name not in schema}
     if new:
@@ -468,7 +469,7 @@ def complete_ids(dataset, ids, settings, run_id=None):
     (made by the write ``run_id`` when given), its mask file when on disk, and the
     stored scores and heatmap (with its file) it asks for."""
     label_field = settings.label_field
-    heatmap = label_field + "_heatmap"
+    heatmap = heatmap_field(label_field)
     projection = {label_field + ".mask_path": 1, label_field + "." + RUN_ATTR: 1, scores_field(label_field): 1,
                   heatmap + ".map_path": 1, heatmap + "._id": 1}
     coll = dataset._sample_collection

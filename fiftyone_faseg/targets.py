@@ -11,6 +11,7 @@ processes can add classes to one field, and other fields' targets are never rewr
 import fiftyone.core.odm as foo
 
 from .constants import IGNORE_INDEX
+from .matching import normalize
 
 _MAX_VALUE = 65535
 
@@ -44,20 +45,20 @@ def claim_values(dataset, field, names, preferred=None):
         ``{name: value}`` for every name of ``names``
     """
     key = _key(field)
-    by_name = {str(n).lower(): int(v) for v, n in (preferred or {}).items()}
+    by_name = {normalize(n): int(v) for v, n in (preferred or {}).items()}
     current = read_targets(dataset, field)
     names = [str(n) for n in names]
     # names with a preferred value go first, and the others avoid those values
-    reserved = {by_name[n.lower()] for n in names if n.lower() in by_name}
+    reserved = {by_name[normalize(n)] for n in names if normalize(n) in by_name}
     ids = {}
     changed = False
-    for name in sorted(names, key=lambda n: n.lower() not in by_name):
+    for name in sorted(names, key=lambda n: normalize(n) not in by_name):
         while True:
             owned = {n: v for v, n in current.items()}
             if name in owned:
                 ids[name] = owned[name]
                 break
-            value = by_name.get(name.lower())
+            value = by_name.get(normalize(name))
             if value is None or value in current or value in (0, IGNORE_INDEX):
                 value = next(v for v in range(1, _MAX_VALUE + 1)
                              if v not in current and v not in reserved and v != IGNORE_INDEX)

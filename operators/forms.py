@@ -27,7 +27,7 @@ import fiftyone.core.labels as fol
 import fiftyone.operators.types as types
 
 from fiftyone_faseg import limits
-from fiftyone_faseg.fields import ground_truth_fields, written_by_faseg
+from fiftyone_faseg.fields import error_field, ground_truth_fields, written_by_faseg
 from fiftyone_faseg.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
 
 IMAGE_SIZES = limits.IMAGE_SIZES  # FASegConfig's grids scale from 512 px by powers of two
@@ -64,11 +64,12 @@ def segmentation_fields(ctx):
     return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Segmentation))
 
 
-def faseg_fields(ctx, suffix):
-    """The Segmentation fields FA-Seg wrote that have a ``<field><suffix>`` side field
-    (``"_scores"``: re-thresholdable, ``"_candidates"``: editable)."""
+def faseg_fields(ctx, side_field):
+    """The Segmentation fields FA-Seg wrote that have the side field ``side_field(field)``
+    (:func:`fiftyone_faseg.fields.scores_field`: re-thresholdable,
+    :func:`fiftyone_faseg.fields.candidates_field`: editable)."""
     schema = ctx.dataset.get_field_schema()
-    return [f for f in segmentation_fields(ctx) if f + suffix in schema and written_by_faseg(ctx.dataset, f)]
+    return [f for f in segmentation_fields(ctx) if side_field(f) in schema and written_by_faseg(ctx.dataset, f)]
 
 
 def field_choice(ctx, inputs, fields, warning, name="label_field", label="FA-Seg field"):
@@ -299,7 +300,7 @@ def summary_outputs(results, label_field="<label_field>"):
     outputs = types.Object()
     outputs.int("processed", label="Segmented")
     outputs.int("skipped", label="Skipped (already labelled)")
-    outputs.int("failed", label="Failed (reasons in %s_error)" % label_field)
+    outputs.int("failed", label="Failed (reasons in %s)" % error_field(label_field))
     if results.get("reasons"):
         outputs.list("reasons", types.String(), label="Why samples failed")
     outputs.str("files", label="Files written to")

@@ -9,6 +9,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
+from fiftyone_faseg.fields import candidates_field, scores_field
 from fiftyone_faseg.settings import RunRecord
 
 from fiftyone_faseg import limits
@@ -36,7 +37,7 @@ class RethresholdFASeg(foo.Operator):
         inputs = types.Object()
         # the whole field unless the user picks otherwise: a field's masks all come from one threshold
         inputs.view_target(ctx, default_target="DATASET")
-        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_scores"), NO_SCORES)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, scores_field), NO_SCORES)
         if label_field:
             record = RunRecord.read(ctx.dataset, label_field)
             default = record.threshold if record and record.threshold is not None else DEFAULT_THRESHOLD
@@ -125,7 +126,7 @@ class SweepFASegThreshold(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx)
-        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_scores"), NO_SCORES)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, scores_field), NO_SCORES)
         if label_field and forms.ground_truth_input(ctx, inputs, exclude=(label_field,)):
             start = inputs.float("start", default=0.3, label="From")
             stop = inputs.float("stop", default=0.8, label="To")
@@ -225,7 +226,7 @@ class EditCandidates(foo.Operator):
 
         inputs = types.Object()
         inputs.view_target(ctx)
-        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_candidates"), NO_CANDIDATES)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, candidates_field), NO_CANDIDATES)
         if not label_field:
             return types.Property(inputs)
         target = ctx.target_view()
@@ -284,7 +285,7 @@ class RerunFASeg(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx)
-        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, "_candidates"), NO_CANDIDATES)
+        label_field = forms.field_choice(ctx, inputs, forms.faseg_fields(ctx, candidates_field), NO_CANDIDATES)
         if label_field:
             record = RunRecord.read(ctx.dataset, label_field)
             forms.model_path_input(ctx, inputs, record.model_path if record else None, label="Diffusion model")

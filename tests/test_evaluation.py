@@ -15,12 +15,14 @@ from fiftyone.operators.delegated import DelegatedOperationService
 
 from conftest import SHARED
 
+from fiftyone_faseg.constants import operator_uri
 from fiftyone_faseg.evaluation import (
-    EVALUATE_OPERATOR_URI,
     MIOU_METRIC_URI,
     FASegResults,
     evaluate_faseg,
 )
+
+EVALUATE_OPERATOR_URI = operator_uri("evaluate_faseg")
 
 GT_TARGETS = {1: "cat", 2: "dog"}
 PRED_TARGETS = {1: "Dog", 2: " cat ", 3: "zebra"}

@@ -13,16 +13,16 @@ confusion pairs and an error overlay (:mod:`.per_sample`). The FA-Seg panel
 :func:`false_alarm_view`); :meth:`FASegResults.class_table` is its per-class table; :func:`is_stale` tells whether the
 prediction changed since, and :func:`reevaluate_faseg` runs it again.
 
-Modules: :mod:`.matching` (class names), :mod:`.method` (config, method, results),
+Modules: :mod:`fiftyone_faseg.matching` (class names), :mod:`.method` (config, method, results),
 :mod:`.reading` (masks streamed from the database), :mod:`.results`,
 :mod:`.per_sample` (what each sample gets), :mod:`.outputs` (fields, mask_targets, index,
 saved view; cleanup and rename), :mod:`.views`, :mod:`.summary`, :mod:`.api`.
 """
 
-from ..constants import operator_uri
+from ..constants import MIOU_METRIC_URI
 from .api import evaluate_faseg, reevaluate_faseg
-from .matching import UNNAMED, Aliases, match_classes
-from .method import MIOU_METRIC_URI, FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall
+from ..matching import UNNAMED, Aliases, match_classes
+from .method import FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall
 from .results import FASegResults, miou_of
 from .outputs import DEFAULT_WORST_K, field_names
 from .per_sample import ERROR_TARGETS
@@ -36,5 +36,3 @@ from .summary import (
     unfinished_faseg_evaluations,
 )
 from .views import class_view, confusion_view, false_alarm_view, missed_view
-
-EVALUATE_OPERATOR_URI = operator_uri("evaluate_faseg")

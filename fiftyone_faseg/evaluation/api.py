@@ -6,7 +6,7 @@ import fiftyone.core.validation as fov
 
 from ..fields import get_mask_targets, validate_segmentation_field
 from . import outputs
-from .matching import Aliases, aliases_of
+from ..matching import Aliases, aliases_of
 from .method import FASegEvaluationConfig
 from .summary import threshold_curve as _threshold_curve
 

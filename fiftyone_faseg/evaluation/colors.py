@@ -32,9 +32,9 @@ def error_color_scheme(dataset, eval_key):
     if entry in fields:
         return None
     doc = current.to_dict() if current is not None else {}
-    doc = {k: v for k, v in doc.items() if k in fod.ColorScheme._fields and k not in ("id", "_id", "_cls")}
+    doc = {k: v for k, v in doc.items() if k not in ("id", "_id", "_cls")}  # a new scheme: a new id
     doc["fields"] = [f for f in fields if f.get("path") != path] + [entry]
-    return fod.ColorScheme(**doc)
+    return fod.ColorScheme.from_dict(doc)
 
 
 def set_error_colors(dataset, eval_key):

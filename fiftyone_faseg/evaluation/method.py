@@ -30,19 +30,16 @@ import fiftyone.utils.eval.segmentation as fous
 
 import fiftyone_faseg.metrics as fm
 
-from ..constants import IGNORE_INDEX, operator_uri
-from ..fields import candidates_field, get_mask_targets
+from ..constants import IGNORE_INDEX, MIOU_METRIC_URI
+from ..fields import candidates_field, error_field, get_mask_targets
 from ..settings import RunRecord
 from . import outputs, per_sample
 from .colors import set_error_colors
-from .matching import UNNAMED, Aliases, match_classes, normalize
-from .reading import MaskError, is_rgb, iter_docs, read_mask
+from ..matching import UNNAMED, Aliases, is_rgb, match_classes, normalize
+from .reading import MaskError, iter_docs, read_mask
 from .results import FASegResults, miou_metric
 
 logger = logging.getLogger(__name__)
-
-MIOU_METRIC_URI = operator_uri("miou")
-
 
 class FASegEvaluationConfig(fous.SegmentationEvaluationConfig):
     """Configuration of :class:`FASegEvaluation`.
@@ -345,7 +342,7 @@ def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
         fields["miou"]: per_sample.sample_miou(conf, num_gt_classes),
     }
     if "dice" in fields:
-        values[fields["dice"]] = fous._compute_dice_score(conf)
+        values[fields["dice"]] = dice_score(conf)
     if "classes" in fields:
         values[fields["classes"]] = per_sample.class_doc(conf, labels, num_gt_classes)
         values[fields["confusions"]] = per_sample.confusion_doc(conf, labels)
@@ -354,12 +351,23 @@ def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
     return values
 
 
+def dice_score(conf):
+    """FiftyOne's per-sample ``dice`` of a segmentation evaluation: ``2 tp / (2 tp + fp + fn)``
+    over every pixel, each off-diagonal pixel one false positive and one false negative."""
+    tp = np.trace(conf)
+    total = conf.sum()
+    return float(tp / total) if total else float("nan")
+
+
 def accuracy_precision_recall(conf, average="micro"):
     """FiftyOne's per-sample ``accuracy``/``precision``/``recall`` of a segmentation
     evaluation (background, class 0, is the "missing" class), in numpy for
     ``average="micro"`` (FiftyOne's own, through sklearn, otherwise)."""
     if average != "micro":
-        return fous._compute_accuracy_precision_recall(conf, list(range(len(conf))), average)
+        metrics = fous.SegmentationResults(None, None, None, conf, list(range(len(conf))), missing=0).metrics(
+            average=average)
+        return (None, None, None) if metrics["support"] == 0 else (
+            metrics["accuracy"], metrics["precision"], metrics["recall"])
 
     support = conf[1:].sum()
     if support == 0:
@@ -378,10 +386,10 @@ def _warn(counts, unreadable, unknown_gt, rgb, config):
         )
     if counts["no_prediction"]:
         warnings.warn(
-            "%d samples without a '%s' mask (e.g. failed ones: see '%s_error') were left out "
+            "%d samples without a '%s' mask (e.g. failed ones: see '%s') were left out "
             "of the evaluation, which can raise the mIoU: evaluate view.exists('%s') to say "
             "so explicitly"
-            % (counts["no_prediction"], config.pred_field, config.pred_field, config.pred_field)
+            % (counts["no_prediction"], config.pred_field, error_field(config.pred_field), config.pred_field)
         )
     if counts["unreadable"]:
         warnings.warn(

@@ -315,9 +315,8 @@ def rename_outputs(samples, eval_key, new_eval_key, config):
         set_targets(dataset, new_fields["errors"], ERROR_TARGETS)
     view = None
     if mine["worst_view"] and dataset.has_saved_view(mine["worst_view"]) and "miou" in new_fields:
-        worst_k = _limit(dataset.load_saved_view(mine["worst_view"]))
         dataset.delete_saved_view(mine["worst_view"])
-        _save_worst(samples, new_eval_key, new_fields["miou"], worst_k)
+        _save_worst(samples, new_eval_key, new_fields["miou"], getattr(config, "worst_k", DEFAULT_WORST_K))
         view = new_view
     record(config, {r: pairs.get(n, n) for r, n in mine["fields"].items()}, view, indexes)
 
@@ -327,9 +326,3 @@ def _mark(dataset, name, info):
     field.info = {**(field.info or {}), **info}
     field.save()
 
-
-def _limit(view):
-    for stage in view._stages:
-        if type(stage).__name__ == "Limit":
-            return stage.limit
-    return None

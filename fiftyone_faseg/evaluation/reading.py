@@ -10,7 +10,7 @@ A mask is turned into a 2-D array of the values its field's ``mask_targets`` nam
     colours instead;
 -   RGB masks, when the field's ``mask_targets`` are RGB hex strings
     (``{"#800000": "aeroplane", ...}``, as FiftyOne's own evaluation accepts them), as
-    ``0xRRGGBB`` integers (:func:`value_targets` turns the targets the same way).
+    ``0xRRGGBB`` integers (:func:`fiftyone_faseg.matching.value_targets` turns the targets the same way).
 
 Anything else raises :class:`MaskError`, whose message says what the mask is and how to
 convert it.
@@ -37,19 +37,6 @@ class MaskError(ValueError):
     def __init__(self, message, missing=False):
         super().__init__(message)
         self.missing = missing
-
-
-def is_rgb(targets):
-    """Whether ``mask_targets`` map RGB hex strings (``"#rrggbb"``) to names."""
-    return bool(targets) and fof.is_rgb_mask_targets(targets)
-
-
-def value_targets(targets):
-    """``{int value: name}`` of a field's ``mask_targets``: integer keys as they are, RGB
-    hex keys as ``0xRRGGBB`` integers (the values :func:`read_mask` gives RGB masks)."""
-    if is_rgb(targets):
-        return {fof.hex_to_int(k): v for k, v in targets.items()}
-    return {int(k): v for k, v in targets.items()}
 
 
 def iter_docs(samples, gt_field, pred_field, cand_field):

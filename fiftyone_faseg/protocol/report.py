@@ -3,6 +3,8 @@
 import json
 import os
 
+from ..fields import error_field
+
 
 def to_markdown(report):
     """Per-class IoU, mIoU, the threshold sweep and the timing of a report, in Markdown."""
@@ -28,8 +30,8 @@ def to_markdown(report):
                      % (t["processed"], t["model_s_per_image"], t["wall_s_per_image"],
                         "" if mem is None else ", peak GPU memory %.2f GB" % (mem / 1e9)))
     if report["num_without_mask"]:
-        lines.append("%d images have no mask (see the '%s_error' field)"
-                     % (report["num_without_mask"], report["label_field"]))
+        lines.append("%d images have no mask (see the '%s' field)"
+                     % (report["num_without_mask"], error_field(report["label_field"])))
     return "\n".join(lines)
 
 

@@ -1,14 +1,33 @@
-"""Matching ground truth and predicted classes by name (no FiftyOne needed).
+"""Matching ground truth and predicted classes by name.
+
+A leaf module (it imports only FiftyOne's field helpers and the constants): both
+:mod:`fiftyone_faseg.evaluation` and :mod:`fiftyone_faseg.iterate` import it, and neither
+imports the other for it.
 
 An open-vocabulary model numbers its classes in its own way (ground truth
 ``{1: "cat", 2: "dog"}``, prediction ``{1: "Dog", 2: "cat"}``), so both masks are mapped
 to one class index space through the two fields' ``mask_targets``, matched by name.
 """
 
-from ..constants import BACKGROUND, IGNORE_INDEX
-from .reading import value_targets
+import fiftyone.core.fields as fof
+
+from .constants import BACKGROUND, IGNORE_INDEX
 
 UNNAMED = "(unnamed)"  # the class of predicted values that have no name
+
+
+def is_rgb(targets):
+    """Whether ``mask_targets`` map RGB hex strings (``"#rrggbb"``) to names."""
+    return bool(targets) and fof.is_rgb_mask_targets(targets)
+
+
+def value_targets(targets):
+    """``{int value: name}`` of a field's ``mask_targets``: integer keys as they are, RGB
+    hex keys as ``0xRRGGBB`` integers (the values
+    :func:`fiftyone_faseg.evaluation.reading.read_mask` gives RGB masks)."""
+    if is_rgb(targets):
+        return {fof.hex_to_int(k): v for k, v in targets.items()}
+    return {int(k): v for k, v in targets.items()}
 
 
 def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE_INDEX):
@@ -17,7 +36,7 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
     Names are compared after ``vocabulary.canonical(name)`` (when it returns a name),
     lowercased, with whitespace collapsed. Pixel value 0 (``#000000`` for RGB hex
     targets, matched as their ``0xRRGGBB`` values: see
-    :func:`fiftyone_faseg.evaluation.reading.value_targets`) is background on both sides
+    :func:`value_targets`) is background on both sides
     whatever its name; ``ignore_index`` in the ground truth is never a class.
 
     The class list is the ground truth classes (background first, then by pixel
@@ -25,7 +44,7 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
 
     Example usage::
 
-        from fiftyone_faseg.evaluation import match_classes
+        from fiftyone_faseg.matching import match_classes
 
         m = match_classes({1: "cat", 2: "dog"}, {1: "Dog", 2: "zebra"})
         m["classes"]      # ["background", "cat", "dog", "zebra"]
@@ -100,7 +119,13 @@ def match_classes(gt_targets, pred_targets, vocabulary=None, ignore_index=IGNORE
 
 
 def normalize(name):
-    """A class name lowercased, with whitespace collapsed (no vocabulary)."""
+    """A class name lowercased, with whitespace collapsed (no vocabulary): the one way
+    fiftyone_faseg compares class names (matching, pixel values shared with the ground
+    truth, the background's name).
+
+    ``faseg_core.candidates.vocabulary.normalize_key`` (the vocabulary's lookup key) also
+    reads ``_`` as a space and case-folds; it is not imported here because importing
+    ``faseg_core.candidates`` loads torch."""
     return " ".join(str(name).split()).lower()
 
 
