@@ -3,6 +3,8 @@
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
+from .masks import MaskError, segmentation_mask
+
 
 # What a run writes beside ``<label_field>``: the one place that knows the suffixes
 SIDE_SUFFIXES = {
@@ -80,22 +82,20 @@ def get_mask_targets(samples, field_name):
 def int_targets(targets, which):
     if fof.is_rgb_mask_targets(targets):
         raise ValueError(
-            "The %s mask_targets use RGB colors %s: FA-Seg evaluation needs integer "
-            "pixel values" % (which, sorted(targets)[:3])
+            "The %s mask_targets use RGB colors %s: FA-Seg reads this field's classes from "
+            "integer pixel values; give it integer mask_targets ({1: 'cat', ...}) and masks of "
+            "class indices (or palette PNGs)" % (which, sorted(targets)[:3])
         )
 
     return {int(k): v for k, v in targets.items()}
 
 
-def label_mask(seg, field_name, sample_id):
-    mask = seg.get_mask()
-    if mask.ndim != 2:
-        raise ValueError(
-            "The mask of '%s' of sample %s has shape %s: FA-Seg evaluation needs "
-            "2D masks of integer class values, not RGB masks"
-            % (field_name, sample_id, mask.shape)
-        )
-
+def label_mask(seg, field_name, sample_id, rgb=False):
+    """The mask of a Segmentation as a 2-D array of class values (palette PNGs as their
+    indices, boolean masks as 0/1; see :func:`fiftyone_faseg.masks.segmentation_mask`)."""
+    mask = segmentation_mask(seg, field_name, sample_id, rgb=rgb)
+    if mask is None:
+        raise MaskError("'%s' of sample %s has no mask (neither `mask` nor `mask_path`)" % (field_name, sample_id))
     return mask
 
 

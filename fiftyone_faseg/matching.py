@@ -24,7 +24,7 @@ def is_rgb(targets):
 def value_targets(targets):
     """``{int value: name}`` of a field's ``mask_targets``: integer keys as they are, RGB
     hex keys as ``0xRRGGBB`` integers (the values
-    :func:`fiftyone_faseg.evaluation.reading.read_mask` gives RGB masks)."""
+    :func:`fiftyone_faseg.masks.read_mask` gives RGB masks)."""
     if is_rgb(targets):
         return {fof.hex_to_int(k): v for k, v in targets.items()}
     return {int(k): v for k, v in targets.items()}

@@ -1,6 +1,7 @@
 """FA-Seg as a FiftyOne :class:`fiftyone.core.models.Model`, for ``apply_model``."""
 
 import dataclasses
+import logging
 import os
 
 import fiftyone.core.config as foc
@@ -12,6 +13,8 @@ from . import targets as ftg
 from .constants import DEFAULT_MODEL
 from .models import load_segmenter
 from .settings import RunSettings
+
+logger = logging.getLogger(__name__)
 
 # The model's own settings (a subset of RunSettings: which model, which classes, which field)
 MODEL_SETTINGS = ("model_path", "device", "dtype", "classes", "classes_field", "caption_field", "label_field")
@@ -139,6 +142,7 @@ class FASegModel(fom.Model, fom.SamplesMixin):
         self._segmenter = None
         self._config = None
         self._preprocess = False
+        self._warned_no_field = False
         self._own_fields = {
             k: f for k, f in (("classes", self.config.classes_field), ("caption", self.config.caption_field)) if f
         }
@@ -230,6 +234,13 @@ class FASegModel(fom.Model, fom.SamplesMixin):
             stored = ftg.read_targets(dataset, self.config.label_field)
             self._class_ids = {n: v for v, n in stored.items() if v != 0}
         else:
+            if dataset is not None and not self._warned_no_field:
+                self._warned_no_field = True
+                logger.warning(
+                    "FASegModel numbers classes from 1 because it does not know the field it writes: pass "
+                    "FASegModel(..., label_field=<the apply_model field>) so classes keep the values of that "
+                    "field's mask_targets; before `dataset.mask_targets[field] = model.mask_targets`, check that "
+                    "the field had no other labels")
             self._class_ids = fcl.assign_ids(names, self.mask_targets)
 
     def _classes_of(self, sample):

@@ -153,3 +153,12 @@ def test_apply_model_keeps_the_fields_pixel_values(dataset, tiny_sd_dir, tiny_co
     (expected,) = model.segmenter(sample.filepath, ["cat", "dog", "bird"], config=tiny_config)
     lut = np.array([0] + [{"dog": 1, "cat": 2, "bird": 3}[n] for n in expected.classes])
     assert np.array_equal(sample.f.get_mask(), lut[expected.label_map])
+
+
+def test_apply_model_without_label_field_says_how_to_keep_values(dataset, tiny_sd_dir, tiny_config, caplog):
+    """Without ``label_field`` the model cannot know the field's values: it says so once, with what to pass."""
+    model = ff.FASegModel(model_path=str(tiny_sd_dir), classes=["cat", "dog"], config=tiny_config, device="cpu")
+    with caplog.at_level("WARNING", logger="fiftyone_faseg.model"):
+        dataset.limit(2).apply_model(model, label_field="g", batch_size=1)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "fiftyone_faseg.model"]
+    assert len(warnings) == 1 and "label_field=" in warnings[0]

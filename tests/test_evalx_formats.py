@@ -211,7 +211,7 @@ def test_case21_a_half_registered_key_from_older_versions_does_not_crash_anythin
 
 
 def test_case22_label_objects_read_the_same_way_with_messages_a_run_can_show(tmp_path):
-    from fiftyone_faseg.evaluation.reading import MaskError, segmentation_mask
+    from fiftyone_faseg.masks import MaskError, segmentation_mask
 
     path = _palette_png(tmp_path / "p.png", GT)
     np.testing.assert_array_equal(segmentation_mask(fol.Segmentation(mask_path=path), "gt", "s1"), GT)

@@ -36,7 +36,8 @@ from ..settings import RunRecord
 from . import outputs, per_sample
 from .colors import set_error_colors
 from ..matching import UNNAMED, Aliases, is_rgb, match_classes, normalize
-from .reading import MaskError, iter_docs, read_mask
+from ..masks import MaskError, read_mask
+from .reading import iter_docs
 from .results import FASegResults, miou_metric
 
 logger = logging.getLogger(__name__)
