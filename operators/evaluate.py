@@ -248,13 +248,18 @@ def _evaluate_faseg_inputs(ctx, inputs):
     if gt_field is None:
         return
 
-    for field in (pred_field, gt_field):
-        if not (dataset.mask_targets.get(field) or dataset.default_mask_targets):
-            inputs.view("no_targets_" + field, types.Warning(
-                label="Field '%s' has no mask_targets" % field,
-                description="Classes are matched by name: set dataset.mask_targets['%s'] = "
-                            "{1: 'cat', ...} and save" % field,
-            )).invalid = True
+    missing = [f for f in (pred_field, gt_field) if not (dataset.mask_targets.get(f) or dataset.default_mask_targets)]
+    for field in missing:
+        inputs.view("no_targets_" + field, types.Warning(
+            label="Field '%s' has no mask_targets" % field,
+            description="Classes are matched by name: set dataset.mask_targets['%s'] = "
+                        "{1: 'cat', ...} and save" % field,
+        )).invalid = True
+    if not missing:  # the masks themselves, on the first sample that has both, before Execute
+        problem = ffe.mask_format_problem(ctx.target_view(), pred_field, gt_field)
+        if problem:
+            inputs.view("mask_format", types.Warning(label="These masks cannot be evaluated",
+                                                     description=problem)).invalid = True
 
     eval_prop = inputs.str(
         "eval_key",

@@ -17,7 +17,8 @@ import fiftyone.utils.eval.segmentation as fous
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.constants import operator_uri
 
-from test_evaluation_outputs import GT, GT_TARGETS, PRED, PRED_TARGETS, _sample
+from test_evaluation_outputs import GT, GT_TARGETS, PRED, PRED_TARGETS
+from test_panel_forms import _form
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*samples without a", "ignore:.*not in its mask_targets")
 
@@ -113,6 +114,10 @@ def test_rgb_ground_truth_with_hex_targets_equals_the_index_ground_truth(tmp_pat
 def test_case22_an_rgb_mask_without_hex_targets_names_the_conversion_before_any_change(tmp_path):
     ds = _dataset(tmp_path, [fol.Segmentation(mask=_rgb(GT)), fol.Segmentation(mask=GT)])
     try:
+        # the form says it before Execute, with the same words
+        props = _form("evaluate_faseg", ds, {"pred_field": "faseg", "gt_field": "ground_truth"})
+        assert props["mask_format"].invalid
+        assert "hex mask_targets" in props["mask_format"].view.description
         with pytest.raises(ValueError, match=r"is an RGB image \(4, 6, 3\).*hex mask_targets.*convert the masks"):
             ffe.evaluate_faseg(ds, "faseg", eval_key="ev")
         assert "ev" not in ds.list_evaluations()

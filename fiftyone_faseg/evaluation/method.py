@@ -268,6 +268,24 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         return results
 
 
+def mask_format_problem(samples, pred_field, gt_field):
+    """Why the masks of ``pred_field`` and ``gt_field`` cannot be evaluated, judged on the
+    first sample that has both (an RGB mask without hex ``mask_targets``, a float mask,
+    ...), or None when they can: what a form shows before the evaluation runs.
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        pred_field: the predicted Segmentation field
+        gt_field: the ground truth Segmentation field
+    """
+    try:
+        rgb = (is_rgb(get_mask_targets(samples, gt_field)), is_rgb(get_mask_targets(samples, pred_field)))
+        _check_first_masks(samples, FASegEvaluationConfig(pred_field, gt_field), rgb)
+    except ValueError as e:  # MaskError included
+        return str(e)
+    return None
+
+
 def _check_first_masks(samples, config, rgb):
     """Raises if the first sample with both masks has one FA-Seg cannot read as class
     values (an RGB mask without hex mask_targets, a float mask, ...), before anything
