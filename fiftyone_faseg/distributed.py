@@ -680,7 +680,7 @@ def _parser():
     parser.add_argument("--block-rows", type=int, help="rows per Ray block (default: from the run, at most %d)"
                         % MAX_BLOCK_ROWS)
     settings = parser.add_argument_group("run settings (fiftyone_faseg.settings.RunSettings)")
-    for f in dataclasses.fields(RunSettings):
+    for f in _cli_fields():
         flag = "--" + f.name.replace("_", "-")
         if f.name == "classes":
             settings.add_argument(flag, nargs="+", help="class names")
@@ -694,6 +694,22 @@ def _parser():
             kind = {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
             settings.add_argument(flag, type=kind)
     return parser
+
+
+def _cli_fields():
+    """The run settings the command line takes: RunSettings' own fields (not ``overrides``)
+    and each scalar field of :class:`faseg_core.FASegConfig` (a flag of its own, None: unset)."""
+    from faseg_core.config import FASegConfig
+
+    own = [f for f in dataclasses.fields(RunSettings) if f.name != "overrides"]
+    names = {f.name for f in own}
+    scalar = {"int": int, "float": float, "bool": bool, "str": str}
+    for f in dataclasses.fields(FASegConfig):
+        kind = scalar.get(str(f.type).replace(" | None", ""))
+        if f.name not in names and kind is not None:
+            own.append(dataclasses.field(default=None))
+            own[-1].name, own[-1].type = f.name, kind
+    return own
 
 
 def main(argv=None):

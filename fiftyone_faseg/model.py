@@ -12,20 +12,12 @@ from . import classes as fcl
 from . import targets as ftg
 from .constants import DEFAULT_MODEL
 from .models import load_segmenter
-from .settings import RunSettings
+from .settings import RunSettings, fa_seg_settings
 
 logger = logging.getLogger(__name__)
 
 # The model's own settings (a subset of RunSettings: which model, which classes, which field)
 MODEL_SETTINGS = ("model_path", "device", "dtype", "classes", "classes_field", "caption_field", "label_field")
-
-
-def fa_seg_settings():
-    """Every knob of FA-Seg itself (:class:`faseg_core.FASegConfig`'s fields): each is a
-    keyword of :class:`FASegModelConfig` overriding ``config``."""
-    from faseg_core.config import FASegConfig
-
-    return tuple(f.name for f in dataclasses.fields(FASegConfig))
 
 
 class FASegModelConfig(foc.Config):
@@ -89,10 +81,7 @@ class FASegModelConfig(foc.Config):
 
         from .plan import run_config
 
-        overrides = self.overrides()
-        shared = {k: overrides.pop(k) for k in list(overrides) if k in RunSettings.fields()}
-        config = run_config(RunSettings(**shared), self.config or base or FASegConfig())
-        return config.replace(**overrides) if overrides else config
+        return run_config(RunSettings(overrides=self.overrides()), self.config or base or FASegConfig())
 
     def attributes(self):
         return [a for a in self.settings() if a != "config"] + ["config"]

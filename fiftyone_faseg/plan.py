@@ -184,13 +184,16 @@ def plan_run(samples, settings, config=None, vocabulary=None):
 
 def run_config(settings, config=None):
     """The :class:`faseg_core.FASegConfig` of a run: ``config`` (paper defaults) with the
-    settings' overrides (an image size moves the attention-grid weights with it)."""
+    settings' ``overrides`` (an image size moves the attention-grid weights with it).
+    Every entry point (runs, :class:`fiftyone_faseg.FASegModel`, the protocol harness)
+    builds its config here."""
     from faseg_core import FASegConfig
 
     config = config or FASegConfig()
-    if settings.image_size and int(settings.image_size) != config.image_size:
-        config = config.at_image_size(int(settings.image_size))
-    changes = {k: getattr(settings, k) for k in ("threshold", "batch_size", "pamr") if getattr(settings, k) is not None}
+    changes = dict(settings.overrides)
+    image_size = changes.pop("image_size", None)
+    if image_size and int(image_size) != config.image_size:
+        config = config.at_image_size(int(image_size))
     if "batch_size" in changes and int(changes["batch_size"]) != changes["batch_size"]:
         raise ValueError("`batch_size` must be an integer >= 1 but is %r." % changes["batch_size"])
     if "threshold" in changes:

@@ -47,8 +47,10 @@ class RunSettings:
         captioner_path (DEFAULT_CAPTIONER): a BLIP Hub id or local folder
         tagger_model (DEFAULT_TAGGER): ``(open_clip model name or folder, pretrained tag or file)``
         model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
-        threshold (None), batch_size (None), image_size (None), pamr (None): override
-            the :class:`faseg_core.FASegConfig` (paper defaults)
+        overrides ({}): ``{field: value}`` of :class:`faseg_core.FASegConfig` (paper
+            defaults) this run changes; any FASegConfig field is also a keyword of its
+            own (``RunSettings(threshold=0.5, pamr=True)``) and an attribute
+            (``settings.threshold``: None when not overridden)
         skip_existing (False): process only samples of the dataset without ``label_field``
         overwrite (False): replace existing labels of this run's field
         output_dir (None): write masks (and score maps, heatmaps) under this folder
@@ -70,10 +72,7 @@ class RunSettings:
     captioner_path: str = DEFAULT_CAPTIONER
     tagger_model: tuple = DEFAULT_TAGGER
     model_path: str = DEFAULT_MODEL
-    threshold: float = None
-    batch_size: int = None
-    image_size: int = None
-    pamr: bool = None
+    overrides: dict = field(default_factory=dict)
     skip_existing: bool = False
     overwrite: bool = False
     output_dir: str = None
@@ -85,6 +84,7 @@ class RunSettings:
 
     def __post_init__(self):
         # normalise what arrives from forms, JSON and keywords, so equal settings compare equal
+        object.__setattr__(self, "overrides", check_overrides(self.overrides))
         if isinstance(self.classes, str):
             raise TypeError("`classes` must be a list of names, not the string %r" % self.classes)
         fix = object.__setattr__
@@ -103,9 +103,16 @@ class RunSettings:
             raise TypeError("`keep_classes` must be a list of names, not the string %r" % self.keep_classes)
         fix(self, "keep_classes", tuple(sorted({str(c) for c in self.keep_classes})) if self.keep_classes else None)
 
+    def __getattr__(self, name):
+        # FA-Seg's own settings read as attributes (None: not overridden)
+        if name in fa_seg_settings() and name not in _OWN:
+            return self.__dict__.get("overrides", {}).get(name)
+        raise AttributeError("%r object has no attribute %r" % (type(self).__name__, name))
+
     @classmethod
     def fields(cls):
-        return [f.name for f in dataclasses.fields(cls)]
+        """Every keyword the settings take: their own fields and FASegConfig's."""
+        return list(_OWN) + [n for n in fa_seg_settings() if n not in _OWN]
 
     @classmethod
     def from_kwargs(cls, **kwargs):
@@ -121,6 +128,7 @@ class RunSettings:
         empty values mean the default)."""
         known = set(cls.fields())
         kwargs = {k: v for k, v in (params or {}).items() if k in known and v not in (None, "")}
+        kwargs.update((params or {}).get("overrides") or {})
         tagger = params.get("tagger_model"), params.get("tagger_pretrained")
         if isinstance(tagger[0], str):
             kwargs["tagger_model"] = (tagger[0] or DEFAULT_TAGGER[0], tagger[1] or DEFAULT_TAGGER[1])
@@ -129,6 +137,7 @@ class RunSettings:
     def to_params(self):
         """JSON-ready parameters that :meth:`from_params` turns back into these settings."""
         params = dataclasses.asdict(self)
+        params.update(params.pop("overrides"))  # flat, as the form gives them
         params["classes"] = list(self.classes)
         params["keep_classes"] = list(self.keep_classes) if self.keep_classes else None
         params["tagger_model"], params["tagger_pretrained"] = self.tagger_model
@@ -136,6 +145,37 @@ class RunSettings:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+_OWN = tuple(f.name for f in dataclasses.fields(RunSettings))
+_dataclass_init = RunSettings.__init__
+
+
+def _init(self, *args, overrides=None, **kwargs):
+    # FASegConfig fields given as keywords join ``overrides`` (the one list of FA-Seg's settings)
+    fa_seg = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN and k in fa_seg_settings()}
+    _dataclass_init(self, *args, overrides={**(overrides or {}), **fa_seg}, **kwargs)
+
+
+_init.__doc__ = _dataclass_init.__doc__
+RunSettings.__init__ = _init
+
+
+def fa_seg_settings():
+    """Every knob of FA-Seg itself: the fields of :class:`faseg_core.FASegConfig`."""
+    from faseg_core.config import FASegConfig
+
+    return tuple(f.name for f in dataclasses.fields(FASegConfig))
+
+
+def check_overrides(overrides):
+    """``overrides`` as a new dict without None values, each key a FASegConfig field."""
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(fa_seg_settings()))
+    if unknown:
+        raise TypeError("unknown FA-Seg settings %s: choose among the fields of faseg_core.FASegConfig %s"
+                        % (unknown, list(fa_seg_settings())))
+    return overrides
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,21 @@ from .segment import CAPTION_FIELD, CLASS_SOURCES, segment, store_protocol_input
 logger = logging.getLogger(__name__)
 
 
-def make_config(benchmark, threshold=None, image_size=None, batch_size=None):
-    """The paper's :class:`faseg_core.FASegConfig` of a benchmark, with overrides.
+def make_config(benchmark, threshold=None, image_size=None, batch_size=None, **overrides):
+    """The paper's :class:`faseg_core.FASegConfig` of a benchmark, with overrides (any
+    FASegConfig field), applied as runs apply them
+    (:func:`fiftyone_faseg.plan.run_config`).
 
     ``image_size`` moves the attention-grid weights with
     :meth:`faseg_core.FASegConfig.at_image_size` (tiny test models use 128).
     """
     from faseg_core import FASegConfig
 
-    config = FASegConfig.for_dataset(get_benchmark(benchmark).key)
-    if image_size:
-        config = config.at_image_size(int(image_size))
-    changes = {k: v for k, v in (("threshold", threshold), ("batch_size", batch_size)) if v is not None}
-    return config.replace(**changes) if changes else config
+    from ..plan import run_config
+    from ..settings import RunSettings
+
+    overrides.update(threshold=threshold, image_size=image_size, batch_size=batch_size)
+    return run_config(RunSettings(overrides=overrides), FASegConfig.for_dataset(get_benchmark(benchmark).key))
 
 
 def _check_run_record(dataset, label_field, record, overwrite):
