@@ -36,7 +36,7 @@ from . import targets as ftg
 from .constants import MODEL_COMPONENTS
 from .fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
                      validate_segmentation_field)
-from .settings import RunRecord, RunSettings
+from .settings import RunRecord, RunSettings, recorded_config
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def plan_run(samples, settings, config=None, vocabulary=None):
     _check_folders(settings)
 
     record = RunRecord(threshold=config.threshold, image_size=config.image_size, model_path=settings.model_path,
-                       pamr=bool(config.pamr), output_dir=settings.output_dir,
+                       pamr=bool(config.pamr), config=recorded_config(settings.overrides),
+                       output_dir=settings.output_dir,
                        store_scores=bool(settings.store_scores), heatmap=bool(settings.heatmap),
                        root=files_root(dataset, settings.output_dir),
                        classes=list(settings.keep_classes) if settings.keep_classes else None,

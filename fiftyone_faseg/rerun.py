@@ -103,6 +103,7 @@ def rerun_settings(samples, label_field="faseg", **overrides):
         label_field=label_field,
         classes_from=CANDIDATES,
         overwrite=True,
+        overrides=record.config or {},
         threshold=record.threshold,
         image_size=record.image_size,
         output_dir=record.output_dir,

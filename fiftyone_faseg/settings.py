@@ -10,6 +10,18 @@ A run writes a :class:`RunRecord` into its label field's ``info["faseg"]``: the 
 its masks were made with (re-threshold and rerun read them back) and a ``revision``
 that changes whenever anything writes the field, so an evaluation can tell it is stale.
 Importing this module loads neither torch nor FiftyOne.
+
+Adding a setting. FA-Seg's own settings are the fields of :class:`faseg_core.FASegConfig`,
+listed nowhere else: :attr:`RunSettings.overrides` takes any of them (also as a keyword
+and attribute), and :func:`fiftyone_faseg.plan.run_config` applies them for runs, reruns,
+:class:`fiftyone_faseg.FASegModel`, the protocol harness and the Ray command line (one flag
+per scalar field). A new FASegConfig knob therefore takes one edit (the field) plus its
+form widget in ``operators/run.py`` (and its range in ``fiftyone_faseg/limits.py`` if it
+has one); before this, it took about eleven edits in seven files (``RunSettings`` field and
+docstring, ``run_config``'s list, ``RunRecord`` field and ``CONSISTENT``, the record built in
+``plan.py``, ``rerun.py``, the harness's ``make_config`` and ``run_protocol``, the protocol
+CLI, the form). A knob that changes what a pixel means is recorded too (see
+:attr:`RunRecord.config`).
 """
 
 import dataclasses
@@ -200,6 +212,8 @@ class RunRecord:
             (not when a re-threshold rewrites its masks)
         classes (None): the class subset whose scores label pixels (a re-threshold's
             ``classes``, a run's ``keep_classes``); None: every class
+        config (None): the other :class:`faseg_core.FASegConfig` fields the run
+            overrode that change what a pixel means (:func:`recorded_config`; None: none)
         classes_from (None), class_list (None): where a run took its classes from, and
             the classes (or the tagger's vocabulary) it was given
         run_id (None): the write whose labels the field holds (see above)
@@ -220,6 +234,7 @@ class RunRecord:
     source_revision: str = None
     scores_revision: str = None
     classes: list = None
+    config: dict = None
     classes_from: str = None
     class_list: list = None
     run_id: str = None
@@ -269,7 +284,7 @@ class RunRecord:
     def new_revision(self):
         return dataclasses.replace(self, revision=uuid.uuid4().hex)
 
-    CONSISTENT = ("threshold", "image_size", "model_path", "pamr", "store_scores", "classes", "source_field")
+    CONSISTENT = ("threshold", "image_size", "model_path", "pamr", "config", "store_scores", "classes", "source_field")
 
     def differences(self, other):
         """``{setting: (this, other)}`` where masks made under ``other`` would not mean what
@@ -295,7 +310,22 @@ class RunRecord:
         return self.replace(in_progress=pending, pending=pending).new_revision()
 
 
+# FASegConfig fields that change how a run runs, not what its masks mean (not recorded)
+NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "compile")
+# recorded as fields of their own, as records written before ``RunRecord.config`` hold them
+OWN_RECORD_FIELDS = ("threshold", "image_size", "pamr")
+
+
+def recorded_config(overrides):
+    """``RunRecord.config`` of a run with these FASegConfig ``overrides``: those that change
+    a pixel's meaning (every field but :data:`NOT_RECORDED`), None when there are none."""
+    kept = {k: v for k, v in (overrides or {}).items() if k not in NOT_RECORDED + OWN_RECORD_FIELDS}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kept.items()} or None
+
+
 def _norm(value):
+    if isinstance(value, dict):  # JSON and BSON give lists for tuples; {} is no override
+        return tuple(sorted((str(k), _norm(v)) for k, v in value.items())) or None
     return tuple(value) if isinstance(value, list) else value
 
 
