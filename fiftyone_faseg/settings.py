@@ -316,10 +316,11 @@ NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "compil
 OWN_RECORD_FIELDS = ("threshold", "image_size", "pamr")
 
 
-def recorded_config(overrides):
+def recorded_config(overrides, own=OWN_RECORD_FIELDS):
     """``RunRecord.config`` of a run with these FASegConfig ``overrides``: those that change
-    a pixel's meaning (every field but :data:`NOT_RECORDED`), None when there are none."""
-    kept = {k: v for k, v in (overrides or {}).items() if k not in NOT_RECORDED + OWN_RECORD_FIELDS}
+    a pixel's meaning (every field but :data:`NOT_RECORDED`), less ``own`` (recorded
+    elsewhere), None when there are none."""
+    kept = {k: v for k, v in (overrides or {}).items() if k not in NOT_RECORDED + tuple(own)}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kept.items()} or None
 
 

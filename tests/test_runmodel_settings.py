@@ -52,3 +52,8 @@ def test_record_keeps_knobs_that_change_pixels_and_reads_old_records_alike():
     assert set(made.differences(RunRecord(threshold=0.4))) == {"config"}
     # a record written before ``config`` existed (no key) equals a plain run's
     assert not RunRecord(threshold=0.4).differences(RunRecord(threshold=0.4, config=recorded_config({})))
+
+
+def test_protocol_records_each_knob_that_changes_pixels():
+    assert recorded_config({"pamr": True, "batch_size": 2}, own=()) == {"pamr": True}
+    assert recorded_config({"pamr": True, "batch_size": 2}) is None  # RunRecord has its own pamr

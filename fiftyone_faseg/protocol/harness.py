@@ -50,7 +50,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
                  model_path=None, device=None, dtype=None, batch_size=None, threshold=None,
                  image_size=None, output_dir="faseg-protocol", dataset_name=None, label_field=None,
                  limit=None, split=None, thresholds=PAPER_THRESHOLDS, overwrite=False, progress=True,
-                 segmenter=None, evaluate=True, captioner_path=None, tagger_model=None):
+                 segmenter=None, evaluate=True, captioner_path=None, tagger_model=None, **overrides):
     """Runs the FA-Seg protocol on a benchmark and returns its report (a JSON-able dict).
 
     Example usage::
@@ -86,6 +86,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         evaluate (True): also store a FiftyOne evaluation run (``<label_field>_eval``)
         captioner_path (None), tagger_model (None): BLIP id/folder and ``(open_clip model
             or folder, pretrained)`` for ``classes_from="tagger"`` (default: the paper's)
+        **overrides: any other :class:`faseg_core.FASegConfig` field (e.g. ``pamr=True``)
 
     Returns:
         a dict (see the keys of the JSON report in the CLI's help)
@@ -93,6 +94,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
     from ..iterate import sweep_confusions
     from ..constants import DEFAULT_MODEL
     from ..models import load_segmenter
+    from ..settings import recorded_config
 
     bench = get_benchmark(benchmark)
     if classes_from not in CLASS_SOURCES:
@@ -104,7 +106,7 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
         )
     output_dir = os.path.abspath(output_dir)
     label_field = label_field or "faseg_" + classes_from
-    config = make_config(bench.key, threshold, image_size, batch_size)
+    config = make_config(bench.key, threshold, image_size, batch_size, **overrides)
     model_path = os.fspath(model_path or DEFAULT_MODEL)
 
     dataset, ids = import_benchmark(bench.key, root, dataset_name, output_dir, split, limit, progress)
@@ -113,6 +115,8 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
     record = {"classes_from": classes_from, "model": model_path, "threshold": config.threshold,
               "image_size": config.image_size, "candidates": os.path.abspath(candidates) if candidates else None,
               "captions": os.path.abspath(captions) if captions else None}
+    if recorded_config(overrides, own=()):  # absent otherwise: records written before compare equal
+        record["config"] = recorded_config(overrides, own=())
     _check_run_record(dataset, label_field, record, overwrite)
     if candidates or captions:
         store_protocol_inputs(view, vocabulary, candidates if classes_from == "json" else None, captions)
