@@ -20,8 +20,11 @@ form widget in ``operators/run.py`` (and its range in ``fiftyone_faseg/limits.py
 has one); before this, it took about eleven edits in seven files (``RunSettings`` field and
 docstring, ``run_config``'s list, ``RunRecord`` field and ``CONSISTENT``, the record built in
 ``plan.py``, ``rerun.py``, the harness's ``make_config`` and ``run_protocol``, the protocol
-CLI, the form). A knob that changes what a pixel means is recorded too (see
-:attr:`RunRecord.config`).
+CLI, the form). A knob that changes what a pixel means is recorded, compared and rerun
+with (:attr:`RunRecord.config`, :func:`recorded_config`) unless it only changes how a run
+runs: then add it to :data:`NOT_RECORDED`. The protocol CLI (``faseg-protocol``) still
+has flags only for ``--threshold``, ``--image-size`` and ``--batch-size``
+(:func:`fiftyone_faseg.protocol.run_protocol` takes any field as a keyword).
 """
 
 import dataclasses
