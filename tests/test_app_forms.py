@@ -58,7 +58,7 @@ def keep(shot, name):
 def execute_enabled(page):
     page.wait_for_function(
         "() => [...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Execute' && !b.disabled)",
-        timeout=30000,
+        timeout=60000,  # the form round trip imports huggingface_hub the first time
     )
 
 
