@@ -128,7 +128,7 @@ def ground_truth_fields(dataset):
 def dataset_values(dataset, ids, paths):
     """``(found ids, {path: values})`` of the samples ``ids`` of ``dataset``, in that order,
     read straight from its sample collection: every sample whatever the view or group
-    slice it was chosen in (``dataset.select(ids)`` sees only the active slice of a
+    slice it was chosen in (selecting ids on the dataset sees only the active slice of a
     grouped dataset, and a view may hide fields). Ids of deleted samples are left out.
 
     ``paths`` are field names or embedded paths (``"faseg.mask_path"``); ``"id"`` is the
