@@ -18,6 +18,7 @@ import torch
 
 from faseg_core import FASeg, FASegConfig, attention
 from faseg_core.attention import CROSS, SELF, AttentionRecorder
+from test_pipeline import SCORE_ATOL, photo  # its synthetic photo, and its bound for float32 rounding
 
 BEFORE = Path(__file__).parent / "data" / "core_parity_before.npz"
 CLASSES = ["aeroplane", "tv monitor", "dining table"]
@@ -28,18 +29,8 @@ VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "c
 # layers' vᵀ·pᵀ product rounds differently, which the tiny model's flat maps magnify to at
 # most 1.1e-5 here; the old code's own batch 1 and batch 5 differ by up to 2e-5.
 RELATIVE = 2e-5
-SCORE_ATOL = 5e-5  # 20 classes: tests/test_pipeline.py's bound for float32 rounding of batched convolutions
 
 
-def photo(h=96, w=128, seed=0):
-    """The synthetic photo of tests/test_pipeline.py."""
-    rng = np.random.RandomState(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.zeros((h, w, 3), np.float32) + rng.rand(3) * 80
-    for _ in range(3):
-        cy, cx, rad = rng.rand() * h, rng.rand() * w, 10 + rng.rand() * 30
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < rad**2] = rng.rand(3) * 255
-    return img.astype(np.uint8)
 
 
 def cases():
