@@ -92,7 +92,7 @@ def load_model(model_name, model_path, classes=None, threshold=None, image_size=
             "no checkpoint of '%s' in '%s': download it (foz.download_zoo_model('%s')) or place a folder "
             "with %s there" % (model_name, model_path, model_name, ", ".join(c + "/" for c in MODEL_COMPONENTS))
         )
-    from fiftyone_faseg.model import FASegModel
+    from fiftyone_faseg.run.model import FASegModel
 
     if image_size:
         from faseg_core import FASegConfig

@@ -1,4 +1,4 @@
-"""Re-thresholding stored scores: `fiftyone_faseg.iterate.rethreshold` against the plain path.
+"""Re-thresholding stored scores: `fiftyone_faseg.analysis.iterate.rethreshold` against the plain path.
 
 The plain path (baseline, same run) is what a full run does per sample: the label map
 from the scores (`faseg_core.labels_from_scores`, the function re-thresholding shares),
@@ -26,8 +26,8 @@ def _dataset(folder: Path, count: int):
     """`count` samples (500×375) with stored 3×64×64 scores and a mask field `faseg`."""
     import fiftyone as fo
 
-    from fiftyone_faseg import storage
-    from fiftyone_faseg.settings import RunRecord
+    from fiftyone_faseg.run import storage
+    from fiftyone_faseg.run.settings import RunRecord
 
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=str(folder / f"{i}.jpg"), metadata=fo.ImageMetadata(width=500, height=375))
@@ -51,7 +51,7 @@ def _plain(ds, threshold: float, image_size: int):
     import fiftyone as fo
 
     from faseg_core import labels_from_scores
-    from fiftyone_faseg import storage
+    from fiftyone_faseg.run import storage
 
     for sample in ds.select_fields(["faseg_scores", "metadata"]):
         scores, _ = storage.load_scores(sample.faseg_scores)
@@ -62,7 +62,7 @@ def _plain(ds, threshold: float, image_size: int):
 
 def main(argv=None) -> dict:
     args = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     count, repeats = (10, 1) if args.quick else (100, 3)
     with tempfile.TemporaryDirectory() as folder:

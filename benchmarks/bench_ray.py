@@ -91,7 +91,7 @@ def _rss():
 
 def _run(ds, field, seg, output_dir, traced=False):
     """One run: ``{first_block_s, samples_per_s, driver_cpu_us_per_sample, ...}``."""
-    from fiftyone_faseg.distributed import RayOptions, segment_samples_on_ray
+    from fiftyone_faseg.distributed.engine import RayOptions, segment_samples_on_ray
 
     marks = []
     start, cpu = time.perf_counter(), time.process_time()

@@ -111,8 +111,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from .evaluation import evaluate_faseg
-    from .models import load_segmenter
-    from .run import segment_samples
+    from .run.models import load_segmenter
+    from .run.segment import segment_samples
 
     os.makedirs(args.folder, exist_ok=True)
     dataset = build_dataset(args.folder, coco=args.coco)

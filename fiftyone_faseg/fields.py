@@ -100,7 +100,7 @@ def label_mask(seg, field_name, sample_id, rgb=False):
 
 
 # Keys in a field's ``info`` that mark it as written by FA-Seg: a run's label field
-# ("faseg", see fiftyone_faseg.settings.RunRecord) or an evaluation's output ("faseg_eval").
+# ("faseg", see fiftyone_faseg.run.settings.RunRecord) or an evaluation's output ("faseg_eval").
 WRITER_INFO_KEYS = ("faseg", "faseg_eval")
 
 

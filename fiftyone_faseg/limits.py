@@ -247,7 +247,7 @@ def output_dir_problem(value, dataset=None):
     """Why an App user may not write a run's files under ``value`` (None when they may):
     it must be an absolute folder under :func:`output_roots`, without ``..``, that no
     symlink leads out of. Every refused path gets the same message."""
-    from .settings import folder_param
+    from .run.settings import folder_param
 
     try:
         folder = folder_param(value)
@@ -281,7 +281,7 @@ def model_problem(value, name="model_path"):
         return ("'%s' is neither an existing folder nor a Hugging Face Hub id the App may load: give a Hub id "
                 "(owner/name) or a folder under %s" % (value, _roots_text(roots)))
     if name == "model_path":
-        from .plan import model_path_problem
+        from .run.plan import model_path_problem
 
         return model_path_problem(value)  # under an allowed root: the checkpoint's own problems may show
     return None

@@ -1,7 +1,7 @@
 """Matching ground truth and predicted classes by name.
 
 A leaf module (it imports only FiftyOne's field helpers and the constants): both
-:mod:`fiftyone_faseg.evaluation` and :mod:`fiftyone_faseg.iterate` import it, and neither
+:mod:`fiftyone_faseg.evaluation` and :mod:`fiftyone_faseg.analysis.iterate` import it, and neither
 imports the other for it.
 
 An open-vocabulary model numbers its classes in its own way (ground truth

@@ -14,7 +14,7 @@ import fiftyone.operators.types as types
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
-from fiftyone_faseg.settings import INFO_KEY as RUN_INFO_KEY
+from fiftyone_faseg.run.settings import INFO_KEY as RUN_INFO_KEY
 
 from .forms import dropdown, ground_truth_input, percent
 

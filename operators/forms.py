@@ -28,7 +28,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg import limits
 from fiftyone_faseg.fields import error_field, ground_truth_fields, written_by_faseg
-from fiftyone_faseg.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
+from fiftyone_faseg.run.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
 
 IMAGE_SIZES = limits.IMAGE_SIZES  # FASegConfig's grids scale from 512 px by powers of two
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
@@ -279,7 +279,7 @@ def raise_if_all_failed(summary, what="run"):
 
 
 def summary_results(summary, settings, **extra):
-    """Operator results of a :class:`fiftyone_faseg.run.RunSummary` of a run made with
+    """Operator results of a :class:`fiftyone_faseg.run.segment.RunSummary` of a run made with
     ``settings``: counts, the first distinct failure reasons and where its outputs went
     (files go under ``summary.root`` with an ``output_dir`` or stored scores)."""
     on_disk = settings.output_dir or settings.store_scores

@@ -1,7 +1,7 @@
 """Iterating inside the App: ``rethreshold_faseg``, ``sweep_faseg_threshold``,
 ``edit_candidates`` and ``rerun_faseg``.
 
-Thin over :mod:`fiftyone_faseg.iterate` and :mod:`fiftyone_faseg.rerun`; torch and the
+Thin over :mod:`fiftyone_faseg.analysis.iterate` and :mod:`fiftyone_faseg.run.rerun`; torch and the
 model load only when an operator executes.
 """
 
@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg.constants import DEFAULT_THRESHOLD
 from fiftyone_faseg.fields import candidates_field, scores_field
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 from fiftyone_faseg import limits
 
@@ -64,7 +64,7 @@ class RethresholdFASeg(foo.Operator):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         import time
 
-        from fiftyone_faseg.iterate import rethreshold
+        from fiftyone_faseg.analysis.iterate import rethreshold
 
         label_field = ctx.params["label_field"]
         out_field = ctx.params.get("out_field") or label_field
@@ -140,7 +140,7 @@ class SweepFASegThreshold(foo.Operator):
 
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
-        from fiftyone_faseg.iterate import sweep
+        from fiftyone_faseg.analysis.iterate import sweep
 
         start, stop, step = (float(ctx.params.get(k, d)) for k, d in (("start", 0.3), ("stop", 0.8), ("step", 0.05)))
         count = int(round((stop - start) / step)) + 1
@@ -222,7 +222,7 @@ class EditCandidates(foo.Operator):
         )
 
     def resolve_input(self, ctx):
-        from fiftyone_faseg.rerun import get_candidates, vocabulary
+        from fiftyone_faseg.run.rerun import get_candidates, vocabulary
 
         inputs = types.Object()
         inputs.view_target(ctx)
@@ -249,7 +249,7 @@ class EditCandidates(foo.Operator):
 
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
-        from fiftyone_faseg.rerun import set_candidates
+        from fiftyone_faseg.run.rerun import set_candidates
 
         classes = _edited_classes(ctx.params)
         mode = ctx.params.get("mode") or "replace"
@@ -301,8 +301,8 @@ class RerunFASeg(foo.Operator):
     @forms.shows_errors
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
-        from fiftyone_faseg.rerun import rerun_settings
-        from fiftyone_faseg.run import iter_segment_samples
+        from fiftyone_faseg.run.rerun import rerun_settings
+        from fiftyone_faseg.run.segment import iter_segment_samples
 
         label_field = ctx.params["label_field"]
         target = ctx.target_view()

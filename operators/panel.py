@@ -27,7 +27,7 @@ import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.constants import PLUGIN_NAME, operator_uri
 from fiftyone_faseg.evaluation.colors import legend_markdown
 from fiftyone_faseg.evaluation.outputs import field_names
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 from .forms import percent
 

@@ -1,7 +1,7 @@
 """The ``run_faseg`` operator: FA-Seg over a view, from the App or the SDK.
 
-Thin over :func:`fiftyone_faseg.run.iter_segment_samples` with a
-:class:`fiftyone_faseg.settings.RunSettings` built from the form; torch, diffusers and the
+Thin over :func:`fiftyone_faseg.run.segment.iter_segment_samples` with a
+:class:`fiftyone_faseg.run.settings.RunSettings` built from the form; torch, diffusers and the
 model are loaded only when it executes, so the plugin always registers.
 """
 
@@ -11,7 +11,7 @@ import fiftyone.operators.types as types
 from fiftyone_faseg import limits
 from fiftyone_faseg.constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER, DEFAULT_THRESHOLD
 from fiftyone_faseg.fields import ground_truth_fields
-from fiftyone_faseg.settings import RunSettings
+from fiftyone_faseg.run.settings import RunSettings
 
 from . import forms
 
@@ -90,7 +90,7 @@ class RunFASeg(foo.Operator):
             output_dir (None): write masks as PNGs here
             delegate (False): queue a delegated run instead of running now
             **kwargs: other parameters of the operator (any
-                :class:`fiftyone_faseg.settings.RunSettings` field, ``ray_address``)
+                :class:`fiftyone_faseg.run.settings.RunSettings` field, ``ray_address``)
 
         Returns:
             an :class:`fiftyone.operators.executor.ExecutionResult`
@@ -118,12 +118,12 @@ class RunFASeg(foo.Operator):
         settings = RunSettings.from_params(params)
         forms.remember(ctx, "model_path", settings.model_path)
         target = ctx.target_view()
-        from fiftyone_faseg.run import iter_segment_samples
+        from fiftyone_faseg.run.segment import iter_segment_samples
 
         if ctx.params.get("ray_address"):
             # the whole run on a Ray cluster, one actor per GPU, connected for this run only
-            # (fiftyone_faseg.distributed)
-            from fiftyone_faseg.distributed import RayOptions, iter_segment_samples_on_ray
+            # (fiftyone_faseg.distributed.engine)
+            from fiftyone_faseg.distributed.engine import RayOptions, iter_segment_samples_on_ray
 
             options = RayOptions(address=str(ctx.params["ray_address"]).strip())
             steps = iter_segment_samples_on_ray(target, settings=settings, options=options)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fiftyone_faseg as ff
-from fiftyone_faseg import models
+from fiftyone_faseg.run import models
 from images import write_image
 
 
@@ -103,7 +103,7 @@ def test_fasegmodel_takes_every_fa_seg_setting():
     with pytest.raises(ValueError, match="threshold"):
         ff.FASegModel(classes=["cat"], threshold=2)  # refused when built, not at the first batch
     # the run settings the model shares with segment_samples are FA-Seg's or the model's own
-    from fiftyone_faseg.model import MODEL_SETTINGS
+    from fiftyone_faseg.run.model import MODEL_SETTINGS
 
     assert set(MODEL_SETTINGS) <= set(ff.RunSettings.fields())
     shared = set(ff.RunSettings.fields()) & set(ff.FASegModelConfig.settings())
@@ -111,7 +111,7 @@ def test_fasegmodel_takes_every_fa_seg_setting():
 
 
 def test_fasegmodel_is_a_fiftyone_model_config(tiny_sd_dir):
-    model = fom.load_model({"type": "fiftyone_faseg.model.FASegModel",
+    model = fom.load_model({"type": "fiftyone_faseg.run.model.FASegModel",
                             "config": {"model_path": str(tiny_sd_dir), "classes": ["cat"], "image_size": 128,
                                        "pamr": True, "device": "cpu"}})
     assert isinstance(model, ff.FASegModel) and isinstance(model.config, foc.Config)
@@ -158,7 +158,7 @@ def test_apply_model_keeps_the_fields_pixel_values(dataset, tiny_sd_dir, tiny_co
 def test_apply_model_without_label_field_says_how_to_keep_values(dataset, tiny_sd_dir, tiny_config, caplog):
     """Without ``label_field`` the model cannot know the field's values: it says so once, with what to pass."""
     model = ff.FASegModel(model_path=str(tiny_sd_dir), classes=["cat", "dog"], config=tiny_config, device="cpu")
-    with caplog.at_level("WARNING", logger="fiftyone_faseg.model"):
+    with caplog.at_level("WARNING", logger="fiftyone_faseg.run.model"):
         dataset.limit(2).apply_model(model, label_field="g", batch_size=1)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "fiftyone_faseg.model"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "fiftyone_faseg.run.model"]
     assert len(warnings) == 1 and "label_field=" in warnings[0]

@@ -3,9 +3,9 @@ values and the background's name."""
 
 import fiftyone as fo
 
-from fiftyone_faseg.classes import assign_ids, gt_classes
+from fiftyone_faseg.run.classes import assign_ids, gt_classes
 from fiftyone_faseg.matching import match_classes, normalize
-from fiftyone_faseg.targets import claim_values
+from fiftyone_faseg.run.targets import claim_values
 
 
 def test_every_use_compares_names_the_same_way():

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import fiftyone_faseg as ff
-from fiftyone_faseg import models
-from fiftyone_faseg.plan import run_config
-from fiftyone_faseg.settings import RunSettings
+from fiftyone_faseg.run import models
+from fiftyone_faseg.run.plan import run_config
+from fiftyone_faseg.run.settings import RunSettings
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_a_run_leaves_no_settings_behind(dataset, tiny_faseg, tiny_sd_dir):
 
 
 def test_progress_callbacks_count_every_sample(dataset, tiny_faseg):
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     calls = []
     ff.segment_samples(dataset, classes=["cat"], segmenter=tiny_faseg, batch_size=3, store_scores=True,

@@ -9,8 +9,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import stubs  # noqa: E402
-from fiftyone_faseg import distributed  # noqa: E402
-from fiftyone_faseg.distributed import RayOptions, ray_connection, segment_samples_on_ray  # noqa: E402
+from fiftyone_faseg.distributed import engine as distributed  # noqa: E402
+from fiftyone_faseg.distributed.engine import RayOptions, ray_connection, segment_samples_on_ray  # noqa: E402
 from images import write_image  # noqa: E402
 
 

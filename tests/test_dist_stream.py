@@ -1,4 +1,4 @@
-"""How a Ray run streams (fiftyone_faseg.distributed), on a local Ray with the stub segmenter.
+"""How a Ray run streams (fiftyone_faseg.distributed.engine), on a local Ray with the stub segmenter.
 
 The model is not under test here (tests/test_ray.py runs the tiny model): each model
 call is one full batch, the driver reads at most ``blocks_in_flight`` blocks ahead of
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow  # a local Ray and a pool of actors per run
 
 import fiftyone_faseg as ff  # noqa: E402
 import stubs  # noqa: E402
-from fiftyone_faseg import outputs  # noqa: E402
-from fiftyone_faseg.distributed import RayOptions, segment_samples_on_ray  # noqa: E402
+from fiftyone_faseg.run import outputs  # noqa: E402
+from fiftyone_faseg.distributed.engine import RayOptions, segment_samples_on_ray  # noqa: E402
 from images import write_image  # noqa: E402
 
 

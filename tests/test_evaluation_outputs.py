@@ -17,10 +17,10 @@ import fiftyone.operators as foo
 from fiftyone.operators.executor import ExecutionContext, _parse_ctx
 
 import fiftyone_faseg.evaluation as ffe
-from fiftyone_faseg import storage
+from fiftyone_faseg.run import storage
 from fiftyone_faseg.constants import operator_uri
 from fiftyone_faseg.fields import ground_truth_fields
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*samples without a")
 
@@ -279,7 +279,7 @@ def test_candidate_recall(tmp_path):
 
 
 def test_threshold_curve_from_stored_scores(tmp_path):
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     rng = np.random.default_rng(0)
     ds = fo.Dataset()

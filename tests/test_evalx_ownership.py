@@ -16,7 +16,7 @@ import fiftyone.core.labels as fol
 
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.evaluation.per_sample import _label_id
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 from test_evaluation_outputs import GT, GT_TARGETS, PRED, PRED_TARGETS, _sample
 

@@ -47,10 +47,10 @@ def test_class_matching_is_a_leaf_and_iterate_does_not_import_the_evaluation():
     graph = _graph()
     assert "fiftyone_faseg.matching" in graph and "fiftyone_faseg.evaluation.matching" not in graph
     assert _reach(graph, "fiftyone_faseg.matching") <= {"fiftyone_faseg.constants"}
-    assert "fiftyone_faseg.matching" in graph["fiftyone_faseg.iterate"]
+    assert "fiftyone_faseg.matching" in graph["fiftyone_faseg.analysis.iterate"]
     assert "fiftyone_faseg.matching" in graph["fiftyone_faseg.evaluation.method"]
-    assert "fiftyone_faseg.iterate" in _reach(graph, "fiftyone_faseg.evaluation.summary")
-    reached = _reach(graph, "fiftyone_faseg.iterate")
+    assert "fiftyone_faseg.analysis.iterate" in _reach(graph, "fiftyone_faseg.evaluation.summary")
+    reached = _reach(graph, "fiftyone_faseg.analysis.iterate")
     assert not {m for m in reached if m.startswith("fiftyone_faseg.evaluation")}, reached
 
 
@@ -64,7 +64,7 @@ def test_the_sdk_names_no_operator_but_the_stored_metric():
 
 def test_only_fields_knows_the_side_field_suffixes():
     from fiftyone_faseg.fields import SIDE_SUFFIXES, side_field_names
-    from fiftyone_faseg.plan import side_fields
+    from fiftyone_faseg.run.plan import side_fields
 
     names = side_field_names("seg")
     assert names == {"candidates": "seg_candidates", "caption": "seg_caption", "error": "seg_error",

@@ -18,9 +18,9 @@ import pytest
 
 import fiftyone_faseg as ff
 from images import write_image
-from fiftyone_faseg import iterate
-from fiftyone_faseg.outputs import RunError
-from fiftyone_faseg.plan import files_root
+from fiftyone_faseg.analysis import iterate
+from fiftyone_faseg.run.outputs import RunError
+from fiftyone_faseg.run.plan import files_root
 
 KW = dict(classes=["cat", "dog"], threshold=0.3, batch_size=2)
 TESTS = os.path.dirname(os.path.abspath(__file__))  # for the stub segmenter in subprocesses
@@ -77,7 +77,7 @@ _WORKER = """
     import fiftyone as fo
     import fiftyone_faseg as ff
     from faseg_core import FASegConfig
-    from fiftyone_faseg.leases import FieldBusyError
+    from fiftyone_faseg.run.leases import FieldBusyError
     from stubs import StubSegmenter
     seg = StubSegmenter.from_checkpoint(sys.argv[1], FASegConfig().at_image_size(128))
     ds = fo.load_dataset(sys.argv[2])

@@ -9,9 +9,10 @@ import pytest
 
 import fiftyone_faseg as ff
 from images import write_image
-from fiftyone_faseg import iterate, rerun, storage
+from fiftyone_faseg.analysis import iterate
+from fiftyone_faseg.run import rerun, storage
 from fiftyone_faseg.evaluation import evaluate_faseg
-from fiftyone_faseg.outputs import HEATMAP_SIDE
+from fiftyone_faseg.run.outputs import HEATMAP_SIDE
 
 PLUGIN = "@faseg/fiftyone-faseg/"
 F16 = 1e-3  # float16 rounding of scores in [0, 1] (half-ulp 2.4e-4), through bicubic weights

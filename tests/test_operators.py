@@ -19,7 +19,7 @@ from fiftyone.operators.executor import ExecutionContext, ExecutionRunState, Exe
 from PIL import Image
 
 from fiftyone_faseg.constants import MODEL_COMPONENTS, operator_uri
-from fiftyone_faseg.settings import RunSettings
+from fiftyone_faseg.run.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = operator_uri("run_faseg")
@@ -314,7 +314,7 @@ def test_sweep_in_percent_with_a_readable_plot(scored):
     assert "To must be above From" in errors(form(uri, scored, dict(params, start=0.8, stop=0.3)))["stop"]
     assert "Step" in errors(form(uri, scored, dict(params, step=0)))["step"]
     out = foo.execute_operator(uri, ctx=dict(view=scored.view(), params=dict(params, gt_field="ground_truth"))).result
-    from fiftyone_faseg.iterate import sweep
+    from fiftyone_faseg.analysis.iterate import sweep
 
     expected = sweep(scored, "faseg", "ground_truth", [0.3, 0.55, 0.8])
     best = max((v for v in expected.values() if v is not None), default=None)

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fiftyone_faseg.evaluation as ffe  # noqa: E402
-from fiftyone_faseg.settings import RunRecord  # noqa: E402
+from fiftyone_faseg.run.settings import RunRecord  # noqa: E402
 
 TARGETS = {1: "cat", 2: "dog", 3: "bird", 4: "cow"}
 # the traces the App's Plotly charts draw, by chart

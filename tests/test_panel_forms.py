@@ -13,7 +13,7 @@ import fiftyone.operators as foo
 from fiftyone.operators.executor import ExecutionContext, _parse_ctx
 
 from fiftyone_faseg.constants import DEFAULT_MODEL, operator_uri
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 N = 6
 

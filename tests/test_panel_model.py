@@ -17,7 +17,7 @@ from fiftyone.operators.executor import ExecutionContext, _parse_ctx
 
 import fiftyone_faseg.evaluation as ffe
 from fiftyone_faseg.constants import operator_uri
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.run.settings import RunRecord
 
 CLASSES = {1: "cat", 2: "dog", 3: "bird", 4: "cow"}
 N = 6

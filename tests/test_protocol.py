@@ -150,7 +150,7 @@ def test_voc_sample_resume_miou_and_sweep(tmp_path, tiny_model):
     """Ground-truth candidates on the real VOC sample: --limit 2, then --limit 4 resumes."""
     if not VOC_SAMPLE.is_dir():
         pytest.skip("the voc-sample data set is absent")
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
     from fiftyone_faseg.protocol.benchmarks import get_benchmark
 
     common = ["voc", "--root", VOC_SAMPLE, "--model", tiny_model, "--classes-from", "gt",
@@ -198,7 +198,7 @@ def test_paper_json_path_on_written_voc_layout(tmp_path, tiny_model):
     assert [c.label for c in s1.faseg_json_candidates.classifications] == ["person", "dining table"]
     assert [c.label for c in s2.faseg_json_candidates.classifications] == ["tv monitor", "chair", "potted plant"]
     assert s2.faseg_json_caption == "a tv in a room" and s3.faseg_json is None and s3.faseg_json_error
-    from fiftyone_faseg.storage import load_scores
+    from fiftyone_faseg.run.storage import load_scores
 
     assert load_scores(s2.faseg_json_scores)[1] == ["tv monitor", "chair", "potted plant"]
     targets = dataset.mask_targets["faseg_json"]
@@ -210,7 +210,7 @@ def test_paper_json_path_on_written_voc_layout(tmp_path, tiny_model):
     assert report["sweep"]["0.50"] == report["miou"]
 
     # re-thresholding at the run's threshold gives the run's masks back, pixel for pixel
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     iterate.rethreshold(view, "faseg_json", 0.5, out_field="faseg_again", output_dir=str(tmp_path / "again"))
     for sample in view.exists("faseg_json"):

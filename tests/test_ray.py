@@ -1,4 +1,4 @@
-"""The Ray backend (fiftyone_faseg.distributed) on a local Ray: 2 CPUs, no GPU, tiny model.
+"""The Ray backend (fiftyone_faseg.distributed.engine) on a local Ray: 2 CPUs, no GPU, tiny model.
 
 One Ray per module. Ray workers run torch with one thread (Ray's OMP_NUM_THREADS=1 for
 one-CPU actors), and the tiny random model's scores move with the thread count, so the
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow  # a local Ray and a pool of actors per run
 
 import fiftyone_faseg as ff  # noqa: E402
 from faseg_core import FASeg  # noqa: E402
-from fiftyone_faseg import distributed  # noqa: E402
-from fiftyone_faseg.distributed import RayOptions, segment_samples_on_ray  # noqa: E402
+from fiftyone_faseg.distributed import engine as distributed  # noqa: E402
+from fiftyone_faseg.distributed.engine import RayOptions, segment_samples_on_ray  # noqa: E402
 
 RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -10,7 +10,7 @@ from PIL import Image
 
 import fiftyone_faseg as ff
 from images import write_image
-from fiftyone_faseg import classes as fcl
+from fiftyone_faseg.run import classes as fcl
 
 RUN_URI = "@faseg/fiftyone-faseg/run_faseg"
 
@@ -212,7 +212,7 @@ def test_plugin_registers_without_importing_torch():
 
 def test_overwrite_leaves_nothing_stale(dataset, tiny_faseg, tmp_path):
     """A run that replaces labels also replaces (or clears) everything an older run stored."""
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     ff.segment_samples(dataset, classes=["cat", "dog"], segmenter=tiny_faseg, store_scores=True,
                        output_dir=str(tmp_path / "out"))
@@ -228,7 +228,7 @@ def test_overwrite_leaves_nothing_stale(dataset, tiny_faseg, tmp_path):
 
 
 def test_rethreshold_never_writes_over_other_fields(dataset, tiny_faseg):
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     view = dataset.match(fo.ViewField("filepath").re_match(".*img.*"))
     ff.segment_samples(view, classes=["cat", "dog"], segmenter=tiny_faseg, store_scores=True)

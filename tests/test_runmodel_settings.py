@@ -5,11 +5,11 @@ import pickle
 import pytest
 
 from faseg_core.config import FASegConfig
-from fiftyone_faseg.distributed import _parser
-from fiftyone_faseg.model import FASegModelConfig
-from fiftyone_faseg.plan import run_config
+from fiftyone_faseg.distributed.engine import _parser
+from fiftyone_faseg.run.model import FASegModelConfig
+from fiftyone_faseg.run.plan import run_config
 from fiftyone_faseg.protocol.harness import make_config
-from fiftyone_faseg.settings import RunRecord, RunSettings, recorded_config
+from fiftyone_faseg.run.settings import RunRecord, RunSettings, recorded_config
 
 
 def test_any_fasegconfig_field_is_a_run_setting_keyword_and_attribute():

@@ -13,9 +13,9 @@ import pytest
 
 import fiftyone_faseg as ff
 from images import write_image
-from fiftyone_faseg import iterate
-from fiftyone_faseg.leases import FieldBusyError, FieldLease, LeaseLostError, _collection, current_holder, lease_key
-from fiftyone_faseg.settings import RunRecord
+from fiftyone_faseg.analysis import iterate
+from fiftyone_faseg.run.leases import FieldBusyError, FieldLease, LeaseLostError, _collection, current_holder, lease_key
+from fiftyone_faseg.run.settings import RunRecord
 
 KW = dict(classes=["cat", "dog"], threshold=0.3, batch_size=1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +83,7 @@ _RACER = """
     import fiftyone as fo
     import fiftyone_faseg as ff
     from faseg_core import FASeg, FASegConfig
-    from fiftyone_faseg.leases import FieldBusyError
+    from fiftyone_faseg.run.leases import FieldBusyError
     seg = FASeg.from_pretrained(sys.argv[1], config=FASegConfig().at_image_size(128), device="cpu")
     ds = fo.load_dataset(sys.argv[2])
     open(sys.argv[4] + ".ready", "w").close()

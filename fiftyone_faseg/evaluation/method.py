@@ -32,7 +32,7 @@ import fiftyone_faseg.metrics as fm
 
 from ..constants import IGNORE_INDEX, MIOU_METRIC_URI
 from ..fields import candidates_field, error_field, get_mask_targets
-from ..settings import RunRecord
+from ..run.settings import RunRecord
 from . import outputs, per_sample
 from .colors import set_error_colors
 from ..matching import UNNAMED, Aliases, is_rgb, match_classes, normalize

@@ -23,7 +23,7 @@ import fiftyone.core.labels as fol
 import fiftyone.core.odm as fod
 import fiftyone.core.sample as fos
 
-from ..targets import delete_targets, set_targets
+from ..run.targets import delete_targets, set_targets
 from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ whatever the number of samples) and the run record, so the panel opens at once.
 import numpy as np
 
 from ..fields import scores_field
-from ..settings import RunRecord
+from ..run.settings import RunRecord
 
 CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
 
@@ -28,7 +28,7 @@ def threshold_curve(samples, pred_field, gt_field, vocabulary=None, thresholds=C
         (aligned lists), the run's ``threshold`` and the ``scores_field`` read; ``note``
         says why there is no curve
     """
-    from ..iterate import scores_source, sweep
+    from ..analysis.iterate import scores_source, sweep
 
     dataset = samples._dataset
     record = RunRecord.read(dataset, pred_field)

@@ -4,7 +4,7 @@
     COCO Object into a persistent FiftyOne dataset with its ground truth
 -   :func:`run_protocol`: import, segment resumably (candidates from the paper's JSON
     files, the ground truth or our tagger), evaluate, sweep thresholds, report
--   :func:`fiftyone_faseg.iterate.sweep`: the mIoU at any thresholds from the stored score maps
+-   :func:`fiftyone_faseg.analysis.iterate.sweep`: the mIoU at any thresholds from the stored score maps
 
 Like :mod:`fiftyone_faseg`, importing this package loads neither torch nor FiftyOne.
 """

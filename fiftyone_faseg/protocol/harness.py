@@ -17,15 +17,15 @@ logger = logging.getLogger(__name__)
 def make_config(benchmark, threshold=None, image_size=None, batch_size=None, **overrides):
     """The paper's :class:`faseg_core.FASegConfig` of a benchmark, with overrides (any
     FASegConfig field), applied as runs apply them
-    (:func:`fiftyone_faseg.plan.run_config`).
+    (:func:`fiftyone_faseg.run.plan.run_config`).
 
     ``image_size`` moves the attention-grid weights with
     :meth:`faseg_core.FASegConfig.at_image_size` (tiny test models use 128).
     """
     from faseg_core import FASegConfig
 
-    from ..plan import run_config
-    from ..settings import RunSettings
+    from ..run.plan import run_config
+    from ..run.settings import RunSettings
 
     overrides.update(threshold=threshold, image_size=image_size, batch_size=batch_size)
     return run_config(RunSettings(overrides=overrides), FASegConfig.for_dataset(get_benchmark(benchmark).key))
@@ -91,10 +91,10 @@ def run_protocol(benchmark, root, classes_from="json", candidates=None, captions
     Returns:
         a dict (see the keys of the JSON report in the CLI's help)
     """
-    from ..iterate import sweep_confusions
+    from ..analysis.iterate import sweep_confusions
     from ..constants import DEFAULT_MODEL
-    from ..models import load_segmenter
-    from ..settings import recorded_config
+    from ..run.models import load_segmenter
+    from ..run.settings import recorded_config
 
     bench = get_benchmark(benchmark)
     if classes_from not in CLASS_SOURCES:

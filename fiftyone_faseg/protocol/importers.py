@@ -19,7 +19,7 @@ from PIL import Image
 
 import fiftyone as fo
 
-from .. import storage
+from ..run import storage
 from .benchmarks import coco_lut, get_benchmark
 
 logger = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ Candidate classes per image come from one of three sources (``classes_from``):
 -   ``"json"``: the paper's per-image files (``candidate_classes_*.json`` and
     ``caption_*_blip1.json``), stored first in the sample fields ``protocol_candidates``
     and ``protocol_caption`` (:func:`store_protocol_inputs`), then segmented by
-    :func:`fiftyone_faseg.run.segment_samples` with ``classes_from="candidates"``;
+    :func:`fiftyone_faseg.run.segment.segment_samples` with ``classes_from="candidates"``;
 -   ``"gt"``: the classes present in each ground truth mask (the paper's "Ground
-    Truth" row), through :func:`fiftyone_faseg.run.segment_samples`;
+    Truth" row), through :func:`fiftyone_faseg.run.segment.segment_samples`;
 -   ``"tagger"``: our BLIP captioner + CLIP tagger over the benchmark's vocabulary,
-    through :func:`fiftyone_faseg.run.segment_samples`.
+    through :func:`fiftyone_faseg.run.segment.segment_samples`.
 
 Runs always skip samples that already have a mask, so an interrupted run continues
 where it stopped. Score maps are always stored (float16) for the threshold sweep.
@@ -19,7 +19,7 @@ import logging
 
 import fiftyone as fo
 
-from .. import run as frun
+from ..run import segment as frun
 from .importers import GT_FIELD, ID_FIELD
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def segment(samples, segmenter, config, classes_from, label_field, vocabulary, o
         proposer_kwargs (None): ``captioner_path`` / ``tagger_model`` for ``"tagger"``
 
     Returns:
-        a :class:`fiftyone_faseg.run.RunSummary`
+        a :class:`fiftyone_faseg.run.segment.RunSummary`
     """
     if classes_from not in CLASS_SOURCES:
         raise ValueError("unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES))

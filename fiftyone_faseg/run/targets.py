@@ -10,8 +10,8 @@ processes can add classes to one field, and other fields' targets are never rewr
 
 import fiftyone.core.odm as foo
 
-from .constants import IGNORE_INDEX
-from .matching import normalize
+from ..constants import IGNORE_INDEX
+from ..matching import normalize
 
 _MAX_VALUE = 65535
 

@@ -12,10 +12,10 @@ A run refuses clearly before touching anything rather than half-do:
     must use the settings the field's masks were made with;
 -   the class names exist, and (:func:`check_model`) each fits a CLIP prompt.
 
-The run holds its field's lease (:mod:`fiftyone_faseg.leases`, taken by
-:func:`fiftyone_faseg.run.begin_run` before these checks) until its record is final.
+The run holds its field's lease (:mod:`fiftyone_faseg.run.leases`, taken by
+:func:`fiftyone_faseg.run.segment.begin_run` before these checks) until its record is final.
 Only then does :func:`prepare_run` write: the classes' pixel values (atomic claims, see
-:mod:`fiftyone_faseg.targets`), the field schema and the run's "in progress" record;
+:mod:`fiftyone_faseg.run.targets`), the field schema and the run's "in progress" record;
 :func:`finish_run` writes the final record after the last sample. A resumed run finishes
 an interrupted overwrite: labels the overwrite did not rewrite yet are redone.
 """
@@ -33,8 +33,8 @@ import fiftyone.core.labels as fol
 
 from . import classes as fcl
 from . import targets as ftg
-from .constants import MODEL_COMPONENTS
-from .fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
+from ..constants import MODEL_COMPONENTS
+from ..fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
                      validate_segmentation_field)
 from .settings import RunRecord, RunSettings, recorded_config
 
@@ -79,16 +79,16 @@ class RunPlan:
 
     Attributes:
         dataset_name: the dataset written
-        settings: the :class:`fiftyone_faseg.settings.RunSettings`
+        settings: the :class:`fiftyone_faseg.run.settings.RunSettings`
         config: the :class:`faseg_core.FASegConfig` every batch runs with
-        record: the :class:`fiftyone_faseg.settings.RunRecord` the run writes (its
+        record: the :class:`fiftyone_faseg.run.settings.RunRecord` the run writes (its
             ``root`` is the folder of the run's files, :func:`files_root`)
         ids: ids of the samples to process, in the collection's order
         skipped: ids left alone (``skip_existing``: already complete)
         names: every class name the run may write
-        classes_from: the class source (see :mod:`fiftyone_faseg.classes`)
+        classes_from: the class source (see :mod:`fiftyone_faseg.run.classes`)
         class_ids: ``{name: pixel value}``, set by :func:`prepare_run`
-        lease: the field's :class:`fiftyone_faseg.leases.FieldLease`, held by the run
+        lease: the field's :class:`fiftyone_faseg.run.leases.FieldLease`, held by the run
         written: how many of ``ids`` have been written (the record is final after the last)
     """
 
@@ -129,7 +129,7 @@ def plan_run(samples, settings, config=None, vocabulary=None):
 
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection` of images
-        settings: a :class:`fiftyone_faseg.settings.RunSettings`
+        settings: a :class:`fiftyone_faseg.run.settings.RunSettings`
         config (None): the :class:`faseg_core.FASegConfig` to start from (paper defaults)
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
 

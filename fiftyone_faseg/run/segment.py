@@ -1,6 +1,6 @@
 """Running FA-Seg over a FiftyOne collection: :func:`segment_samples`.
 
-A run is checked whole before its first write (:func:`fiftyone_faseg.plan.plan_run`),
+A run is checked whole before its first write (:func:`fiftyone_faseg.run.plan.plan_run`),
 then streams its samples once: while the model segments one batch, the next batch's
 images are read and the last batch's files and database update are written (one update
 per sample, every field at once), so the model waits for neither. Each batch is
@@ -56,13 +56,13 @@ class RunSummary:
 
 def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=None, segmenter=None,
               operation="run", **kwargs):
-    """The checked :class:`fiftyone_faseg.plan.RunPlan` of a run called with these
+    """The checked :class:`fiftyone_faseg.run.plan.RunPlan` of a run called with these
     arguments (here or on Ray) and its empty :class:`RunSummary`.
 
-    The field's lease (:class:`fiftyone_faseg.leases.FieldLease`) is taken first, before
+    The field's lease (:class:`fiftyone_faseg.run.leases.FieldLease`) is taken first, before
     the field's labels are judged, and held by the plan (``plan.lease``) until its last
     sample is written (then the final record is written and the lease given back, see
-    :func:`fiftyone_faseg.outputs.write_outputs`), or until it is released by the
+    :func:`fiftyone_faseg.run.outputs.write_outputs`), or until it is released by the
     caller (``with plan.lease:``) when the run stops early; a plan with nothing to do
     gives it back at once. Writes nothing else.
 
@@ -105,8 +105,8 @@ def segment_samples(samples, label_field=None, progress=None, settings=None, **k
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         label_field ("faseg"): the field to store masks in
         progress (None): True for a progress bar, or ``callable(done, total)``
-        settings (None): a :class:`fiftyone_faseg.settings.RunSettings`; keywords override it
-        **kwargs: :class:`fiftyone_faseg.settings.RunSettings` fields, and ``config``,
+        settings (None): a :class:`fiftyone_faseg.run.settings.RunSettings`; keywords override it
+        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields, and ``config``,
             ``vocabulary``, ``segmenter``, ``proposer`` (see :func:`iter_segment_samples`)
 
     Returns:
@@ -156,21 +156,21 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
         class's score (uint8, 0-255 for scores 0-1, 128 px), with ``heatmap``
 
     Files go under ``<output_dir or FiftyOne's dataset folder/faseg>/<dataset id>/``
-    (:func:`fiftyone_faseg.plan.files_root`). ``dataset.mask_targets[label_field]``
+    (:func:`fiftyone_faseg.run.plan.files_root`). ``dataset.mask_targets[label_field]``
     gives each class name one pixel value for the whole dataset (claimed atomically:
     values seen in earlier runs are kept; a class takes the ground truth's value when
     free). The run's settings are recorded in the field's ``info["faseg"]``
-    (:class:`fiftyone_faseg.settings.RunRecord`).
+    (:class:`fiftyone_faseg.run.settings.RunRecord`).
 
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         label_field ("faseg"): the field to store masks in
-        settings (None): a :class:`fiftyone_faseg.settings.RunSettings`; keywords override it
+        settings (None): a :class:`fiftyone_faseg.run.settings.RunSettings`; keywords override it
         config (None): the :class:`faseg_core.FASegConfig` to start from (paper defaults)
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
         proposer (None): a loaded ``(Captioner, Tagger)`` for the tagger or captioner
-        **kwargs: :class:`fiftyone_faseg.settings.RunSettings` fields
+        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields
 
     Yields:
         ``(done, total, summary)``: samples done, samples to do, a :class:`RunSummary`
@@ -178,7 +178,7 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
     Raises:
         ValueError: a setting, field or class list that would lose or mislabel data,
             before anything is written
-        fiftyone_faseg.outputs.RunError: the model fails on every image of a batch
+        fiftyone_faseg.run.outputs.RunError: the model fails on every image of a batch
     """
     plan, summary = begin_run(samples, label_field, settings, config, vocabulary, segmenter, **kwargs)
     with plan.lease:  # given back however the run ends (finished, failed or stopped early)

@@ -20,9 +20,9 @@ import fiftyone.core.labels as fol
 from faseg_core.labels import label_dtype
 from faseg_core.tokens import clean_classes
 
-from .constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
-from .fields import dataset_values, get_mask_targets, int_targets, label_mask
-from .matching import normalize
+from ..constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
+from ..fields import dataset_values, get_mask_targets, int_targets, label_mask
+from ..matching import normalize
 
 CANDIDATES = "candidates"
 _CHUNK = 10000

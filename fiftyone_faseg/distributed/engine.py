@@ -2,11 +2,11 @@
 
 The same run as :func:`fiftyone_faseg.segment_samples` (same settings, same checks
 before the first write, same stored fields, each sample written whole by
-:func:`fiftyone_faseg.outputs.write_outputs`), with the model calls spread over a pool
+:func:`fiftyone_faseg.run.outputs.write_outputs`), with the model calls spread over a pool
 of Ray Data actors, one per GPU. How Ray is used is a :class:`RayOptions`.
 
 1.  The driver (this process, the only one that talks to the database) plans the run
-    (:func:`fiftyone_faseg.run.begin_run`), then streams the rows to do (id, image path,
+    (:func:`fiftyone_faseg.run.segment.begin_run`), then streams the rows to do (id, image path,
     caption, per-sample candidate classes) as columnar blocks into a Ray Data read: a
     feeder thread reads one block of rows at a time and hands it over through a queue,
     never more than ``blocks_in_flight`` blocks ahead of what has been written, so the
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import RunSettings
+from ..run.settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ DEFAULT_MAX_TASK_RETRIES = 3
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How a run uses Ray; what the run does is its :class:`fiftyone_faseg.settings.RunSettings`.
+    """How a run uses Ray; what the run does is its :class:`fiftyone_faseg.run.settings.RunSettings`.
 
     Attributes:
         address (None): the Ray cluster: ``"auto"`` (the cluster this machine belongs
@@ -107,7 +107,7 @@ def segment_samples_on_ray(samples, label_field=None, progress=None, settings=No
     Example usage::
 
         import fiftyone as fo
-        from fiftyone_faseg.distributed import RayOptions, segment_samples_on_ray
+        from fiftyone_faseg.distributed.engine import RayOptions, segment_samples_on_ray
 
         dataset = fo.load_dataset("my-images")
 
@@ -123,15 +123,15 @@ def segment_samples_on_ray(samples, label_field=None, progress=None, settings=No
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         label_field ("faseg"): the field to store masks in
         progress (None): True for a progress bar, or ``callable(done, total)``
-        settings (None): a :class:`fiftyone_faseg.settings.RunSettings`; keywords override it
+        settings (None): a :class:`fiftyone_faseg.run.settings.RunSettings`; keywords override it
         options (None): a :class:`RayOptions` (default: the connected Ray, else a local one)
-        **kwargs: :class:`fiftyone_faseg.settings.RunSettings` fields, and ``config``,
+        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields, and ``config``,
             ``vocabulary``, ``segmenter``, ``proposer`` as for
-            :func:`fiftyone_faseg.run.iter_segment_samples` (a loaded segmenter or
+            :func:`fiftyone_faseg.run.segment.iter_segment_samples` (a loaded segmenter or
             proposer is shipped to every actor instead of loading ``model_path`` there)
 
     Returns:
-        a :class:`fiftyone_faseg.run.RunSummary` whose ``processed`` and ``skipped`` are
+        a :class:`fiftyone_faseg.run.segment.RunSummary` whose ``processed`` and ``skipped`` are
         counts (:class:`Tally`): a Ray run keeps no list of every sample
 
     Raises:
@@ -139,7 +139,7 @@ def segment_samples_on_ray(samples, label_field=None, progress=None, settings=No
             a Ray connection this process cannot make, before anything is written
         ConnectionError: the Ray cluster cannot be reached, before anything is written
     """
-    from .run import drive
+    from ..run.segment import drive
 
     return drive(iter_segment_samples_on_ray(samples, label_field=label_field, settings=settings, options=options,
                                              **kwargs), progress)
@@ -148,12 +148,12 @@ def segment_samples_on_ray(samples, label_field=None, progress=None, settings=No
 def iter_segment_samples_on_ray(samples, label_field=None, settings=None, options=None, config=None,
                                 vocabulary=None, segmenter=None, proposer=None, **kwargs):
     """:func:`segment_samples_on_ray` as a generator, like
-    :func:`fiftyone_faseg.run.iter_segment_samples`: yields ``(done, total, summary)``
+    :func:`fiftyone_faseg.run.segment.iter_segment_samples`: yields ``(done, total, summary)``
     after each block of results is written (everything yielded so far is stored), so
     that callers report progress (operators) or stop early (which stops the actors).
     """
-    from .plan import prepare_run
-    from .run import begin_run
+    from ..run.plan import prepare_run
+    from ..run.segment import begin_run
 
     options = options or RayOptions()
     with ray_connection(options.address) as connect:
@@ -184,7 +184,7 @@ def iter_segment_samples_on_ray(samples, label_field=None, settings=None, option
 
 class Tally:
     """A count of sample ids that keeps none of them, in place of a
-    :class:`fiftyone_faseg.run.RunSummary` list: ``len()`` and ``append()`` work,
+    :class:`fiftyone_faseg.run.segment.RunSummary` list: ``len()`` and ``append()`` work,
     iterating does not (query the dataset for the samples themselves)."""
 
     def __init__(self, count=0):
@@ -295,7 +295,7 @@ def _stream(dataset, plan, summary, options, segmenter, proposer, num_gpus, conc
     import ray
     from ray.util.queue import Queue
 
-    from .outputs import write_outputs
+    from ..run.outputs import write_outputs
 
     batch_size = plan.config.batch_size
     block_rows = _block_rows(options, batch_size, len(plan.ids), concurrency)
@@ -350,7 +350,7 @@ def _stream(dataset, plan, summary, options, segmenter, proposer, num_gpus, conc
 
 class _Feed:
     """The driver's side of the stream: a thread that reads the plan's rows one block at a
-    time (:func:`fiftyone_faseg.outputs.iter_rows`) and puts them in ``queue`` as
+    time (:func:`fiftyone_faseg.run.outputs.iter_rows`) and puts them in ``queue`` as
     columnar blocks, while at most ``limit`` blocks are read and not yet written; and
     the ids of those blocks, each removed when its result is taken."""
 
@@ -368,7 +368,7 @@ class _Feed:
         self.thread.start()
 
     def _run(self):
-        from .outputs import iter_rows
+        from ..run.outputs import iter_rows
 
         fed = 0
         try:
@@ -492,7 +492,7 @@ def _shared_candidates(plan):
     truth's; None with the tagger, which proposes them per image), or None when each
     sample has its own (a classes field, the classes of each ground-truth mask): only
     those travel in the rows."""
-    from .outputs import _row_candidates
+    from ..run.outputs import _row_candidates
 
     if plan.per_sample_field or plan.classes_from == "gt_field":
         return None
@@ -522,7 +522,7 @@ def _candidate_tuples(dicts):
 
 
 def _table_rows(table, shared):
-    """The rows of a block or batch, as :func:`fiftyone_faseg.outputs.segment_rows` takes them."""
+    """The rows of a block or batch, as :func:`fiftyone_faseg.run.outputs.segment_rows` takes them."""
     rows = table.drop_columns(["block"]).to_pylist()
     for row in rows:
         row["candidates"] = _candidate_tuples(row["candidates"]) if "candidates" in row else shared
@@ -530,17 +530,17 @@ def _table_rows(table, shared):
 
 
 def _array_fields():
-    from .outputs import SampleOutput
+    from ..run.outputs import SampleOutput
 
     return {f.name for f in dataclasses.fields(SampleOutput) if f.type in (np.ndarray, "np.ndarray")}
 
 
 def _outputs_table(outputs, blocks, shared):
-    """:class:`fiftyone_faseg.outputs.SampleOutput` as columns: arrays (masks that travel
+    """:class:`fiftyone_faseg.run.outputs.SampleOutput` as columns: arrays (masks that travel
     back) as ``.npy`` bytes, candidates equal to the run's shared ones left out."""
     import pyarrow as pa
 
-    from .outputs import SampleOutput
+    from ..run.outputs import SampleOutput
 
     arrays = _array_fields()
     columns = {"block": blocks}
@@ -558,7 +558,7 @@ def _outputs_table(outputs, blocks, shared):
 
 def _read_outputs(table, shared):
     """``[(block number, SampleOutput)]`` of a table of :func:`_outputs_table`."""
-    from .outputs import SampleOutput
+    from ..run.outputs import SampleOutput
 
     arrays = _array_fields()
     columns = table.to_pydict()
@@ -591,13 +591,13 @@ class SegmentBatch:
     ``output_dir``).
 
     Args:
-        plan: the run's :class:`fiftyone_faseg.plan.RunPlan` (after ``prepare_run``)
+        plan: the run's :class:`fiftyone_faseg.run.plan.RunPlan` (after ``prepare_run``)
         segmenter (None): a loaded :class:`faseg_core.FASeg` (else ``model_path`` is loaded)
         proposer (None): a loaded ``(Captioner, Tagger)`` (else loaded when the run needs one)
     """
 
     def __init__(self, plan, segmenter=None, proposer=None):
-        from .models import load_proposer
+        from ..run.models import load_proposer
 
         settings = plan.settings
         self.plan = plan
@@ -608,7 +608,7 @@ class SegmentBatch:
         self.proposer = proposer
 
     def __call__(self, batch):
-        from .outputs import segment_rows
+        from ..run.outputs import segment_rows
 
         outputs = segment_rows(_table_rows(batch, self.shared), self.plan, self.segmenter, self.proposer)
         return _outputs_table(outputs, batch.column("block"), self.shared)
@@ -650,7 +650,7 @@ def _check_model(plan, segmenter, num_gpus):
 def _try_model(plan, segmenter=None):
     from PIL import Image
 
-    from .plan import check_model
+    from ..run.plan import check_model
 
     segmenter = segmenter or _load_segmenter(plan)
     check_model(plan, segmenter)
@@ -658,7 +658,7 @@ def _try_model(plan, segmenter=None):
 
 
 def _load_segmenter(plan):
-    from .models import load_segmenter
+    from ..run.models import load_segmenter
 
     settings = plan.settings
     return load_segmenter(settings.model_path, device=settings.device, dtype=settings.dtype)
@@ -679,7 +679,7 @@ def _parser():
     parser.add_argument("--num-gpus", type=float, help="GPUs per actor (default: 1 with GPUs, else 0)")
     parser.add_argument("--block-rows", type=int, help="rows per Ray block (default: from the run, at most %d)"
                         % MAX_BLOCK_ROWS)
-    settings = parser.add_argument_group("run settings (fiftyone_faseg.settings.RunSettings)")
+    settings = parser.add_argument_group("run settings (fiftyone_faseg.run.settings.RunSettings)")
     for f in _cli_fields():
         flag = "--" + f.name.replace("_", "-")
         if f.name == "classes":

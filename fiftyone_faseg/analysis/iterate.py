@@ -9,7 +9,7 @@ names). From them:
     samples, into the same or a new field;
 -   :func:`sweep` gives the mIoU against a ground truth field at many thresholds at
     once (the paper's Table 4, for your data);
--   :func:`set_candidates` and :func:`rerun` (in :mod:`fiftyone_faseg.rerun`) fix a
+-   :func:`set_candidates` and :func:`rerun` (in :mod:`fiftyone_faseg.run.rerun`) fix a
     sample's candidate classes and segment only those samples again.
 
 The label of a pixel is the one the run gave: the same function
@@ -22,7 +22,7 @@ run's threshold gives its masks back exactly.
 Example usage::
 
     import fiftyone_faseg as ff
-    from fiftyone_faseg import iterate
+    from fiftyone_faseg.analysis import iterate
 
     ff.segment_samples(dataset, classes=["cat", "dog"], store_scores=True)
     iterate.rethreshold(dataset, "faseg", 0.45, out_field="faseg_045")
@@ -39,13 +39,13 @@ import fiftyone.core.labels as fol
 
 from faseg_core.labels import top_scores
 
-from . import metrics as fm
-from . import storage
-from .leases import FieldLease, Leases
-from .matching import match_classes
-from .settings import RunRecord
-from .targets import claim_values
-from .fields import (dataset_values, get_mask_targets, int_targets, label_mask, scores_field,
+from .. import metrics as fm
+from ..run import storage
+from ..run.leases import FieldLease, Leases
+from ..matching import match_classes
+from ..run.settings import RunRecord
+from ..run.targets import claim_values
+from ..fields import (dataset_values, get_mask_targets, int_targets, label_mask, scores_field,
                      validate_segmentation_field)
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ _CHUNK = 128
 
 
 def run_settings(samples, label_field):
-    """The settings a run recorded in its label field (:class:`fiftyone_faseg.settings.RunRecord`)
+    """The settings a run recorded in its label field (:class:`fiftyone_faseg.run.settings.RunRecord`)
     as a dict; empty if no FA-Seg run made the field."""
     record = RunRecord.read(samples._dataset, label_field)
     return dataclasses.asdict(record) if record is not None else {}
@@ -84,7 +84,7 @@ def rethreshold(
     were made otherwise (another threshold, class subset, model, PAMR, image size or
     source), is refused; write a new ``out_field`` instead. Pixel values never change
     meaning: ``out_field`` keeps its own values and gets values for the new classes
-    (atomically, see :mod:`fiftyone_faseg.targets`).
+    (atomically, see :mod:`fiftyone_faseg.run.targets`).
 
     The written field's lease (and the source's, when they differ) is held throughout, so
     no run writes either meanwhile; the written field's record says "in progress" until
@@ -93,7 +93,7 @@ def rethreshold(
 
     Example usage::
 
-        from fiftyone_faseg.iterate import rethreshold
+        from fiftyone_faseg.analysis.iterate import rethreshold
 
         rethreshold(dataset, "faseg", 0.45)                                  # in place
         rethreshold(dataset.match_tags("review"), "faseg", 0.6, out_field="faseg_060")
@@ -115,7 +115,7 @@ def rethreshold(
     Returns:
         the list of the sample IDs written
     """
-    from .plan import check_field_name
+    from ..run.plan import check_field_name
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError("threshold must be in [0, 1] but is %s" % threshold)
@@ -131,8 +131,8 @@ def rethreshold(
 
 def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, image_size, output_dir, overwrite,
                  progress, leases):
-    from .outputs import segmentation_doc
-    from .plan import file_path, files_root, finish_record
+    from ..run.outputs import segmentation_doc
+    from ..run.plan import file_path, files_root, finish_record
 
     source = RunRecord.read(dataset, label_field)
     if source is None:
@@ -226,7 +226,7 @@ def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
     validate_segmentation_field(dataset, out_field)
     if out_field != label_field and not overwrite:
         raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
-    from .plan import labelled_ids
+    from ..run.plan import labelled_ids
 
     differences = old.differences(record)
     labelled = labelled_ids(dataset, out_field)
@@ -273,7 +273,7 @@ def sweep(samples, label_field, gt_field, thresholds=DEFAULT_THRESHOLDS, classes
 
     Example usage::
 
-        from fiftyone_faseg.iterate import sweep
+        from fiftyone_faseg.analysis.iterate import sweep
 
         miou = sweep(dataset, "faseg", "ground_truth")
         best = max(miou, key=miou.get)

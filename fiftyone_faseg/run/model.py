@@ -10,7 +10,7 @@ import fiftyone.core.models as fom
 
 from . import classes as fcl
 from . import targets as ftg
-from .constants import DEFAULT_MODEL
+from ..constants import DEFAULT_MODEL
 from .models import load_segmenter
 from .settings import RunSettings, fa_seg_settings
 
@@ -22,7 +22,7 @@ MODEL_SETTINGS = ("model_path", "device", "dtype", "classes", "classes_field", "
 
 class FASegModelConfig(foc.Config):
     """Settings of :class:`FASegModel`, a FiftyOne model config (built from a dict, as
-    ``fom.load_model({"type": "fiftyone_faseg.model.FASegModel", "config": {...}})`` and
+    ``fom.load_model({"type": "fiftyone_faseg.run.model.FASegModel", "config": {...}})`` and
     the model zoo do).
 
     Args:

@@ -13,7 +13,7 @@ Importing this module loads neither torch nor FiftyOne.
 
 Adding a setting. FA-Seg's own settings are the fields of :class:`faseg_core.FASegConfig`,
 listed nowhere else: :attr:`RunSettings.overrides` takes any of them (also as a keyword
-and attribute), and :func:`fiftyone_faseg.plan.run_config` applies them for runs, reruns,
+and attribute), and :func:`fiftyone_faseg.run.plan.run_config` applies them for runs, reruns,
 :class:`fiftyone_faseg.FASegModel`, the protocol harness and the Ray command line (one flag
 per scalar field). A new FASegConfig knob therefore takes one edit (the field) plus its
 form widget in ``operators/run.py`` (and its range in ``fiftyone_faseg/limits.py`` if it
@@ -32,7 +32,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-from .constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
+from ..constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
 INFO_KEY = "faseg"
 

@@ -15,7 +15,7 @@ heartbeat). A holder whose lease was taken over refuses to write another batch.
 
 Example usage::
 
-    from fiftyone_faseg.leases import FieldLease
+    from fiftyone_faseg.run.leases import FieldLease
 
     with FieldLease(dataset, "faseg", "re-threshold"):
         ...  # write the field

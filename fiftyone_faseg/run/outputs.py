@@ -22,7 +22,7 @@ import numpy as np
 
 from . import classes as fcl
 from . import storage
-from .fields import candidates_field, caption_field, dataset_values, error_field, heatmap_field, scores_field
+from ..fields import candidates_field, caption_field, dataset_values, error_field, heatmap_field, scores_field
 from .plan import RUN_ATTR, file_path, finish_run
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def segment_loaded(loaded, plan, segmenter, proposer=None):
 def finish_outputs(jobs, plan):
     """Masks in the run's pixel values, and the sample's files written (atomically) under
     the run's root: ``[SampleOutput]``."""
-    from .iterate import kept_labels
+    from ..analysis.iterate import kept_labels
 
     settings, config = plan.settings, plan.config
     label_field = plan.label_field
@@ -282,7 +282,7 @@ def write_outputs(dataset, plan, outputs, summary=None):
 
     The run's lease is renewed first (a run whose field was taken over writes nothing
     more); after the plan's last sample the run's final record is written and the lease
-    given back (:func:`fiftyone_faseg.plan.finish_run`), whichever process loop (local or
+    given back (:func:`fiftyone_faseg.run.plan.finish_run`), whichever process loop (local or
     Ray) called this."""
     from bson import ObjectId
     from pymongo import UpdateOne

@@ -19,7 +19,7 @@ reference, and the memory is freed when the last call ends.
 import os
 from collections import OrderedDict
 
-from .constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
+from ..constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
 # two: a tagger run needs the segmenter and the proposer at once
 DEFAULT_CACHE_SIZE = 2
@@ -29,7 +29,7 @@ _CACHE = OrderedDict()  # key -> model, least recently used first
 
 def cache_size():
     """How many models the cache keeps (at least 1)."""
-    from .limits import setting
+    from ..limits import setting
 
     value = setting("model_cache_size", DEFAULT_CACHE_SIZE)
     try:

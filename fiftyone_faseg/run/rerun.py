@@ -9,7 +9,7 @@ recorded (model, threshold, image size, where masks and scores go).
 
 Example usage::
 
-    from fiftyone_faseg.rerun import rerun, set_candidates
+    from fiftyone_faseg.run.rerun import rerun, set_candidates
 
     view = dataset.match_tags("review")
     set_candidates(view, "faseg", ["dog"], mode="add")
@@ -21,7 +21,7 @@ import fiftyone.core.labels as fol
 from faseg_core.tokens import clean_classes
 
 from .classes import CANDIDATES
-from .fields import candidates_field
+from ..fields import candidates_field
 from .leases import FieldLease
 from .settings import RunRecord, RunSettings
 
@@ -92,7 +92,7 @@ def set_candidates(samples, label_field, classes, mode="replace"):
 
 
 def rerun_settings(samples, label_field="faseg", **overrides):
-    """The :class:`fiftyone_faseg.settings.RunSettings` of a rerun: the settings the run
+    """The :class:`fiftyone_faseg.run.settings.RunSettings` of a rerun: the settings the run
     recorded (its class subset too), each sample's own candidates, overwrite on; ``overrides`` that are not
     None replace recorded settings (a field keeps one set of settings: a rerun of some
     samples with another threshold is refused by the run's checks)."""
@@ -127,13 +127,13 @@ def rerun(samples, label_field="faseg", progress=None, **kwargs):
         samples: a :class:`fiftyone.core.collections.SampleCollection`
         label_field ("faseg"): the run's Segmentation field
         progress (None): True for a progress bar, or ``callable(done, total)``
-        **kwargs: overrides of :func:`fiftyone_faseg.run.iter_segment_samples`
+        **kwargs: overrides of :func:`fiftyone_faseg.run.segment.iter_segment_samples`
             arguments (``model_path``, ``threshold``, ``segmenter``, ...)
 
     Returns:
-        a :class:`fiftyone_faseg.run.RunSummary`
+        a :class:`fiftyone_faseg.run.segment.RunSummary`
     """
-    from .run import segment_samples
+    from .segment import segment_samples
 
     if candidates_field(label_field) not in samples.get_field_schema():
         raise ValueError(
