@@ -7,7 +7,9 @@
 - :mod:`.outputs`, :mod:`.storage`: from rows to stored labels and files.
 - :mod:`.classes`, :mod:`.targets`: classes per sample, pixel values per class.
 - :mod:`.leases`: one writer per field.
-- :mod:`.rerun`: fixing candidate classes and segmenting those samples again.
+- :mod:`.rerun`: fixing candidate classes and segmenting those samples again
+  (:func:`.rerun.set_candidates`, :func:`.rerun.rerun`; not package attributes: the
+  submodule has the name).
 - :mod:`.model`, :mod:`.models`: FA-Seg as a FiftyOne model, and the bounded model registry.
 
 Importing this package is light; public names are resolved on first use.
@@ -24,8 +26,6 @@ _LAZY = {
     "FASegModel": "fiftyone_faseg.run.model",
     "FASegModelConfig": "fiftyone_faseg.run.model",
     "load_segmenter": "fiftyone_faseg.run.models",
-    "set_candidates": "fiftyone_faseg.run.rerun",
-    "rerun": "fiftyone_faseg.run.rerun",
 }
 __all__ = sorted(_LAZY)
 
