@@ -13,6 +13,10 @@ batch it writes; a holder that stops without releasing it (killed, machine lost)
 renewing, and its lease can be taken over once it expires (``ttl_s`` after the last
 heartbeat). A holder whose lease was taken over refuses to write another batch.
 
+Every time a lease holds (``since``, ``heartbeat``, ``expires``) is the database server's
+clock (``$$NOW`` in the updates and queries), never a client's: writers on machines whose
+clocks disagree (a Ray driver, an App server, a laptop) still agree on when a lease expires.
+
 Example usage::
 
     from fiftyone_faseg.run.leases import FieldLease
@@ -26,7 +30,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +52,13 @@ def _collection():
     return foo.get_db_conn()[COLLECTION]
 
 
-def _now():
-    # naive UTC, as pymongo returns dates
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+def _expires_in(ttl_s):
+    """``$$NOW + ttl_s``: the expiry a heartbeat sets, on the database server's clock."""
+    return {"$add": ["$$NOW", int(ttl_s * 1000)]}
+
+
+_LIVE = {"$expr": {"$gte": ["$expires", "$$NOW"]}}  # not yet expired, on the server's clock
+_EXPIRED = {"$expr": {"$lt": ["$expires", "$$NOW"]}}
 
 
 def lease_key(dataset, field):
@@ -60,10 +68,7 @@ def lease_key(dataset, field):
 def current_holder(dataset, field):
     """The live lease document of ``field`` (``operation``, ``host``, ``pid``, ``since``,
     ``heartbeat``, ``expires``), or None when nobody writes it."""
-    doc = _collection().find_one({"_id": lease_key(dataset, field)})
-    if doc is None or doc.get("expires") is None or doc["expires"] < _now():
-        return None
-    return doc
+    return _collection().find_one({"_id": lease_key(dataset, field), **_LIVE})
 
 
 def describe_holder(doc):
@@ -104,25 +109,33 @@ class FieldLease:
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
-        now = _now()
-        expires = now + timedelta(seconds=self.ttl_s)
-        query = {"_id": self.key, "expires": {"$lt": now}}
-        update = {"$set": {
+        update = [{"$set": {
             "owner": self.token, "operation": self.operation, "dataset": self.dataset_name,
             "field": self.field, "host": socket.gethostname(), "pid": os.getpid(),
-            "since": now, "heartbeat": now, "expires": expires,
-        }}
-        try:
-            previous = _collection().find_one_and_update(query, update, upsert=True,
-                                                         return_document=ReturnDocument.BEFORE)
-        except DuplicateKeyError:
-            holder = _collection().find_one({"_id": self.key}) or {}
+            "since": "$$NOW", "heartbeat": "$$NOW", "expires": _expires_in(self.ttl_s),
+        }}]
+        leases = _collection()
+        previous = None  # the expired lease this writer took over
+        for _ in range(3):
+            try:  # a free field: the upsert inserts (a lease document always has an owner)
+                leases.update_one({"_id": self.key, "owner": {"$exists": False}}, update, upsert=True)
+                break
+            except DuplicateKeyError:
+                pass
+            # held: take it over only if it expired (MongoDB allows no $expr in an upsert's query)
+            previous = leases.find_one_and_update({"_id": self.key, **_EXPIRED}, update,
+                                                  return_document=ReturnDocument.BEFORE)
+            if previous is not None or leases.find_one({"_id": self.key}) is not None:
+                break
+            # released between the two steps: try again
+        if leases.find_one({"_id": self.key, "owner": self.token}) is None:
+            holder = leases.find_one({"_id": self.key}) or {}
             raise FieldBusyError(
                 "field '%s' of dataset '%s' is being written by another FA-Seg %s: wait until it finishes (or "
                 "stop it), or write to another field. A writer that stopped without finishing loses the field "
                 "%d s after its last heartbeat (then a rerun with skip_existing=True completes it)"
                 % (self.field, self.dataset_name, describe_holder(holder), self.ttl_s)
-            ) from None
+            )
         if previous is not None:
             logger.warning("field '%s' of dataset '%s': took over the expired lease of %s", self.field,
                            self.dataset_name, describe_holder(previous))
@@ -138,10 +151,8 @@ class FieldLease:
         if not self.held:
             return
         if not self.lost:
-            now = _now()
-            expires = now + timedelta(seconds=self.ttl_s)
             done = _collection().update_one({"_id": self.key, "owner": self.token},
-                                            {"$set": {"heartbeat": now, "expires": expires}})
+                                            [{"$set": {"heartbeat": "$$NOW", "expires": _expires_in(self.ttl_s)}}])
             self.lost = not done.matched_count
         if self.lost:
             holder = _collection().find_one({"_id": self.key})
