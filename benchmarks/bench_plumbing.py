@@ -14,7 +14,9 @@
     ``select(200 ids)`` (ids drawn at random) of datasets of 1k and 20k samples: the
     plumbing per sample of ``segment_samples`` (target: 20k / 1k within 1.3x), and what
     FiftyOne alone spends on the view (``values("_id")``) and on writing the same labels
-    with ``set_values`` (the public path), for comparison. Medians of 5 runs after a warm-up.
+    with ``set_values`` (the public path), for comparison. Wall clock and CPU time (this
+    process's and the local mongod's: the steadier measure on a shared machine). Medians
+    of 5 runs after a warm-up.
 
     python -m benchmarks.bench_plumbing [--quick] [--only scaling] [--out DIR]
 """
@@ -146,15 +148,46 @@ def flat_cost(folder: Path, sizes: list[int], view_size: int, repeats: int = 3) 
     return rows
 
 
-def _median_time(run, repeats):
-    """The median seconds of ``run(repeat)`` after one untimed warm-up call (``run("w")``)."""
+def _mongod_pid():
+    """The pid of the local mongod this process uses (its port in ``FIFTYONE_DATABASE_URI``,
+    else FiftyOne's own service), or None."""
+    import os
+    import re
+
+    port = re.search(r":(\d+)", os.environ.get("FIFTYONE_DATABASE_URI", ""))
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"mongod") and (port is None or port.group(1).encode() in cmd):
+            return int(pid)
+    return None
+
+
+def _cpu(pid):
+    """CPU seconds of this process and of process ``pid`` (the database; 0 if None)."""
+    import os
+
+    own = time.process_time()
+    if pid is None:
+        return own
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _median_time(run, repeats, pid=None):
+    """``(median wall seconds, median CPU seconds of this process and the database)`` of
+    ``run(repeat)``, after one untimed warm-up call (``run("w")``). On a shared machine the
+    CPU seconds are the steadier measure of the work done."""
     run("w")
-    runs = []
+    walls, cpus = [], []
     for repeat in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu(pid)
         run(repeat)
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs))
+        walls.append(time.perf_counter() - start)
+        cpus.append(_cpu(pid) - cpu)
+    return float(np.median(walls)), float(np.median(cpus))
 
 
 def scaling(folder: Path, sizes: list[int], view_size: int, repeats: int = 5) -> list[list]:
@@ -171,6 +204,7 @@ def scaling(folder: Path, sizes: list[int], view_size: int, repeats: int = 5) ->
     tokenizer = CLIPTokenizer.from_pretrained(str(save_clip_tokenizer(folder / "tok")), model_max_length=77)
     stub = StubSegmenter(tokenizer, FASegConfig(batch_size=8).at_image_size(128))
     mask = fo.Segmentation(mask=np.ones((24, 32), np.uint8))
+    pid = _mongod_pid()
     rows = []
     for size in sizes:
         ds = _dataset([path] * size)
@@ -181,15 +215,15 @@ def scaling(folder: Path, sizes: list[int], view_size: int, repeats: int = 5) ->
         for k, (name, view) in enumerate(views.items()):
             n = view.count()
             run = _median_time(lambda r: ff.segment_samples(view, label_field="f_%d_%s" % (k, r), classes=CLASSES,
-                                                            segmenter=stub), repeats)
-            read = _median_time(lambda r: view.values("_id"), repeats)
+                                                            segmenter=stub), repeats, pid)
+            read = _median_time(lambda r: view.values("_id"), repeats, pid)
             write = _median_time(lambda r: view.set_values("g_%d_%s" % (k, r), [mask.copy() for _ in range(n)]),
-                                 repeats)
-            rows.append([size, name, n, run / n * 1e3, read / n * 1e3, write / n * 1e3])
+                                 repeats, pid)
+            rows.append([size, name, n, run[0] / n * 1e3, run[1] / n * 1e3, read[1] / n * 1e3, write[1] / n * 1e3])
         ds.delete()
     small = {r[1]: r for r in rows if r[0] == sizes[0]}
     for row in rows:
-        row.append(row[3] / small[row[1]][3])
+        row += [row[3] / small[row[1]][3], row[4] / small[row[1]][4]]
     return rows
 
 
@@ -205,10 +239,12 @@ def main(argv=None) -> dict:
             rows = scaling(folder, [500, 2000] if args.quick else [1000, 20000], 50 if args.quick else 200,
                            1 if args.quick else 5)
             common.table("Small views of big datasets (stub model), ms per sample",
-                         ["dataset", "view", "samples", "segment_samples", "values('_id')",
-                          "set_values (FiftyOne)", "segment_samples / smallest dataset's"], rows)
-            report["scaling"] = [dict(zip(("dataset", "view", "samples", "segment_samples_ms", "view_ids_ms",
-                                           "set_values_ms", "ratio"), r)) for r in rows]
+                         ["dataset", "view", "samples", "segment_samples wall", "segment_samples CPU",
+                          "values('_id') CPU", "set_values CPU (FiftyOne)", "wall / smallest dataset's",
+                          "CPU / smallest dataset's"], rows)
+            report["scaling"] = [dict(zip(("dataset", "view", "samples", "segment_samples_wall_ms",
+                                           "segment_samples_cpu_ms", "view_ids_cpu_ms", "set_values_cpu_ms",
+                                           "wall_ratio", "cpu_ratio"), r)) for r in rows]
         if args.only in (None, "overlap"):
             rows = overlap(folder, 8 if args.quick else 48)
             common.table("Overlap: tiny model (128 px), torch on 1 thread, ms per image",
