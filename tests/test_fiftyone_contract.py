@@ -5,7 +5,12 @@ fails here first, with a message naming the modules that use it.
 Replaced by public APIs: ``fous._compute_dice_score`` (evaluation.method.dice_score),
 ``fous._compute_accuracy_precision_recall`` (``SegmentationResults.metrics``),
 ``ColorScheme._fields`` (``ColorScheme.from_dict``), ``DatasetView._stages`` (the
-evaluation config's ``worst_k``).
+evaluation config's ``worst_k``), ``Sample._reload_docs`` and ``_sample_collection_name``
+(``Dataset.reload`` after an evaluation's writes).
+
+:mod:`fiftyone_faseg.store`'s fast path (label documents built directly, several fields
+of a sample in one update through ``Dataset._bulk_write``) is pinned against FiftyOne's
+public API here too: same stored documents, same labels read back, as ``set_values``.
 """
 
 import ast
@@ -27,8 +32,7 @@ import fiftyone_faseg
 ROOT = Path(fiftyone_faseg.__file__).parent.parent
 
 # every private FiftyOne name fiftyone_faseg or the operators use (test_no_other_private_name)
-PRIVATE = ("_dataset", "_doc", "_sample_collection", "_sample_collection_name", "_reload_docs", "_bulk_write",
-           "_merge_sample_field_schema", "_sample_doc_cls", "_get_field_doc", "_is_patches", "_is_frames",
+PRIVATE = ("_dataset", "_doc", "_sample_collection", "_bulk_write", "_merge_sample_field_schema", "_sample_doc_cls", "_get_field_doc", "_is_patches", "_is_frames",
            "_is_clips", "_is_dynamic_groups", "_is_generated", "_aggregate", "_rename_sidebar_group",
            "_delete_empty_sidebar_group")
 
@@ -100,8 +104,8 @@ def test_writes_reach_samples_in_memory(dataset):
     assert sample.n == 10, _why("_bulk_write")
 
     dataset._sample_collection.update_one({"_id": ObjectId(sample.id)}, {"$set": {"n": 11}})
-    fos.Sample._reload_docs(dataset._sample_collection_name)
-    assert sample.n == 11, _why("_reload_docs")
+    dataset.reload()
+    assert sample.n == 11, "Dataset.reload() no longer reloads samples in memory (store.BatchWriter relies on it)"
 
 
 def test_schema_and_field_docs(dataset):
@@ -168,3 +172,69 @@ def test_fiftyone_is_in_the_declared_range():
     assert as_tuple(low) <= as_tuple(version("fiftyone")) < as_tuple(high)
     assert "fiftyone==%s" % version("fiftyone") in (ROOT / "constraints.txt").read_text(encoding="utf-8")
     assert inspect.signature(fo.Dataset._bulk_write).parameters.keys() >= {"ops", "ids"}, _why("_bulk_write")
+
+
+def _stored(dataset, field):
+    return [d.get(field) for d in dataset._sample_collection.find({}, {field: 1}).sort("_id", 1)]
+
+
+def _without_ids(doc):
+    """A stored label document without its ``_id`` (a fresh ObjectId), bytes as bytes."""
+    if isinstance(doc, dict):
+        return {k: _without_ids(v) for k, v in doc.items() if k != "_id"}
+    if isinstance(doc, list):
+        return [_without_ids(v) for v in doc]
+    return bytes(doc) if isinstance(doc, bytes) else doc
+
+
+def test_store_documents_are_what_set_values_stores(dataset, tmp_path):
+    """Each label document of fiftyone_faseg.store's fast path is stored as FiftyOne's
+    public set_values stores the label object, and reads back as that label."""
+    from fiftyone_faseg import store
+
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    heat = np.full((2, 2), 200, np.uint8)
+    cases = {
+        "seg": (store.segmentation_doc(mask, faseg_run="r1"), fo.Segmentation(mask=mask, faseg_run="r1")),
+        "seg_path": (store.segmentation_doc(mask_path=str(tmp_path / "m.png"), faseg_run="r1"),
+                     fo.Segmentation(mask_path=str(tmp_path / "m.png"), faseg_run="r1")),
+        "heat": (store.heatmap_doc(heat), fo.Heatmap(map=heat, range=[0.0, 255.0])),
+        "heat_path": (store.heatmap_doc(map_path=str(tmp_path / "h.png")),
+                      fo.Heatmap(map_path=str(tmp_path / "h.png"), range=[0.0, 255.0])),
+        "cands": (store.classifications_doc([store.classification_doc("cat", 0.5, source="user")]),
+                  fo.Classifications(classifications=[fo.Classification(label="cat", confidence=0.5, source="user")])),
+    }
+    ids = dataset.values("id")
+    for name, (doc, label) in cases.items():
+        public, fast = "public_" + name, "fast_" + name
+        dataset.set_values(public, {ids[0]: label}, key_field="id")
+        dataset.add_sample_field(fast, fo.EmbeddedDocumentField, embedded_doc_type=type(label))
+        store.write_samples(dataset, {ids[0]: {fast: doc}})
+        assert _without_ids(_stored(dataset, fast)[0]) == _without_ids(_stored(dataset, public)[0]), (
+            "FiftyOne %s stores %s otherwise than fiftyone_faseg.store builds it" % (fo.__version__, name))
+        read = dataset[ids[0]][fast]
+        assert isinstance(read, type(label))
+        assert _without_ids(read.to_dict()) == _without_ids(label.to_dict()), name
+        if name == "seg":
+            np.testing.assert_array_equal(read.mask, mask)
+        if name == "heat":
+            np.testing.assert_array_equal(read.map, heat)
+
+
+def test_store_writes_every_field_of_a_sample_in_one_update(dataset):
+    """write_samples sets several fields of each sample in one update (label objects
+    serialized as set_values does), leaves other fields alone, and refuses undeclared fields."""
+    from fiftyone_faseg import store
+
+    dataset.add_sample_field("a", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    dataset.add_sample_field("b", fo.StringField)
+    ids = dataset.values("id")
+    sample = dataset[ids[1]]
+    store.write_samples(dataset, {ids[1]: {"a": fo.Classification(label="x"), "b": "y"}})
+    assert sample.a.label == "x" and sample.b == "y" and sample.n == 1  # in memory too
+    assert dataset.values("b") == [None, "y", None]
+    with pytest.raises(ValueError, match="'c' is not declared"):
+        store.write_samples(dataset, {ids[0]: {"b": "z", "c": 1}})
+    with pytest.raises(ValueError, match="invalid value for field 'a'"):
+        store.write_samples(dataset, {ids[0]: {"a": fo.Detection(label="x")}})
+    assert dataset.values("b") == [None, "y", None]  # nothing of a refused batch is written

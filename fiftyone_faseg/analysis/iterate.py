@@ -40,6 +40,7 @@ import fiftyone.core.labels as fol
 from faseg_core.labels import top_scores
 
 from .. import metrics as fm
+from .. import store
 from ..run import storage
 from ..run.leases import FieldLease, Leases
 from ..matching import match_classes
@@ -131,8 +132,7 @@ def rethreshold(
 
 def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, image_size, output_dir, overwrite,
                  progress, leases):
-    from ..run.outputs import segmentation_doc
-    from ..run.plan import file_path, files_root, finish_record
+    from ..run.plan import RUN_ATTR, file_path, files_root, finish_record
 
     source = RunRecord.read(dataset, label_field)
     if source is None:
@@ -151,7 +151,7 @@ def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, i
                             output_dir=output_dir or source.output_dir)
     ids = [str(i) for i in samples.values("_id")]
     todo = _stored(dataset, ids, label_field)
-    record = _check_out_field(dataset, label_field, out_field, overwrite, record, set(todo[0]))
+    record = _check_out_field(dataset, label_field, out_field, overwrite, record, {s.id for s in todo})
 
     # every check has passed: the first writes
     out_ids = claim_values(dataset, out_field, list(ids_by_name), preferred=get_mask_targets(dataset, label_field))
@@ -161,23 +161,23 @@ def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, i
     record.write(dataset, out_field)  # in progress
 
     written = []
-    total = len(todo[0])
+    total = len(todo)
+    run = {RUN_ATTR: record.run_id}
     for start in range(0, total, _CHUNK):
-        chunk = [values[start : start + _CHUNK] for values in todo]
-        docs = {}
-        for sample_id, path, mask_path, width, height in zip(*chunk):
-            scores, names = _load(sample_id, path, label_field)
+        values = {}
+        for sample in todo[start : start + _CHUNK]:
+            scores, names = _load(sample.id, sample.scores_path, label_field)
             labels = kept_labels(scores, names, keep, threshold, image_size or LATENT_FACTOR * scores.shape[-1],
-                                 width, height)
-            mask = _lut(names, out_ids, label_field, sample_id)[labels]
-            if mask_path:
-                path = storage.write_mask(file_path(record.root, out_field, sample_id, "png"), mask)
-                docs[sample_id] = segmentation_doc(record.run_id, mask_path=path)
+                                 sample.width, sample.height)
+            mask = _lut(names, out_ids, label_field, sample.id)[labels]
+            if sample.mask_path:
+                path = storage.write_mask(file_path(record.root, out_field, sample.id, "png"), mask)
+                values[sample.id] = {out_field: store.segmentation_doc(mask_path=path, **run)}
             else:
-                docs[sample_id] = segmentation_doc(record.run_id, mask=mask)
+                values[sample.id] = {out_field: store.segmentation_doc(mask, **run)}
         leases.renew()
-        _set_labels(dataset, out_field, docs)
-        written.extend(docs)
+        store.write_samples(dataset, values)  # on the dataset's own samples (every group slice)
+        written.extend(values)
         if callable(progress):
             progress(len(written), total)
     finish_record(dataset, out_field, record)
@@ -194,23 +194,6 @@ def kept_labels(scores, names, keep, threshold, image_size, width, height):
         return labels_from_scores(scores, threshold, image_size, width, height)
     top, index = top_scores(scores, image_size, width, height, _kept(names, set(keep)))
     return np.where(top >= np.float32(threshold), index + 1, 0).astype(label_dtype(len(names)))
-
-
-def _set_labels(dataset, field_name, docs):
-    """Sets ``field_name`` of the samples ``{id: label document}`` in one bulk write, on
-    the dataset's own samples (every group slice)."""
-    from datetime import datetime
-
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
-    if not docs:
-        return
-    now = datetime.utcnow()
-    ids = [ObjectId(i) for i in docs]
-    ops = [UpdateOne({"_id": oid}, {"$set": {field_name: doc, "last_modified_at": now}})
-           for oid, doc in zip(ids, docs.values())]
-    dataset._bulk_write(ops, ids=ids)
 
 
 def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
@@ -331,12 +314,14 @@ def sweep_confusions(samples, label_field, gt_field, thresholds, classes=None, i
     counts = np.zeros(num * num * steps, np.int64)
     view = samples.exists(gt_field)
     todo = _stored(samples._dataset, [str(i) for i in view.values("_id")], label_field)
-    total = len(todo[0])
-    for done, (sample_id, path, _, width, height, gt_seg) in enumerate(_with_field(view, todo, gt_field), 1):
+    total = len(todo)
+    for done, (sample, gt_seg) in enumerate(_with_field(view, todo, gt_field), 1):
         if gt_seg is None or not gt_seg.has_mask:
             continue
-        scores, names = _load(sample_id, path, label_field)
-        top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], width, height, _kept(names, keep))
+        sample_id = sample.id
+        scores, names = _load(sample_id, sample.scores_path, label_field)
+        top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], sample.width, sample.height,
+                                _kept(names, keep))
         lut = _lut(names, ids_by_name, label_field, sample_id)
         to_class = np.array([pred_map.get(int(v), num) for v in lut], np.int64)
         if (to_class >= num).any():
@@ -365,9 +350,22 @@ def _kept(names, keep):
     return None if keep is None else [k for k, name in enumerate(names) if name in keep]
 
 
+@dataclasses.dataclass
+class StoredSample:
+    """A sample with a mask and stored scores: where its scores (and, when on disk, its
+    mask) are, and its image's size."""
+
+    id: str
+    scores_path: str
+    mask_path: str
+    width: int
+    height: int
+    filepath: str = None
+
+
 def _stored(dataset, ids, label_field):
-    """``(ids, score paths, mask paths, widths, heights)`` of the samples among ``ids`` with a
-    ``label_field`` mask, read from the dataset; raises if one of them lacks stored scores."""
+    """The :class:`StoredSample` of each sample among ``ids`` with a ``label_field`` mask,
+    read from the dataset; raises if one of them lacks stored scores."""
     name = scores_field(label_field)
     if name not in dataset.get_field_schema():
         raise ValueError(
@@ -376,57 +374,51 @@ def _stored(dataset, ids, label_field):
         )
     fields = ["id", name, label_field + ".mask_path", label_field + "._id", "metadata.width", "metadata.height",
               "filepath"]
-    rows = []
+    samples = []
     for start in range(0, len(ids), _CHUNK * 8):
         _, columns = dataset_values(dataset, ids[start : start + _CHUNK * 8], fields)
-        chunk = [row for row in zip(*(columns[f] for f in fields)) if row[3] is not None]
-        rows.extend(_with_sizes(dataset, chunk))
-    for sample_id, path, _, _, width, _, _ in rows:
-        if not path:
+        chunk = [StoredSample(sample_id, path, mask_path, width, height, filepath)
+                 for sample_id, path, mask_path, label_id, width, height, filepath in zip(*(columns[f] for f in fields))
+                 if label_id is not None]
+        samples.extend(_with_sizes(dataset, chunk))
+    for sample in samples:
+        if not sample.scores_path:
             raise ValueError("sample %s has no stored scores: rerun run_faseg with store_scores=True on it"
-                             % sample_id)
-        if width is None:
+                             % sample.id)
+        if sample.width is None:
             raise ValueError("sample %s: its image cannot be read, so its mask size is unknown: fix or exclude it"
-                             % sample_id)
-    if not rows:
-        return [], [], [], [], []
-    sample_ids, paths, mask_paths, _, widths, heights, _ = (list(col) for col in zip(*rows))
-    return sample_ids, paths, mask_paths, widths, heights
+                             % sample.id)
+    return samples
 
 
-def _with_sizes(dataset, rows):
-    """Rows of :func:`_stored` with each image's size, computed (and stored as the
-    sample's metadata) where the sample has none."""
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
+def _with_sizes(dataset, samples):
+    """``samples`` (:class:`StoredSample`) with each image's size, computed (and stored as
+    the sample's metadata) where the sample has none."""
     from fiftyone.core.metadata import ImageMetadata
 
-    ops, ids, out = [], [], []
-    for row in rows:
-        if row[4] is None:
+    values = {}
+    for sample in samples:
+        if sample.width is None:
             try:
-                metadata = ImageMetadata.build_for(row[6])
+                metadata = ImageMetadata.build_for(sample.filepath)
             except Exception:  # unreadable: its size stays unknown (reported by the caller)
                 metadata = None
             if metadata is not None and metadata.width:
-                ids.append(ObjectId(row[0]))
-                ops.append(UpdateOne({"_id": ids[-1]}, {"$set": {"metadata": metadata.to_dict()}}))
-                row = row[:4] + (metadata.width, metadata.height, row[6])
-        out.append(row)
-    if ops:
-        dataset._bulk_write(ops, ids=ids)
-    return out
+                values[sample.id] = {"metadata": metadata}
+                sample.width, sample.height = metadata.width, metadata.height
+    store.write_samples(dataset, values)
+    return samples
 
 
 def _with_field(view, todo, field):
-    """Rows of ``todo`` plus each sample's ``field``, read a chunk at a time from the dataset
-    (selecting on the view would re-run its whole pipeline for every chunk)."""
-    for start in range(0, len(todo[0]), _CHUNK):
-        chunk = [values[start : start + _CHUNK] for values in todo]
-        found, columns = dataset_values(view._dataset, chunk[0], [field])
+    """``(StoredSample, its field value)`` of each sample of ``todo``, read a chunk at a
+    time from the dataset (selecting on the view would re-run its whole pipeline for every
+    chunk)."""
+    for start in range(0, len(todo), _CHUNK):
+        chunk = todo[start : start + _CHUNK]
+        found, columns = dataset_values(view._dataset, [s.id for s in chunk], [field])
         extra = dict(zip(found, columns[field]))
-        yield from zip(*chunk, [extra.get(i) for i in chunk[0]])
+        yield from ((sample, extra.get(sample.id)) for sample in chunk)
 
 
 def _load(sample_id, path, label_field):

@@ -11,25 +11,22 @@ names and its marks confirm, so a user's own ``<key>_errors`` field or ``<key>_w
 view is never replaced, renamed or deleted.
 """
 
-import concurrent.futures
-import datetime
 import logging
 import warnings
-
-from pymongo import UpdateOne
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 import fiftyone.core.odm as fod
-import fiftyone.core.sample as fos
 
 from ..run.targets import delete_targets, set_targets
+from ..store import BatchWriter
 from .per_sample import CLASS_ATTRIBUTES, ERROR_ATTRIBUTES, ERROR_TARGETS, PAIR_ATTRIBUTES
 
 logger = logging.getLogger(__name__)
 
 INFO_KEY = "faseg_eval"
 DEFAULT_WORST_K = 25
+SampleWriter = BatchWriter  # the evaluation's per-sample writes (fiftyone_faseg.store)
 
 
 def field_names(eval_key, config):
@@ -169,61 +166,6 @@ def declare_fields(dataset, eval_key, config):
     dataset.add_dynamic_sample_fields(fields=schema)
     if "errors" in names:
         set_targets(dataset, names["errors"], ERROR_TARGETS)
-
-
-class SampleWriter(object):
-    """Writes per-sample values in batches of ``$set`` updates (one update per sample),
-    so an evaluation's memory does not grow with the number of samples. A batch is
-    written in a background thread while the next one is computed (at most one batch
-    waits: memory stays bounded).
-
-    Args:
-        dataset: a :class:`fiftyone.core.dataset.Dataset`
-        batch_size (256): samples per bulk write
-    """
-
-    def __init__(self, dataset, batch_size=256):
-        self._dataset = dataset
-        self._ops = []
-        self._pending = None
-        self._pool = None
-        self.batch_size = batch_size
-
-    def set(self, sample_id, values):
-        """Queues ``values`` (``{field: database value}``) for the sample with this ``_id``."""
-        values = dict(values, last_modified_at=datetime.datetime.utcnow())
-        self._ops.append(UpdateOne({"_id": sample_id}, {"$set": values}))
-        if len(self._ops) >= self.batch_size:
-            self.flush()
-
-    def flush(self, wait=False):
-        """Starts writing the queued updates (waits for the previous batch first)."""
-        self._wait()
-        if self._ops:
-            ops, self._ops = self._ops, []
-            self._pending = self._pool.submit(self._dataset._sample_collection.bulk_write, ops, ordered=False)
-        if wait:
-            self._wait()
-
-    def _wait(self):
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # raises the write's error here
-
-    def __enter__(self):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="faseg-eval-writer")
-        return self
-
-    def __exit__(self, exc_type, *args):
-        try:
-            if exc_type is None:
-                self.flush(wait=True)
-            else:
-                self._ops = []
-                self._pending = None
-        finally:
-            self._pool.shutdown(wait=True)
-            fos.Sample._reload_docs(self._dataset._sample_collection_name)  # samples in memory see the values
 
 
 def finish_fields(samples, eval_key, config, worst_k=DEFAULT_WORST_K):

@@ -16,19 +16,18 @@
     both sides, and ignored pixels, are 0: not drawn), with the pixel count of each
     kind as attributes (``correct``, ``wrong_class``, ``missed``, ``false_alarm``).
 
-The values are built directly as the database documents FiftyOne stores (the evaluation
-writes them in bulk as it goes: building thousands of label objects per batch would cost
-more than the evaluation itself); FiftyOne reads them back as usual.
+The values are built directly as the database documents FiftyOne stores, by
+:mod:`fiftyone_faseg.store`'s fast path (the evaluation writes them in bulk as it goes:
+building thousands of label objects per batch would cost more than the evaluation
+itself); FiftyOne reads them back as usual.
 """
 
 import functools
-import io
-import zlib
 
 import numpy as np
-from bson import ObjectId
 
 import fiftyone_faseg.metrics as fm
+from fiftyone_faseg import store
 
 CORRECT, WRONG_CLASS, MISSED, FALSE_ALARM = 1, 2, 3, 4
 ERROR_TARGETS = {
@@ -64,10 +63,10 @@ def class_doc(conf, classes, num_gt_classes):
     present = np.flatnonzero(union)
     rows = zip(present.tolist(), (tp[present] / union[present]).tolist(), gt_pixels[present].tolist(),
                pred_pixels[present].tolist(), tp[present].tolist())
-    return _classifications([
-        _classification(classes[k], iou, gt_pixels=g, pred_pixels=p, tp_pixels=t, in_mean=k < num_gt_classes)
+    return store.classifications_doc(
+        store.classification_doc(classes[k], iou, gt_pixels=g, pred_pixels=p, tp_pixels=t, in_mean=k < num_gt_classes)
         for k, iou, g, p, t in rows
-    ])
+    )
 
 
 def confusion_doc(conf, classes):
@@ -125,28 +124,9 @@ def error_doc(gt, pred, conf):
         "missed": int(conf[1:, 0].sum()),
         "false_alarm": int(conf[0, 1:].sum()),
     }
-    return dict(_label_id("Segmentation"), mask=serialize_mask(error_mask(gt, pred, len(conf))), **counts)
-
-
-def serialize_mask(mask):
-    """A mask as FiftyOne stores it (``np.save`` bytes, zlib-compressed; see
-    ``fiftyone.core.utils.serialize_numpy_array``), at the fastest compression level."""
-    with io.BytesIO() as f:
-        np.save(f, mask, allow_pickle=False)
-        return zlib.compress(f.getvalue(), 1)
-
-
-def _classification(label, confidence, **attributes):
-    doc = _label_id("Classification")
-    doc.update(label=label, confidence=confidence, **attributes)
-    return doc
+    return store.segmentation_doc(error_mask(gt, pred, len(conf)), level=1, **counts)  # the fastest compression
 
 
 def _label_id(cls):
-    """A new label document ``{"_id", "_cls", "tags"}`` with a fresh ``ObjectId`` (unique
-    across processes and time, as FiftyOne makes them)."""
-    return {"_id": ObjectId(), "_cls": cls, "tags": []}
-
-
-def _classifications(docs):
-    return {"_cls": "Classifications", "classifications": docs}
+    """A new label document ``{"_id", "_cls", "tags"}`` (:func:`fiftyone_faseg.store.label_doc`)."""
+    return store.label_doc(cls)

@@ -114,8 +114,49 @@ def tagger_vocabulary(samples, classes, gt_field, vocabulary=None):
     return Vocabulary.voc()
 
 
+MAX_VALUE = 65535  # a PNG mask holds 16-bit values
+
+
+class ValueAllocator(object):
+    """One pixel value per class name, the one rule every writer of mask_targets follows
+    (:func:`assign_ids` in memory, :func:`fiftyone_faseg.run.targets.claim_values` by
+    atomic database updates).
+
+    A name keeps the value it has. A new name takes its ``preferred`` value (the ground
+    truth's, so that predictions and ground truth share values, names compared by
+    :func:`fiftyone_faseg.matching.normalize`) when free, else the lowest free value that
+    no name of this allocation prefers; never 0 (background) nor 255 (ignored). Names with
+    a preferred value are allocated first (:meth:`order`).
+
+    Args:
+        names: the class names to allocate
+        preferred (None): ``{value: name}`` whose values a name takes when free
+    """
+
+    def __init__(self, names, preferred=None):
+        self.names = [str(n) for n in names]
+        self._preferred = {normalize(n): int(v) for v, n in (preferred or {}).items()}
+        self._reserved = {self._preferred[normalize(n)] for n in self.names if normalize(n) in self._preferred}
+
+    def order(self):
+        """The names in the order they take values: those with a preferred value first."""
+        return sorted(self.names, key=lambda n: normalize(n) not in self._preferred)
+
+    def value(self, name, taken):
+        """The value a new ``name`` takes when ``taken`` (values) are in use."""
+        value = self._preferred.get(normalize(name))
+        if value is not None and value not in taken and value not in (0, IGNORE_INDEX):
+            return value
+        for value in range(1, MAX_VALUE + 1):
+            if value not in taken and value not in self._reserved and value != IGNORE_INDEX:
+                return value
+        raise ValueError("no pixel value is left for class '%s': a field holds at most %d classes"
+                         % (name, MAX_VALUE - 1))
+
+
 def assign_ids(names, existing=None, preferred=None):
-    """`{name: pixel value}`: one value per class name, stable across runs.
+    """`{name: pixel value}`: one value per class name, stable across runs (the rule of
+    :class:`ValueAllocator`).
 
     Args:
         names: the class names of this run.
@@ -125,16 +166,12 @@ def assign_ids(names, existing=None, preferred=None):
             ground truth's, so that predictions and ground truth share values).
     """
     ids = {str(n): int(v) for v, n in (existing or {}).items() if int(v) != 0}
-    taken = set(ids.values()) | {0}
-    by_name = {normalize(n): int(v) for v, n in (preferred or {}).items()}
-    for name in names:
-        if name in ids:
-            continue
-        value = by_name.get(normalize(name))
-        if value is None or value in taken or value == IGNORE_INDEX:
-            value = next(v for v in range(1, 1 << 16) if v not in taken and v != IGNORE_INDEX)
-        ids[name] = value
-        taken.add(value)
+    taken = set(ids.values())
+    allocator = ValueAllocator(names, preferred)
+    for name in allocator.order():
+        if name not in ids:
+            ids[name] = allocator.value(name, taken)
+            taken.add(ids[name])
     return ids
 
 

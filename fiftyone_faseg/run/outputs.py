@@ -7,7 +7,8 @@
     the images, propose classes, segment, and write the sample's files (mask, scores,
     heatmap) atomically under the run's root; returns picklable :class:`SampleOutput`;
 3.  :func:`write_outputs` (driver): one database update per sample carrying every
-    field of that sample (whole or not at all), all of a batch in one bulk write.
+    field of that sample (whole or not at all), all of a batch in one bulk write
+    (:mod:`fiftyone_faseg.store`, the one place that writes samples' fields).
 
 Per-image problems (an unreadable image, no candidate classes) become that sample's
 ``<label_field>_error``; a problem of the run itself (the model cannot segment anything)
@@ -16,12 +17,12 @@ raises :class:`RunError` before anything of the batch is written.
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 
 from . import classes as fcl
 from . import storage
+from .. import store
 from ..fields import candidates_field, caption_field, dataset_values, error_field, heatmap_field, scores_field
 from .plan import RUN_ATTR, file_path, finish_run
 
@@ -51,6 +52,27 @@ class SampleOutput:
     heatmap: np.ndarray = None
     heatmap_path: str = None
     error: str = None
+
+
+@dataclass
+class Job:
+    """One readable image of a batch on its way through the model: its row, the image,
+    its candidate classes ``[(name, confidence, source)]``, caption, and the model's
+    :class:`faseg_core.pipeline.FASegResult` once segmented."""
+
+    row: dict
+    image: object
+    candidates: list
+    caption: str = None
+    result: object = None
+
+    @property
+    def id(self):
+        return self.row["id"]
+
+    @property
+    def names(self):
+        return [c[0] for c in self.candidates]
 
 
 # ---------------------------------------------------------------------- 1. rows
@@ -113,8 +135,9 @@ def segment_loaded(loaded, plan, segmenter, proposer=None):
     """Proposes classes (tagger/captioner) and segments the readable images of a batch.
 
     Returns:
-        ``(jobs, failed)``: ``[(row, image, candidates, caption, FASegResult)]`` and the
-        :class:`SampleOutput` errors of samples without candidates
+        ``(jobs, failed)``: the segmented :class:`Job` of each sample, and the
+        :class:`SampleOutput` errors of samples without candidates or whose segmentation
+        failed
 
     Raises:
         RunError: the model failed on every image of the batch, one by one too
@@ -144,27 +167,29 @@ def segment_loaded(loaded, plan, segmenter, proposer=None):
                 "no candidate classes for sample %s: pass classes=[...], use another classes_from, or check its "
                 "ground truth / the tagger's vocabulary" % row["id"])))
             continue
-        jobs.append((row, image, cands, captions[i]))
+        jobs.append(Job(row, image, cands, captions[i]))
     if not jobs:
         return [], failed
-    classes = [[c[0] for c in cands] for _, _, cands, _ in jobs]
     try:
-        results = segmenter([j[1] for j in jobs], classes, [j[3] for j in jobs], config=plan.config)
+        results = segmenter([j.image for j in jobs], [j.names for j in jobs], [j.caption for j in jobs],
+                            config=plan.config)
     except Exception as batch_error:
         # find the samples that fail; the others still get their masks
         results, errors = [], []
-        for job, names in zip(jobs, classes):
+        for job in jobs:
             try:
-                results.append(segmenter(job[1], names, job[3], config=plan.config)[0])
+                results.append(segmenter(job.image, job.names, job.caption, config=plan.config)[0])
             except Exception as e:
-                logger.warning("sample %s failed: %s", job[0]["id"], e)
+                logger.warning("sample %s failed: %s", job.id, e)
                 errors.append(e)
                 results.append(None)
-                failed.append(SampleOutput(job[0]["id"], error="segmentation failed: %s" % e))
+                failed.append(SampleOutput(job.id, error="segmentation failed: %s" % e))
         if len(errors) == len(jobs):
             raise RunError("FA-Seg failed on every image of a batch, so nothing was written: %s" % batch_error) \
                 from batch_error
-    return [(*job, result) for job, result in zip(jobs, results) if result is not None], failed
+    for job, result in zip(jobs, results):
+        job.result = result
+    return [job for job in jobs if job.result is not None], failed
 
 
 def finish_outputs(jobs, plan):
@@ -175,8 +200,9 @@ def finish_outputs(jobs, plan):
     settings, config = plan.settings, plan.config
     label_field = plan.label_field
     outputs = []
-    for row, image, cands, caption, result in jobs:
-        out = SampleOutput(row["id"], candidates=cands, caption=caption)
+    for job in jobs:
+        row, result = job.row, job.result
+        out = SampleOutput(job.id, candidates=job.candidates, caption=job.caption)
         labels = result.label_map
         if settings.store_scores or settings.keep_classes:
             # the masks are those the stored float16 scores give back (re-thresholding reproduces them)
@@ -226,35 +252,13 @@ def top_score_heatmap(scores, side=HEATMAP_SIDE):
 # ---------------------------------------------------------------------- 3. write
 
 
-def label_doc(cls, **fields):
-    """A label document as FiftyOne stores it (``_id``, ``_cls``, ``tags``)."""
-    from bson import ObjectId
-
-    return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
-
-
-def segmentation_doc(run_id, mask=None, mask_path=None):
-    """The stored document of a Segmentation that the write ``run_id`` made (its mask in
-    the document, or on disk at ``mask_path``)."""
-    from fiftyone.core.utils import serialize_numpy_array
-
-    if mask_path:
-        return label_doc("Segmentation", mask_path=mask_path, **{RUN_ATTR: run_id})
-    return label_doc("Segmentation", mask=serialize_numpy_array(mask), **{RUN_ATTR: run_id})
-
-
-def sample_docs(plan, out):
-    """``{field: database value}`` of one sample: every field the run writes, all at once.
-
-    The label documents are built as FiftyOne stores them (``_id``, ``_cls``, ``tags``,
-    masks as compressed numpy bytes): constructing label objects only to serialize them
-    again cost more than the rest of the plumbing together.
-    """
-    from fiftyone.core.utils import serialize_numpy_array
-
-    label = label_doc
+def sample_values(plan, out):
+    """``{field: value}`` of one sample: every field the run writes, all at once (a failed
+    sample: no labels, its error). Labels are :mod:`fiftyone_faseg.store`'s documents
+    (its fast path: a run's plumbing costs less than building label objects), each
+    carrying the write's run id (``RUN_ATTR``)."""
     label_field = plan.label_field
-    docs = {
+    values = {
         label_field: None,
         candidates_field(label_field): None,
         caption_field(label_field): None,
@@ -263,47 +267,39 @@ def sample_docs(plan, out):
         heatmap_field(label_field): None,
     }
     if out.error is None:
-        docs[label_field] = segmentation_doc(plan.record.run_id, mask=out.mask, mask_path=out.mask_path)
-        docs[candidates_field(label_field)] = {"_cls": "Classifications", "classifications": [
-            label("Classification", label=n, confidence=float(c), source=s) for n, c, s in out.candidates]}
-        docs[caption_field(label_field)] = out.caption
-        if out.heatmap_path:
-            docs[heatmap_field(label_field)] = label("Heatmap", map_path=out.heatmap_path, range=[0.0, 255.0])
-        elif out.heatmap is not None:
-            docs[heatmap_field(label_field)] = label("Heatmap", map=serialize_numpy_array(out.heatmap),
-                                                     range=[0.0, 255.0])
-    return docs
+        values[label_field] = store.segmentation_doc(out.mask, out.mask_path, **{RUN_ATTR: plan.record.run_id})
+        values[candidates_field(label_field)] = store.classifications_doc(
+            store.classification_doc(n, float(c), source=s) for n, c, s in out.candidates)
+        values[caption_field(label_field)] = out.caption
+        if out.heatmap_path or out.heatmap is not None:
+            values[heatmap_field(label_field)] = store.heatmap_doc(out.heatmap, out.heatmap_path)
+    return values
 
 
 def write_outputs(dataset, plan, outputs, summary=None):
     """Writes a batch: one update per sample setting every field of the run (a failed
-    sample: no labels, its error), all in one bulk write. Fields the schema lacks and
-    that would only be cleared are left out. Updates ``summary`` (a RunSummary).
+    sample: no labels, its error), all in one bulk write (:func:`fiftyone_faseg.store.write_samples`).
+    Fields the schema lacks and that would only be cleared are left out. Updates
+    ``summary`` (a RunSummary).
 
     The run's lease is renewed first (a run whose field was taken over writes nothing
     more); after the plan's last sample the run's final record is written and the lease
     given back (:func:`fiftyone_faseg.run.plan.finish_run`), whichever process loop (local or
     Ray) called this."""
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
     if not outputs:
         return summary
     if plan.lease is not None:
         plan.lease.renew()
     schema = dataset.get_field_schema()
-    now = datetime.utcnow()
-    ops, ids = [], []
+    values = {}
     for out in outputs:
-        update = {"last_modified_at": now}
-        for name, value in sample_docs(plan, out).items():
+        values[out.id] = {}
+        for name, value in sample_values(plan, out).items():
             if name in schema:
-                update[name] = value
+                values[out.id][name] = value
             elif value is not None:
                 raise RunError("field '%s' is not declared: prepare_run must run before write_outputs" % name)
-        ids.append(ObjectId(out.id))
-        ops.append(UpdateOne({"_id": ids[-1]}, {"$set": update}))
-    dataset._bulk_write(ops, ids=ids)
+    store.write_samples(dataset, values, schema=schema)
     if summary is not None:
         for out in outputs:
             if out.error is None:

@@ -255,7 +255,8 @@ def finish_record(dataset, field_name, record):
     """Writes and returns the final record of a write into ``field_name`` that started
     with ``record`` (still in progress while labels of an earlier write made otherwise
     are left)."""
-    record = record.finished(stale_labels(dataset, field_name, record.run_id))
+    stale = stale_labels(dataset, field_name, record.run_id) if record.pending else 0  # a count over every sample
+    record = record.finished(stale)
     record.write(dataset, field_name)
     return record
 

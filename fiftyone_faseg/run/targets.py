@@ -10,10 +10,7 @@ processes can add classes to one field, and other fields' targets are never rewr
 
 import fiftyone.core.odm as foo
 
-from ..constants import IGNORE_INDEX
-from ..matching import normalize
-
-_MAX_VALUE = 65535
+from .classes import ValueAllocator
 
 
 def _datasets():
@@ -36,32 +33,26 @@ def read_targets(dataset, field):
 def claim_values(dataset, field, names, preferred=None):
     """Gives each of ``names`` a pixel value in ``dataset.mask_targets[field]``.
 
-    Names already there keep their value. A new name takes its ``preferred`` value
-    (``{value: name}``, e.g. the ground truth's) when free, else the lowest free value
-    (never 0, the background, nor 255, the ignore value). Each claim is one atomic
-    update, retried on a race with another process.
+    Names already there keep their value; new names take values by the rule of
+    :class:`fiftyone_faseg.run.classes.ValueAllocator` (``preferred``: ``{value: name}``,
+    e.g. the ground truth's). Each claim is one atomic update, retried on a race with
+    another process.
 
     Returns:
         ``{name: value}`` for every name of ``names``
     """
     key = _key(field)
-    by_name = {normalize(n): int(v) for v, n in (preferred or {}).items()}
     current = read_targets(dataset, field)
-    names = [str(n) for n in names]
-    # names with a preferred value go first, and the others avoid those values
-    reserved = {by_name[normalize(n)] for n in names if normalize(n) in by_name}
+    allocator = ValueAllocator(names, preferred)
     ids = {}
     changed = False
-    for name in sorted(names, key=lambda n: normalize(n) not in by_name):
+    for name in allocator.order():
         while True:
             owned = {n: v for v, n in current.items()}
             if name in owned:
                 ids[name] = owned[name]
                 break
-            value = by_name.get(normalize(name))
-            if value is None or value in current or value in (0, IGNORE_INDEX):
-                value = next(v for v in range(1, _MAX_VALUE + 1)
-                             if v not in current and v not in reserved and v != IGNORE_INDEX)
+            value = allocator.value(name, current)
             done = _datasets().update_one(
                 {
                     "_id": dataset._doc.id,
@@ -78,7 +69,7 @@ def claim_values(dataset, field, names, preferred=None):
                 current = read_targets(dataset, field)  # another process got there first
     if changed:
         dataset._doc.reload("mask_targets")
-    return {name: ids[name] for name in names}
+    return {name: ids[name] for name in allocator.names}
 
 
 def set_targets(dataset, field, targets):
