@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faseg_core import FASeg, FASegConfig, attention
+from faseg_core import FASeg, FASegConfig, attention, readout
 from faseg_core.testing import build_components, save_clip_tokenizer
 
 from . import common
@@ -95,13 +95,16 @@ def _median_time(fn, repeats: int, dev) -> float:
 
 
 def unet_inputs(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig):
-    """The latents, reconstruction prompts and class prompts of one UNet pass of `images`."""
+    """The latents, reconstruction prompts and class-prompt arguments (`class_embeds`, the
+    `class_tokens` the pipeline records) of one UNet pass of `images`."""
     jobs = [seg._prepare(i, im, classes, CAPTION) for i, im in enumerate(images)]
     views = 2 if cfg.flip else 1
     text = seg.encode_text([j.prompt for j in jobs]).repeat_interleave(views, dim=0)
     class_embeds = seg.encode_text([p.text for p in jobs[0].prompts])[None].repeat(len(images) * views, 1, 1, 1)
+    plan = readout.plan([j.prompts for j in jobs], [(j.image.width, j.image.height) for j in jobs],
+                        seg.tokenizer.model_max_length, seg.device)
     latents = seg.encode_images([j.image for j in jobs], cfg)
-    return latents, text, class_embeds
+    return latents, text, {"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)}
 
 
 def recorder_for(seg: FASeg, cfg: FASegConfig, **kwargs) -> attention.AttentionRecorder:
@@ -115,7 +118,7 @@ def recorder_for(seg: FASeg, cfg: FASegConfig, **kwargs) -> attention.AttentionR
 @torch.no_grad()
 def unet_times(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig, repeats: int) -> dict:
     """Seconds of one pass of `images` (one batch): VAE encode, bare UNet, recorded UNet."""
-    latents, text, class_embeds = unet_inputs(seg, images, classes, cfg)
+    latents, text, class_kwargs = unet_inputs(seg, images, classes, cfg)
 
     def bare():
         seg.unet(latents, cfg.timestep, encoder_hidden_states=text)
@@ -123,8 +126,7 @@ def unet_times(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig, r
     def recorded():
         recorder = recorder_for(seg, cfg)
         with attention.recording(seg.unet, recorder):
-            seg.unet(latents, cfg.timestep, encoder_hidden_states=text,
-                     cross_attention_kwargs={"class_embeds": class_embeds})
+            seg.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs=class_kwargs)
         recorder.reset()
 
     def vae():

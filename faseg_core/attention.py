@@ -8,7 +8,9 @@ at a time: a block gives the layer's output and its head sum goes to the store, 
 than a block of per-head probabilities ever exists (`reference=True` keeps the first,
 image-by-image path, which the tests compare against). The
 cross-attention layers additionally score their queries against keys made from the
-class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`.
+class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`;
+with `"class_tokens": columns` (`[B, C]` flat token positions `p * 77 + t` per latent) only
+those columns are kept, the ones the readout averages into class maps.
 Every other layer keeps fast (SDPA) attention.
 """
 
@@ -41,8 +43,8 @@ class AttentionRecorder:
             chunk by head chunk, as the first implementation did (the tests' reference).
 
     After a UNet pass, `mean(kind, r)` gives `[B, N, N]` self-attention (rows = queries) or
-    `[B, N, T]` cross-attention against the T class-prompt tokens, averaged over heads and
-    layers.
+    `[B, N, T]` cross-attention against the T = P * 77 class-prompt tokens (`[B, N, C]`, the
+    C columns of `class_tokens`, when the pass gave them), averaged over heads and layers.
     """
 
     def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27,
@@ -96,6 +98,7 @@ class AttentionRecorder:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         class_embeds: torch.Tensor | None = None,
+        class_tokens: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         is_cross = encoder_hidden_states is not None
@@ -118,7 +121,7 @@ class AttentionRecorder:
 
         query = attn.to_q(hidden_states)
         if is_cross:
-            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, attention_mask, r)
+            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, class_tokens, attention_mask, r)
         else:
             hidden_states = self._self(attn, query, hidden_states, attention_mask, r)
 
@@ -209,8 +212,12 @@ class AttentionRecorder:
         self.counts[(SELF, r)] += 1
         return attn.batch_to_head_dim(out)
 
-    def _cross(self, attn, query, encoder_hidden_states, class_embeds, attention_mask, r):
-        """Cross-attention: the output from the reconstruction prompt, the record from the class prompts."""
+    def _cross(self, attn, query, encoder_hidden_states, class_embeds, class_tokens, attention_mask, r):
+        """Cross-attention: the output from the reconstruction prompt, the record from the class prompts.
+
+        Each prompt's softmax runs over its own 77 tokens; with `class_tokens` only those
+        columns are summed over heads and stored.
+        """
         hidden_states = self._sdpa(attn, query, encoder_hidden_states, attention_mask)
 
         batch_size, prompts, tokens, _ = class_embeds.shape  # [B, P, 77, D]
@@ -222,15 +229,28 @@ class AttentionRecorder:
         if attn.norm_q is not None:
             queries, class_keys = attn.norm_q(queries), attn.norm_k(class_keys)
         heads = attn.heads
-        parts = []
-        for p in range(prompts):  # softmax over each prompt's own 77 tokens
-            keys = class_keys[:, p * tokens : (p + 1) * tokens]
-            probs = attn.get_attention_scores(queries, keys, None)  # [B*H, N, 77]
-            parts.append(probs.unflatten(0, (batch_size, heads)).sum(dim=1, dtype=torch.float32))
-        probs_sum = torch.cat(parts, dim=-1)  # [B, N, P*77]
+        scores = torch.baddbmm(
+            torch.empty(queries.shape[0], queries.shape[1], prompts * tokens, dtype=queries.dtype, device=queries.device),
+            queries, class_keys.transpose(-1, -2), beta=0, alpha=attn.scale,
+        )  # [B*H, N, P*77]
+        scores = scores.unflatten(-1, (prompts, tokens))
+        probs = scores.float().softmax(dim=-1) if attn.upcast_softmax else scores.softmax(dim=-1)
+        probs = probs.to(queries.dtype).flatten(-2).unflatten(0, (batch_size, heads))  # [B, H, N, P*77]
+        if class_tokens is not None:
+            columns = self._columns(class_tokens, batch_size, prompts * tokens)
+            probs = probs.gather(-1, columns[:, None, None].expand(*probs.shape[:-1], columns.shape[-1]))
+        probs_sum = probs.sum(dim=1, dtype=torch.float32)  # [B, N, C]
         self._buffer(CROSS, r, probs_sum.shape, probs_sum.device).add_(probs_sum / heads)
         self.counts[(CROSS, r)] += 1
         return hidden_states
+
+    @staticmethod
+    def _columns(class_tokens, batch_size, width):
+        """`class_tokens` checked: `[B, C]` integer columns below `width` (P*77)."""
+        if class_tokens.ndim != 2 or class_tokens.shape[0] != batch_size or class_tokens.dtype.is_floating_point:
+            raise ValueError(f"`class_tokens` must be a [{batch_size}, C] integer tensor (the columns of the class "
+                             f"prompts' tokens per latent), not {tuple(class_tokens.shape)} {class_tokens.dtype}")
+        return class_tokens.to(torch.int64)
 
     @staticmethod
     def _sdpa(attn, query, encoder_hidden_states, attention_mask):

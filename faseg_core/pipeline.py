@@ -388,7 +388,9 @@ class FASeg:
         if cfg.run_inversion:
             latents = self.invert(latents, text)
 
-        # 5. Record attention during one UNet pass
+        # 5. Record attention during one UNet pass (of the class prompts, only their classes' token columns)
+        sizes = [(job.image.width, job.image.height) for job in jobs]
+        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
         recorder = AttentionRecorder(
             self_resolutions=[r for r, w in cfg.self_weights.items() if w > 0],
             cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
@@ -396,13 +398,12 @@ class FASeg:
             chunk=cfg.attention_chunk,
         )
         with recording(self.unet, recorder):
-            self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs={"class_embeds": class_embeds})
+            self.unet(latents, cfg.timestep, encoder_hidden_states=text,
+                      cross_attention_kwargs={"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)})
         self._check_recorded(recorder, cfg)
         del latents, text, class_embeds
 
         # 6. Refine (HARD) every view of every image, 7. unflip, 8. labels: on the device, one copy to the host
-        sizes = [(job.image.width, job.image.height) for job in jobs]
-        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
         scores = readout.refine(recorder, plan, cfg, views)  # [B*V, K, S, S]
         recorder.reset()
         scores = scores.unflatten(0, (len(jobs), views))

@@ -1,8 +1,8 @@
 """After the UNet pass: recorded attention → scores and label maps, for all images of a pass at once.
 
 Everything runs on the model's device, batched over the pass's images (each with its own
-classes and size): one gather turns the cross-attention token columns into class maps
-(`class_maps`), HARD refines every view of every image together (`hard.refine`), the test-time
+classes and size): the recorder stores only the cross-attention columns of each image's class
+tokens (`columns`), which `class_maps` averages into class maps, HARD refines every view of every image together (`hard.refine`), the test-time
 flip is averaged, and the label maps are read out on the grid PIL's nearest resize keeps
 (`labels.kept_grid_best`, the same arithmetic as the numpy path, so the labels are the same
 bit for bit) and expanded to each image's size. The host receives one copy per pass: the
@@ -95,17 +95,24 @@ def _kept_grids(sizes, image_size: int, side: int, device: torch.device):
     return (stacked[0], stacked[1]), (stacked[3], stacked[4]), stacked[2], stacked[5]
 
 
+def columns(readout: Readout, views: int) -> torch.Tensor:
+    """`[B*V, K*T]` token columns of each latent's classes: the `class_tokens` a recorder is
+    given (`cross_attention_kwargs`), so it stores only the columns `class_maps` reads."""
+    return readout.tokens.flatten(1).repeat_interleave(views, dim=0)
+
+
 def class_maps(cross: torch.Tensor, readout: Readout, views: int) -> torch.Tensor:
-    """`[B*V, N, P*77]` class-prompt attention → `[B*V, K, r, r]`: each class the mean of its
-    tokens' maps, every class of every image in one gather."""
-    tokens = readout.tokens.repeat_interleave(views, dim=0)  # [B*V, K, T]
-    latents, n, _ = cross.shape
-    k, t = tokens.shape[1:]
-    picked = cross.gather(-1, tokens.reshape(latents, 1, k * t).expand(latents, n, k * t)).unflatten(-1, (k, t))
+    """`[B*V, N, K*T]` class-token attention (recorded with `columns(readout, views)`) →
+    `[B*V, K, r, r]`: each class the mean of its tokens' maps, every class of every image at once."""
+    latents, n, width = cross.shape
+    k, t = readout.tokens.shape[1:]
+    if width != k * t:
+        raise ValueError(f"the cross-attention store has {width} columns per latent, the readout wants {k * t} "
+                         "(record the pass with `class_tokens=readout.columns(plan, views)`)")
     weights = readout.token_weights.repeat_interleave(views, dim=0)[:, None]  # [B*V, 1, K, T]
-    maps = (picked * weights).sum(-1) / readout.token_counts.repeat_interleave(views, dim=0)[:, None]  # [B*V, N, K]
+    maps = (cross.unflatten(-1, (k, t)) * weights).sum(-1) / readout.token_counts.repeat_interleave(views, dim=0)[:, None]
     r = int(round(n**0.5))
-    return maps.transpose(1, 2).unflatten(-1, (r, r))
+    return maps.transpose(1, 2).unflatten(-1, (r, r))  # [B*V, K, r, r]
 
 
 def refine(recorder: AttentionRecorder, readout: Readout, cfg, views: int) -> torch.Tensor:
