@@ -116,24 +116,33 @@ def class_maps(cross: torch.Tensor, readout: Readout, views: int) -> torch.Tenso
 
 
 def refine(recorder: AttentionRecorder, readout: Readout, cfg, views: int) -> torch.Tensor:
-    """HARD on every view of every image of the pass → `[B*V, K, S, S]` float32.
+    """HARD on every view of every image of the pass → `[B*V, K, S, S]` float32 (padded
+    classes 0).
 
+    Consecutive images with the same number of classes are refined together, each with its
+    own classes only: the products have the columns an image alone would give them (a GEMM
+    rounds by its shape), so an image's scores do not depend on the batch it is in.
     A float32 self-attention store becomes its mean in place (the recorder is reset after);
     a half-precision one is converted to float32 a group of latents at a time, so at most
     `cfg.attention_chunk` float32 elements of it exist at once.
     """
     cross = {r: class_maps(recorder.mean(CROSS, r), readout, views) for r, w in cfg.cross_weights.items() if w > 0}
     used = [r for r, w in cfg.self_weights.items() if w > 0]
-    latents = next(iter(cross.values())).shape[0]
+    latents, width = next(iter(cross.values())).shape[:2]
     largest = max(recorder.sums[(SELF, r)][0].numel() for r in used)
     half = any(recorder.sums[(SELF, r)].dtype != torch.float32 for r in used)
     group = latents if not half else max(views, cfg.attention_chunk // largest // views * views)
-    parts = []
-    for start in range(0, latents, group):
-        rows = slice(start, start + group)
+    counts = np.repeat(readout.counts, views)  # classes of each latent
+    parts, start = [], 0
+    while start < latents:
+        k, stop = counts[start], min(start + group, latents)
+        stop = start + int(np.argmax(np.append(counts[start:stop] != k, True)))  # the run of k classes
+        rows = slice(start, stop)
         self_maps = {r: recorder.mean(SELF, r, rows, in_place=True) for r in used}
-        parts.append(hard.refine({r: m[rows] for r, m in cross.items()}, self_maps,
-                                 cfg.cross_weights, cfg.self_weights, cfg.tau))
+        part = hard.refine({r: m[rows, :k] for r, m in cross.items()}, self_maps,
+                           cfg.cross_weights, cfg.self_weights, cfg.tau)  # [latents, k, S, S]
+        parts.append(part if k == width else torch.nn.functional.pad(part, (0, 0, 0, 0, 0, width - k)))
+        start = stop
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
