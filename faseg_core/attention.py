@@ -11,7 +11,9 @@ cross-attention layers additionally score their queries against keys made from t
 class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`;
 with `"class_tokens": columns` (`[B, C]` flat token positions `p * 77 + t` per latent) only
 those columns are kept, the ones the readout averages into class maps.
-Every other layer keeps fast (SDPA) attention.
+Every other layer keeps fast (SDPA) attention. On CUDA with Triton, recorded self-attention
+layers take their output from SDPA and their record from `triton_attention`'s kernels (no
+per-head probabilities beyond a tile); the torch path is the CPU path and the tests' reference.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ CPU_CHUNK = 2**18  # probability elements per block on the CPU: a block and its 
 # SD-1.5's 40-wide heads, and the reference's rounding: a block of rows of p·v is bit for
 # bit the rows of the whole product).
 NARROW_HEAD = 16
+# On CUDA with Triton importable, self-attention sums come from `triton_attention`'s kernels
+# (False: the torch path everywhere).
+TRITON = True
 # The fewest query rows per block: MKL multiplies 1 to 3 rows with other kernels than the
 # whole matrix (another rounding); blocks of 4 rows and more are bit for bit its rows.
 MIN_BLOCK_ROWS = 4
@@ -163,6 +168,9 @@ class AttentionRecorder:
         batch = batch_heads // heads
         first = (SELF, r) not in self.sums  # the first layer of this grid writes its block, later ones add
         store = self._buffer(SELF, r, (batch, n, n), query.device, zeros=False)  # [B, N, N]
+        kernels = _triton(query.device)
+        if kernels is not None:
+            return self._self_triton(kernels, attn, query, key, value, store, first, r)
         narrow = value.shape[-1] < NARROW_HEAD
         if narrow:  # vᵀ·pᵀ: a GEMM with a few output columns runs far faster this way round
             out = torch.empty(batch_heads, value.shape[-1], n, dtype=value.dtype, device=value.device)  # [B*H, d, N]
@@ -198,6 +206,16 @@ class AttentionRecorder:
                 block += head_sum.mul_(n / heads).to(store.dtype)
         self.counts[(SELF, r)] += 1
         return attn.batch_to_head_dim(out.transpose(-1, -2) if narrow else out)
+
+    def _self_triton(self, kernels, attn, query, key, value, store, first, r):
+        """The record from the Triton kernels (head sums tile by tile), the output from SDPA."""
+        batch_heads, n, d = query.shape
+        batch = batch_heads // attn.heads
+        kernels.record_head_sum(query, key, attn.scale, attn.heads, store, accumulate=not first)
+        self.counts[(SELF, r)] += 1
+        q, k, v = (t.reshape(batch, attn.heads, n, -1) for t in (query, key, value.to(query.dtype)))
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, N, d]
+        return attn.batch_to_head_dim(out.reshape(batch_heads, n, -1).to(value.dtype))
 
     def _self_reference(self, attn, query, hidden_states, attention_mask, r):
         """Self-attention image by image and head chunk by head chunk (the reference path)."""
@@ -287,6 +305,16 @@ class AttentionRecorder:
             attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+
+def _triton(device: torch.device):
+    """`faseg_core.triton_attention` where its kernels run (CUDA, Triton importable, `TRITON`),
+    else None; imported on first use, so the CPU never imports Triton."""
+    if not TRITON or device.type != "cuda":
+        return None
+    from . import triton_attention
+
+    return triton_attention if triton_attention.available(device) else None
 
 
 @contextmanager
