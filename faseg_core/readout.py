@@ -135,7 +135,7 @@ def refine(recorder: AttentionRecorder, readout: Readout, cfg, views: int) -> to
     counts = np.repeat(readout.counts, views)  # classes of each latent
     parts, start = [], 0
     while start < latents:
-        k, stop = counts[start], min(start + group, latents)
+        k, stop = int(counts[start]), min(start + group, latents)
         stop = start + int(np.argmax(np.append(counts[start:stop] != k, True)))  # the run of k classes
         rows = slice(start, stop)
         self_maps = {r: recorder.mean(SELF, r, rows, in_place=True) for r in used}
