@@ -2,8 +2,9 @@
 
 Everything runs on the model's device, batched over the pass's images (each with its own
 classes and size): the recorder stores only the cross-attention columns of each image's class
-tokens (`columns`), which `class_maps` averages into class maps, HARD refines every view of every image together (`hard.refine`), the test-time
-flip is averaged, and the label maps are read out on the grid PIL's nearest resize keeps
+tokens (`columns`), which `class_maps` averages into class maps; HARD refines the views of
+consecutive images with the same number of classes together (`hard.refine`, on those
+classes only, so an image's scores do not depend on its batch); the test-time flip is averaged, and the label maps are read out on the grid PIL's nearest resize keeps
 (`labels.kept_grid_best`, the same arithmetic as the numpy path, so the labels are the same
 bit for bit) and expanded to each image's size. The host receives one copy per pass: the
 label maps (uint8 for fewer than 256 classes) and the float32 scores, packed in one buffer.
