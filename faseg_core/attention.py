@@ -134,7 +134,8 @@ class AttentionRecorder:
 
         query = attn.to_q(hidden_states)
         if is_cross:
-            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, class_tokens, attention_mask, r)
+            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, class_tokens,
+                                        attention_mask, r)
         else:
             hidden_states = self._self(attn, query, hidden_states, attention_mask, r)
 
@@ -265,8 +266,9 @@ class AttentionRecorder:
         if attn.norm_q is not None:
             queries, class_keys = attn.norm_q(queries), attn.norm_k(class_keys)
         heads = attn.heads
+        batch_heads, n, _ = queries.shape
         scores = torch.baddbmm(
-            torch.empty(queries.shape[0], queries.shape[1], prompts * tokens, dtype=queries.dtype, device=queries.device),
+            torch.empty(batch_heads, n, prompts * tokens, dtype=queries.dtype, device=queries.device),
             queries, class_keys.transpose(-1, -2), beta=0, alpha=attn.scale,
         )  # [B*H, N, P*77]
         scores = scores.unflatten(-1, (prompts, tokens))

@@ -412,10 +412,10 @@ class FASeg:
             chunk=cfg.attention_chunk,
         )
         with recording(self.unet, recorder):
-            self.unet(latents, cfg.timestep, encoder_hidden_states=text,
-                      cross_attention_kwargs={"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)})
+            class_kwargs = {"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)}
+            self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs=class_kwargs)
         self._check_recorded(recorder, cfg)
-        del latents, text, class_embeds
+        del latents, text, class_embeds, class_kwargs
 
         # 6. Refine (HARD) every view of every image, 7. unflip, 8. labels: on the device, one copy to the host
         scores = readout.refine(recorder, plan, cfg, views)  # [B*V, K, S, S]

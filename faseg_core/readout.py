@@ -4,7 +4,8 @@ Everything runs on the model's device, batched over the pass's images (each with
 classes and size): the recorder stores only the cross-attention columns of each image's class
 tokens (`columns`), which `class_maps` averages into class maps; HARD refines the views of
 consecutive images with the same number of classes together (`hard.refine`, on those
-classes only, so an image's scores do not depend on its batch); the test-time flip is averaged, and the label maps are read out on the grid PIL's nearest resize keeps
+classes only, so an image's scores do not depend on its batch); the test-time flip is
+averaged, and the label maps are read out on the grid PIL's nearest resize keeps
 (`labels.kept_grid_best`, the same arithmetic as the numpy path, so the labels are the same
 bit for bit) and expanded to each image's size. The host receives one copy per pass: the
 label maps (uint8 for fewer than 256 classes) and the float32 scores, packed in one buffer.
@@ -111,7 +112,8 @@ def class_maps(cross: torch.Tensor, readout: Readout, views: int) -> torch.Tenso
         raise ValueError(f"the cross-attention store has {width} columns per latent, the readout wants {k * t} "
                          "(record the pass with `class_tokens=readout.columns(plan, views)`)")
     weights = readout.token_weights.repeat_interleave(views, dim=0)[:, None]  # [B*V, 1, K, T]
-    maps = (cross.unflatten(-1, (k, t)) * weights).sum(-1) / readout.token_counts.repeat_interleave(views, dim=0)[:, None]
+    counts = readout.token_counts.repeat_interleave(views, dim=0)[:, None]  # [B*V, 1, K]
+    maps = (cross.unflatten(-1, (k, t)) * weights).sum(-1) / counts
     r = int(round(n**0.5))
     return maps.transpose(1, 2).unflatten(-1, (r, r))  # [B*V, K, r, r]
 

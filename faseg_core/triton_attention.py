@@ -97,7 +97,8 @@ def record_head_sum(query: torch.Tensor, key: torch.Tensor, scale: float, heads:
     query, key = query.contiguous(), key.contiguous()
     batch_heads, n, d = query.shape
     if not store.is_contiguous() or store.shape != (batch_heads // heads, n, n):
-        raise ValueError(f"`store` must be a contiguous [{batch_heads // heads}, {n}, {n}] tensor, not {tuple(store.shape)}")
+        raise ValueError(f"`store` must be a contiguous [{batch_heads // heads}, {n}, {n}] tensor, "
+                         f"not {tuple(store.shape)}")
     block_d = max(16, triton.next_power_of_2(d))
     lse = torch.empty(batch_heads, n, dtype=torch.float32, device=query.device)
     _lse_kernel[(batch_heads, triton.cdiv(n, BLOCK_M))](query, key, lse, n, d, scale,

@@ -30,7 +30,8 @@ def test_each_image_refined_as_alone(store_dtype, chunk):
     counts = [3, 3, 1, 5]  # runs of 3, 1 and 5 classes
     latents, width = VIEWS * len(counts), max(counts)
     g = torch.Generator().manual_seed(0)
-    sums = {(SELF, r): torch.rand(latents, r * r, r * r, generator=g) * r * r for r, w in cfg.self_weights.items() if w > 0}
+    sums = {(SELF, r): torch.rand(latents, r * r, r * r, generator=g) * r * r
+            for r, w in cfg.self_weights.items() if w > 0}
     sums |= {(CROSS, r): torch.rand(latents, r * r, width, generator=g) for r, w in cfg.cross_weights.items() if w > 0}
     sizes = [(40, 30)] * len(counts)
     plan = readout.plan([prompts(k) for k in counts], sizes, 77, torch.device("cpu"))
