@@ -18,12 +18,15 @@ per-head probabilities beyond a tile); the torch path is the CPU path and the te
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+logger = logging.getLogger(__name__)
 
 SELF, CROSS = "self", "cross"
 CPU_CHUNK = 2**18  # probability elements per block on the CPU: a block and its softmax stay in L2
@@ -171,7 +174,10 @@ class AttentionRecorder:
         store = self._buffer(SELF, r, (batch, n, n), query.device, zeros=False)  # [B, N, N]
         kernels = _triton(query.device)
         if kernels is not None:
-            return self._self_triton(kernels, attn, query, key, value, store, first, r)
+            try:
+                return self._self_triton(kernels, attn, query, key, value, store, first, r)
+            except kernels.KernelError as e:
+                _triton_failed(e)
         narrow = value.shape[-1] < NARROW_HEAD
         if narrow:  # vᵀ·pᵀ: a GEMM with a few output columns runs far faster this way round
             out = torch.empty(batch_heads, value.shape[-1], n, dtype=value.dtype, device=value.device)  # [B*H, d, N]
@@ -307,6 +313,14 @@ class AttentionRecorder:
             attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+
+def _triton_failed(error: Exception):
+    """A Triton kernel did not build: warn once, and record with the torch path from now on."""
+    global TRITON
+    TRITON = False
+    logger.warning("the Triton kernels of recorded self-attention did not build (%s): recording with torch "
+                   "from now on (faseg_core.attention.TRITON = False)", error)
 
 
 def _triton(device: torch.device):

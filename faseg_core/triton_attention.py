@@ -22,10 +22,12 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.errors import TritonError as KernelError  # a kernel that does not build for these shapes or this card
 except ImportError:  # the torch path records everything without it
     triton = None
+    KernelError = RuntimeError
 
-BLOCK_M = BLOCK_N = 64
+TILE_BYTES = 2**15  # most bytes of one [tile rows, head width] operand tile: 64 rows up to 128 half / 64 float32 dims
 
 
 def available(device: torch.device) -> bool:
@@ -91,6 +93,9 @@ def record_head_sum(query: torch.Tensor, key: torch.Tensor, scale: float, heads:
     Args:
         query, key: `[B*H, N, d]`, heads of an image consecutive (`Attention.head_to_batch_dim`).
         store: `[B, N, N]` float32 or half precision, contiguous.
+    Raises:
+        KernelError: a kernel does not build for these shapes on this card (raised before
+            `store` is touched).
     """
     if triton is None:
         raise RuntimeError("Triton is not installed: record with the torch path (AttentionRecorder does so by itself)")
@@ -100,9 +105,11 @@ def record_head_sum(query: torch.Tensor, key: torch.Tensor, scale: float, heads:
         raise ValueError(f"`store` must be a contiguous [{batch_heads // heads}, {n}, {n}] tensor, "
                          f"not {tuple(store.shape)}")
     block_d = max(16, triton.next_power_of_2(d))
+    # 64 × 64 tiles, 32 × 32 for wide heads (SD's 160 dims), so the pipelined tiles fit in shared memory
+    block = 64 if 64 * block_d * query.element_size() <= TILE_BYTES else 32
     lse = torch.empty(batch_heads, n, dtype=torch.float32, device=query.device)
-    _lse_kernel[(batch_heads, triton.cdiv(n, BLOCK_M))](query, key, lse, n, d, scale,
-                                                        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=block_d)
-    grid = (batch_heads // heads, triton.cdiv(n, BLOCK_M), triton.cdiv(n, BLOCK_N))
+    _lse_kernel[(batch_heads, triton.cdiv(n, block))](query, key, lse, n, d, scale,
+                                                      BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d)
+    grid = (batch_heads // heads, triton.cdiv(n, block), triton.cdiv(n, block))
     _head_sum_kernel[grid](query, key, lse, store, n, d, heads, scale, n / heads, ACCUMULATE=accumulate,
-                           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=block_d)
+                           BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d)

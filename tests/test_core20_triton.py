@@ -90,3 +90,36 @@ def test_kernels_in_the_interpreter_equal_the_torch_path(check):
 if __name__ == "__main__":
     CHECKS[sys.argv[1]]()
     print(f"{sys.argv[1]} ok")
+
+
+def test_a_kernel_that_does_not_build_falls_back_to_torch(monkeypatch, caplog):
+    """A kernel error (e.g. out of shared memory on some card) leaves the store untouched: the
+    layer is recorded with torch, once warned, and torch records from then on."""
+    from faseg_core import attention
+    from faseg_core.attention import SELF, AttentionRecorder
+    from faseg_core.testing import build_components
+
+    class Broken:
+        class KernelError(RuntimeError):
+            pass
+
+        calls = 0
+
+        @classmethod
+        def record_head_sum(cls, *args, **kwargs):
+            cls.calls += 1
+            raise cls.KernelError("out of resources: shared memory")
+
+    monkeypatch.setattr(attention, "TRITON", True)
+    monkeypatch.setattr(attention, "_triton", lambda device: Broken if attention.TRITON else None)
+    block = build_components("tiny")["unet"].down_blocks[0].attentions[0].transformer_blocks[0]
+    hidden = torch.randn(2, 16 * 16, block.attn1.to_q.in_features, generator=torch.Generator().manual_seed(0))
+    recorders = [AttentionRecorder({16}, set()) for _ in range(2)]
+    with torch.no_grad(), caplog.at_level("WARNING", logger="faseg_core.attention"):
+        fallback = [recorders[0](block.attn1, hidden), recorders[0](block.attn1, hidden * 0.5)]
+        assert attention.TRITON is False
+        plain = [recorders[1](block.attn1, hidden), recorders[1](block.attn1, hidden * 0.5)]
+    assert Broken.calls == 1 and [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "did not build (out of resources: shared memory)" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(fallback, plain))
+    assert torch.equal(recorders[0].sums[(SELF, 16)], recorders[1].sums[(SELF, 16)])
