@@ -10,7 +10,8 @@ Every number is measured side by side in the same process, medians of `--repeats
   attention (SDPA, no recording), plus the VAE encode of the same image pairs — the floor
   FA-Seg cannot go below without a smaller model;
 - **recorded UNet**: the same UNet forward under `faseg_core.attention.recording` with the
-  class prompts (the ratio recorded / bare UNet is the cost of recording attention);
+  class prompts (the ratio recorded / bare UNet is the cost of recording attention); where
+  the Triton kernels record (CUDA), also the torch path's time on the same inputs;
 - **ours**: `FASeg.__call__` end to end, at each batch size and class count, s/image,
   with a stage table (text, images, unet, after = everything after the UNet) and the peak
   allocated memory on CUDA; on a GPU also batch 1 with `config.compile` (CUDA graphs);
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faseg_core import FASeg, FASegConfig, attention
+from faseg_core import FASeg, FASegConfig, attention, readout
 from faseg_core.testing import build_components, save_clip_tokenizer
 
 from . import common
@@ -95,13 +96,16 @@ def _median_time(fn, repeats: int, dev) -> float:
 
 
 def unet_inputs(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig):
-    """The latents, reconstruction prompts and class prompts of one UNet pass of `images`."""
+    """The latents, reconstruction prompts and class-prompt arguments (`class_embeds`, the
+    `class_tokens` the pipeline records) of one UNet pass of `images`."""
     jobs = [seg._prepare(i, im, classes, CAPTION) for i, im in enumerate(images)]
     views = 2 if cfg.flip else 1
     text = seg.encode_text([j.prompt for j in jobs]).repeat_interleave(views, dim=0)
     class_embeds = seg.encode_text([p.text for p in jobs[0].prompts])[None].repeat(len(images) * views, 1, 1, 1)
+    plan = readout.plan([j.prompts for j in jobs], [(j.image.width, j.image.height) for j in jobs],
+                        seg.tokenizer.model_max_length, seg.device)
     latents = seg.encode_images([j.image for j in jobs], cfg)
-    return latents, text, class_embeds
+    return latents, text, {"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)}
 
 
 def recorder_for(seg: FASeg, cfg: FASegConfig, **kwargs) -> attention.AttentionRecorder:
@@ -115,7 +119,7 @@ def recorder_for(seg: FASeg, cfg: FASegConfig, **kwargs) -> attention.AttentionR
 @torch.no_grad()
 def unet_times(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig, repeats: int) -> dict:
     """Seconds of one pass of `images` (one batch): VAE encode, bare UNet, recorded UNet."""
-    latents, text, class_embeds = unet_inputs(seg, images, classes, cfg)
+    latents, text, class_kwargs = unet_inputs(seg, images, classes, cfg)
 
     def bare():
         seg.unet(latents, cfg.timestep, encoder_hidden_states=text)
@@ -123,8 +127,7 @@ def unet_times(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig, r
     def recorded():
         recorder = recorder_for(seg, cfg)
         with attention.recording(seg.unet, recorder):
-            seg.unet(latents, cfg.timestep, encoder_hidden_states=text,
-                     cross_attention_kwargs={"class_embeds": class_embeds})
+            seg.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs=class_kwargs)
         recorder.reset()
 
     def vae():
@@ -137,6 +140,12 @@ def unet_times(seg: FASeg, images: list, classes: list[str], cfg: FASegConfig, r
         "recorded_unet_s": _median_time(recorded, repeats, dev),
     }
     out["recording_ratio"] = out["recorded_unet_s"] / out["bare_unet_s"]
+    if attention._triton(dev) is not None:  # does the Triton recording win? the torch path, same inputs
+        attention.TRITON = False
+        try:
+            out["recorded_unet_torch_s"] = _median_time(recorded, repeats, dev)
+        finally:
+            attention.TRITON = True
     return out
 
 
@@ -218,7 +227,8 @@ def measure(name: str, repeats: int, peak_tflops: float, threads: int | None) ->
     seg = build(shape, image_size, dtype if dev.type == "cuda" else "float32", dev)
     images = photos(n_images)
     results = {"machine": common.machine(), "setting": name, "shape": shape, "image_size": image_size,
-               "images": n_images, "dtype": str(seg.dtype).replace("torch.", ""), "repeats": repeats, "runs": []}
+               "images": n_images, "dtype": str(seg.dtype).replace("torch.", ""), "repeats": repeats,
+               "triton_recording": attention._triton(dev) is not None, "runs": []}
     print(common.describe_machine(results["machine"]), flush=True)
     flops = flops_per_pair(seg, seg.config)
     results["tflop_per_pair"] = flops / 1e12
@@ -246,7 +256,8 @@ def report(results: dict) -> str:
     runs = results["runs"]
     text = common.table(
         f"FA-Seg vs the bare UNet + VAE forward ({results['shape']}, {results['image_size']} px, {results['dtype']}, "
-        f"{results['images']} images, medians of {results['repeats']})",
+        f"{results['images']} images, medians of {results['repeats']}, "
+        f"self-attention recorded {'with the Triton kernels' if results['triton_recording'] else 'in torch'})",
         ["batch", "classes", "compile", "bare s/image", "ours s/image", "ratio to bare", "recorded / bare UNet",
          "outside UNet+VAE", "peak GB", "FLOP bound s/image"],
         [[r["batch"], r["classes"], r["compile"], r["bare_s_per_image"], r["s_per_image"], f"{r['ratio_to_bare']:.2f}×",
@@ -255,9 +266,10 @@ def report(results: dict) -> str:
     )
     text += common.table(
         "Stages per image (s): text, images (resize + VAE), unet (recorded), after (class maps, HARD, labels, copy)",
-        ["batch", "classes", "compile", *STAGES, "total", "bare UNet", "VAE"],
+        ["batch", "classes", "compile", *STAGES, "total", "bare UNet", "VAE", "recorded UNet, torch path"],
         [[r["batch"], r["classes"], r["compile"], *(r[s] / results["images"] for s in STAGES), r["s_per_image"],
-          r["bare_unet_s"] / r["batch"], r["vae_s"] / r["batch"]] for r in runs],
+          r["bare_unet_s"] / r["batch"], r["vae_s"] / r["batch"],
+          r["recorded_unet_torch_s"] / r["batch"] if "recorded_unet_torch_s" in r else None] for r in runs],
     )
     return text
 

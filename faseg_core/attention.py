@@ -8,12 +8,17 @@ at a time: a block gives the layer's output and its head sum goes to the store, 
 than a block of per-head probabilities ever exists (`reference=True` keeps the first,
 image-by-image path, which the tests compare against). The
 cross-attention layers additionally score their queries against keys made from the
-class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`.
-Every other layer keeps fast (SDPA) attention.
+class prompts, which arrive cleanly through `cross_attention_kwargs={"class_embeds": e}`;
+with `"class_tokens": columns` (`[B, C]` flat token positions `p * 77 + t` per latent) only
+those columns are kept, the ones the readout averages into class maps.
+Every other layer keeps fast (SDPA) attention. On CUDA with Triton, recorded self-attention
+layers take their output from SDPA and their record from `triton_attention`'s kernels (no
+per-head probabilities beyond a tile); the torch path is the CPU path and the tests' reference.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 
@@ -21,8 +26,21 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+logger = logging.getLogger(__name__)
+
 SELF, CROSS = "self", "cross"
 CPU_CHUNK = 2**18  # probability elements per block on the CPU: a block and its softmax stay in L2
+# Heads narrower than this compute a block's output as vᵀ·pᵀ (3× faster than p·v for 4- to
+# 8-wide heads on one CPU core); wider heads as p·v, the reference's product (2× faster at
+# SD-1.5's 40-wide heads, and the reference's rounding: a block of rows of p·v is bit for
+# bit the rows of the whole product).
+NARROW_HEAD = 16
+# On CUDA with Triton importable, self-attention sums come from `triton_attention`'s kernels
+# (False: the torch path everywhere).
+TRITON = True
+# The fewest query rows per block: MKL multiplies 1 to 3 rows with other kernels than the
+# whole matrix (another rounding); blocks of 4 rows and more are bit for bit its rows.
+MIN_BLOCK_ROWS = 4
 
 
 class AttentionRecorder:
@@ -41,8 +59,8 @@ class AttentionRecorder:
             chunk by head chunk, as the first implementation did (the tests' reference).
 
     After a UNet pass, `mean(kind, r)` gives `[B, N, N]` self-attention (rows = queries) or
-    `[B, N, T]` cross-attention against the T class-prompt tokens, averaged over heads and
-    layers.
+    `[B, N, T]` cross-attention against the T = P * 77 class-prompt tokens (`[B, N, C]`, the
+    C columns of `class_tokens`, when the pass gave them), averaged over heads and layers.
     """
 
     def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27,
@@ -96,6 +114,7 @@ class AttentionRecorder:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         class_embeds: torch.Tensor | None = None,
+        class_tokens: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         is_cross = encoder_hidden_states is not None
@@ -118,7 +137,8 @@ class AttentionRecorder:
 
         query = attn.to_q(hidden_states)
         if is_cross:
-            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, attention_mask, r)
+            hidden_states = self._cross(attn, query, encoder_hidden_states, class_embeds, class_tokens,
+                                        attention_mask, r)
         else:
             hidden_states = self._self(attn, query, hidden_states, attention_mask, r)
 
@@ -152,13 +172,26 @@ class AttentionRecorder:
         batch = batch_heads // heads
         first = (SELF, r) not in self.sums  # the first layer of this grid writes its block, later ones add
         store = self._buffer(SELF, r, (batch, n, n), query.device, zeros=False)  # [B, N, N]
-        out_t = torch.empty(batch_heads, value.shape[-1], n, dtype=value.dtype, device=value.device)  # [B*H, d, N]
-        value_t = value.transpose(-1, -2).contiguous()  # vᵀ·pᵀ: a small-d GEMM runs far faster this way round
+        kernels = _triton(query.device)
+        if kernels is not None:
+            try:
+                return self._self_triton(kernels, attn, query, key, value, store, first, r)
+            except kernels.KernelError as e:
+                _triton_failed(e)
+        narrow = value.shape[-1] < NARROW_HEAD
+        if narrow:  # vᵀ·pᵀ: a GEMM with a few output columns runs far faster this way round
+            out = torch.empty(batch_heads, value.shape[-1], n, dtype=value.dtype, device=value.device)  # [B*H, d, N]
+            value_t = value.transpose(-1, -2).contiguous()
+        else:
+            out = torch.empty_like(value)  # [B*H, N, d]
         chunk = self.chunk if query.device.type != "cpu" else min(self.chunk, CPU_CHUNK)
-        step = max(1, chunk // (batch_heads * n))  # query rows per block
+        step = max(1, chunk // (batch_heads * n))  # query rows per block, at most
+        # blocks of near-equal sizes (never a short last block), each of at least MIN_BLOCK_ROWS rows
+        blocks = max(1, min(-(-n // step), n // MIN_BLOCK_ROWS))
         key_t = key.transpose(-1, -2)
-        for start in range(0, n, step):
-            rows = slice(start, min(start + step, n))
+        for block_index in range(blocks):
+            start = block_index * n // blocks
+            rows = slice(start, (block_index + 1) * n // blocks)
             scores = torch.baddbmm(
                 torch.empty(batch_heads, rows.stop - start, n, dtype=query.dtype, device=query.device),
                 query[:, rows], key_t, beta=0, alpha=attn.scale,
@@ -166,7 +199,10 @@ class AttentionRecorder:
             probs = scores.float().softmax(dim=-1) if attn.upcast_softmax else scores.softmax(dim=-1)
             del scores
             probs = probs.to(value.dtype)
-            torch.bmm(value_t, probs.transpose(-1, -2), out=out_t[:, :, rows])
+            if narrow:
+                torch.bmm(value_t, probs.transpose(-1, -2), out=out[:, :, rows])
+            else:
+                torch.bmm(probs, value, out=out[:, rows])
             head_sum = probs.unflatten(0, (batch, heads)).sum(dim=1, dtype=torch.float32)  # [B, rows, N]
             block = store[:, rows]
             if first:
@@ -176,7 +212,17 @@ class AttentionRecorder:
             else:
                 block += head_sum.mul_(n / heads).to(store.dtype)
         self.counts[(SELF, r)] += 1
-        return attn.batch_to_head_dim(out_t.transpose(-1, -2))
+        return attn.batch_to_head_dim(out.transpose(-1, -2) if narrow else out)
+
+    def _self_triton(self, kernels, attn, query, key, value, store, first, r):
+        """The record from the Triton kernels (head sums tile by tile), the output from SDPA."""
+        batch_heads, n, d = query.shape
+        batch = batch_heads // attn.heads
+        kernels.record_head_sum(query, key, attn.scale, attn.heads, store, accumulate=not first)
+        self.counts[(SELF, r)] += 1
+        q, k, v = (t.reshape(batch, attn.heads, n, -1) for t in (query, key, value.to(query.dtype)))
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, N, d]
+        return attn.batch_to_head_dim(out.reshape(batch_heads, n, -1).to(value.dtype))
 
     def _self_reference(self, attn, query, hidden_states, attention_mask, r):
         """Self-attention image by image and head chunk by head chunk (the reference path)."""
@@ -209,8 +255,12 @@ class AttentionRecorder:
         self.counts[(SELF, r)] += 1
         return attn.batch_to_head_dim(out)
 
-    def _cross(self, attn, query, encoder_hidden_states, class_embeds, attention_mask, r):
-        """Cross-attention: the output from the reconstruction prompt, the record from the class prompts."""
+    def _cross(self, attn, query, encoder_hidden_states, class_embeds, class_tokens, attention_mask, r):
+        """Cross-attention: the output from the reconstruction prompt, the record from the class prompts.
+
+        Each prompt's softmax runs over its own 77 tokens; with `class_tokens` only those
+        columns are summed over heads and stored.
+        """
         hidden_states = self._sdpa(attn, query, encoder_hidden_states, attention_mask)
 
         batch_size, prompts, tokens, _ = class_embeds.shape  # [B, P, 77, D]
@@ -222,15 +272,29 @@ class AttentionRecorder:
         if attn.norm_q is not None:
             queries, class_keys = attn.norm_q(queries), attn.norm_k(class_keys)
         heads = attn.heads
-        parts = []
-        for p in range(prompts):  # softmax over each prompt's own 77 tokens
-            keys = class_keys[:, p * tokens : (p + 1) * tokens]
-            probs = attn.get_attention_scores(queries, keys, None)  # [B*H, N, 77]
-            parts.append(probs.unflatten(0, (batch_size, heads)).sum(dim=1, dtype=torch.float32))
-        probs_sum = torch.cat(parts, dim=-1)  # [B, N, P*77]
+        batch_heads, n, _ = queries.shape
+        scores = torch.baddbmm(
+            torch.empty(batch_heads, n, prompts * tokens, dtype=queries.dtype, device=queries.device),
+            queries, class_keys.transpose(-1, -2), beta=0, alpha=attn.scale,
+        )  # [B*H, N, P*77]
+        scores = scores.unflatten(-1, (prompts, tokens))
+        probs = scores.float().softmax(dim=-1) if attn.upcast_softmax else scores.softmax(dim=-1)
+        probs = probs.to(queries.dtype).flatten(-2).unflatten(0, (batch_size, heads))  # [B, H, N, P*77]
+        if class_tokens is not None:
+            columns = self._columns(class_tokens, batch_size, prompts * tokens)
+            probs = probs.gather(-1, columns[:, None, None].expand(*probs.shape[:-1], columns.shape[-1]))
+        probs_sum = probs.sum(dim=1, dtype=torch.float32)  # [B, N, C]
         self._buffer(CROSS, r, probs_sum.shape, probs_sum.device).add_(probs_sum / heads)
         self.counts[(CROSS, r)] += 1
         return hidden_states
+
+    @staticmethod
+    def _columns(class_tokens, batch_size, width):
+        """`class_tokens` checked: `[B, C]` integer columns below `width` (P*77)."""
+        if class_tokens.ndim != 2 or class_tokens.shape[0] != batch_size or class_tokens.dtype.is_floating_point:
+            raise ValueError(f"`class_tokens` must be a [{batch_size}, C] integer tensor (the columns of the class "
+                             f"prompts' tokens per latent), not {tuple(class_tokens.shape)} {class_tokens.dtype}")
+        return class_tokens.to(torch.int64)
 
     @staticmethod
     def _sdpa(attn, query, encoder_hidden_states, attention_mask):
@@ -249,6 +313,24 @@ class AttentionRecorder:
             attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+
+def _triton_failed(error: Exception):
+    """A Triton kernel did not build: warn once, and record with the torch path from now on."""
+    global TRITON
+    TRITON = False
+    logger.warning("the Triton kernels of recorded self-attention did not build (%s): recording with torch "
+                   "from now on (faseg_core.attention.TRITON = False)", error)
+
+
+def _triton(device: torch.device):
+    """`faseg_core.triton_attention` where its kernels run (CUDA, Triton importable, `TRITON`),
+    else None; imported on first use, so the CPU never imports Triton."""
+    if not TRITON or device.type != "cuda":
+        return None
+    from . import triton_attention
+
+    return triton_attention if triton_attention.available(device) else None
 
 
 @contextmanager

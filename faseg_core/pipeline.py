@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 READ_WORKERS = 4  # threads decoding and resizing images ahead of the UNet
+PROMPT_CACHE = 256  # class lists (with captions) whose tokenized prompts a FASeg keeps
 # `torch.compile` options of `config.compile`, per device type (CUDA: CUDA graphs)
 COMPILE_OPTIONS = {"cuda": {"mode": "reduce-overhead", "dynamic": False}, "cpu": {"dynamic": False}}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -123,6 +124,7 @@ class FASeg:
         self.scheduler.set_timesteps(1)
         self._lock = threading.RLock()  # one UNet pass (attention processors) and cache update at a time
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._warned_truncation = False
         self._compiled = False
 
@@ -234,9 +236,7 @@ class FASeg:
 
     def _prepare(self, index, image, classes, caption, pixels=None) -> _Job:
         """A job: its prompts, and `image` loaded here unless `pixels` came with it (from `_read`)."""
-        prompts = build_class_prompts(self.tokenizer, classes)
-        all_classes = ", ".join(classes)
-        prompt, shortened = reconstruction_prompt(self.tokenizer, caption, all_classes)
+        prompts, prompt, shortened = self._prompts(tuple(classes), caption)
         if shortened and not self._warned_truncation:
             logger.warning("caption of %s shortened so that the prompt holds every class (77 CLIP tokens)",
                            describe(image, index))
@@ -244,6 +244,20 @@ class FASeg:
         if pixels is None:
             image = load_image(image, index)
         return _Job(index, image, classes, prompts, prompt, pixels)
+
+    def _prompts(self, classes: tuple[str, ...], caption: str | None):
+        """The class prompts of `classes` and the reconstruction prompt (and whether its caption
+        was shortened), tokenized once per class list and caption (up to `PROMPT_CACHE` of
+        them kept). The caller holds `self._lock`."""
+        cache = self._prompt_cache
+        key = (classes, caption)
+        if key not in cache:
+            cache[key] = (build_class_prompts(self.tokenizer, list(classes)),
+                          *reconstruction_prompt(self.tokenizer, caption, ", ".join(classes)))
+            while len(cache) > PROMPT_CACHE:
+                cache.popitem(last=False)
+        prompts, prompt, shortened = cache[key]
+        return list(prompts), prompt, shortened
 
     @staticmethod
     def _read(index, image, size):
@@ -388,7 +402,9 @@ class FASeg:
         if cfg.run_inversion:
             latents = self.invert(latents, text)
 
-        # 5. Record attention during one UNet pass
+        # 5. Record attention during one UNet pass (of the class prompts, only their classes' token columns)
+        sizes = [(job.image.width, job.image.height) for job in jobs]
+        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
         recorder = AttentionRecorder(
             self_resolutions=[r for r, w in cfg.self_weights.items() if w > 0],
             cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
@@ -396,13 +412,12 @@ class FASeg:
             chunk=cfg.attention_chunk,
         )
         with recording(self.unet, recorder):
-            self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs={"class_embeds": class_embeds})
+            class_kwargs = {"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)}
+            self.unet(latents, cfg.timestep, encoder_hidden_states=text, cross_attention_kwargs=class_kwargs)
         self._check_recorded(recorder, cfg)
-        del latents, text, class_embeds
+        del latents, text, class_embeds, class_kwargs
 
         # 6. Refine (HARD) every view of every image, 7. unflip, 8. labels: on the device, one copy to the host
-        sizes = [(job.image.width, job.image.height) for job in jobs]
-        plan = readout.plan([job.prompts for job in jobs], sizes, self.tokenizer.model_max_length, self.device)
         scores = readout.refine(recorder, plan, cfg, views)  # [B*V, K, S, S]
         recorder.reset()
         scores = scores.unflatten(0, (len(jobs), views))

@@ -1,9 +1,11 @@
 """After the UNet pass: recorded attention → scores and label maps, for all images of a pass at once.
 
 Everything runs on the model's device, batched over the pass's images (each with its own
-classes and size): one gather turns the cross-attention token columns into class maps
-(`class_maps`), HARD refines every view of every image together (`hard.refine`), the test-time
-flip is averaged, and the label maps are read out on the grid PIL's nearest resize keeps
+classes and size): the recorder stores only the cross-attention columns of each image's class
+tokens (`columns`), which `class_maps` averages into class maps; HARD refines the views of
+consecutive images with the same number of classes together (`hard.refine`, on those
+classes only, so an image's scores do not depend on its batch); the test-time flip is
+averaged, and the label maps are read out on the grid PIL's nearest resize keeps
 (`labels.kept_grid_best`, the same arithmetic as the numpy path, so the labels are the same
 bit for bit) and expanded to each image's size. The host receives one copy per pass: the
 label maps (uint8 for fewer than 256 classes) and the float32 scores, packed in one buffer.
@@ -95,38 +97,55 @@ def _kept_grids(sizes, image_size: int, side: int, device: torch.device):
     return (stacked[0], stacked[1]), (stacked[3], stacked[4]), stacked[2], stacked[5]
 
 
+def columns(readout: Readout, views: int) -> torch.Tensor:
+    """`[B*V, K*T]` token columns of each latent's classes: the `class_tokens` a recorder is
+    given (`cross_attention_kwargs`), so it stores only the columns `class_maps` reads."""
+    return readout.tokens.flatten(1).repeat_interleave(views, dim=0)
+
+
 def class_maps(cross: torch.Tensor, readout: Readout, views: int) -> torch.Tensor:
-    """`[B*V, N, P*77]` class-prompt attention → `[B*V, K, r, r]`: each class the mean of its
-    tokens' maps, every class of every image in one gather."""
-    tokens = readout.tokens.repeat_interleave(views, dim=0)  # [B*V, K, T]
-    latents, n, _ = cross.shape
-    k, t = tokens.shape[1:]
-    picked = cross.gather(-1, tokens.reshape(latents, 1, k * t).expand(latents, n, k * t)).unflatten(-1, (k, t))
+    """`[B*V, N, K*T]` class-token attention (recorded with `columns(readout, views)`) →
+    `[B*V, K, r, r]`: each class the mean of its tokens' maps, every class of every image at once."""
+    latents, n, width = cross.shape
+    k, t = readout.tokens.shape[1:]
+    if width != k * t:
+        raise ValueError(f"the cross-attention store has {width} columns per latent, the readout wants {k * t} "
+                         "(record the pass with `class_tokens=readout.columns(plan, views)`)")
     weights = readout.token_weights.repeat_interleave(views, dim=0)[:, None]  # [B*V, 1, K, T]
-    maps = (picked * weights).sum(-1) / readout.token_counts.repeat_interleave(views, dim=0)[:, None]  # [B*V, N, K]
+    counts = readout.token_counts.repeat_interleave(views, dim=0)[:, None]  # [B*V, 1, K]
+    maps = (cross.unflatten(-1, (k, t)) * weights).sum(-1) / counts
     r = int(round(n**0.5))
-    return maps.transpose(1, 2).unflatten(-1, (r, r))
+    return maps.transpose(1, 2).unflatten(-1, (r, r))  # [B*V, K, r, r]
 
 
 def refine(recorder: AttentionRecorder, readout: Readout, cfg, views: int) -> torch.Tensor:
-    """HARD on every view of every image of the pass → `[B*V, K, S, S]` float32.
+    """HARD on every view of every image of the pass → `[B*V, K, S, S]` float32 (padded
+    classes 0).
 
+    Consecutive images with the same number of classes are refined together, each with its
+    own classes only: the products have the columns an image alone would give them (a GEMM
+    rounds by its shape), so an image's scores do not depend on the batch it is in.
     A float32 self-attention store becomes its mean in place (the recorder is reset after);
     a half-precision one is converted to float32 a group of latents at a time, so at most
     `cfg.attention_chunk` float32 elements of it exist at once.
     """
     cross = {r: class_maps(recorder.mean(CROSS, r), readout, views) for r, w in cfg.cross_weights.items() if w > 0}
     used = [r for r, w in cfg.self_weights.items() if w > 0]
-    latents = next(iter(cross.values())).shape[0]
+    latents, width = next(iter(cross.values())).shape[:2]
     largest = max(recorder.sums[(SELF, r)][0].numel() for r in used)
     half = any(recorder.sums[(SELF, r)].dtype != torch.float32 for r in used)
     group = latents if not half else max(views, cfg.attention_chunk // largest // views * views)
-    parts = []
-    for start in range(0, latents, group):
-        rows = slice(start, start + group)
+    counts = np.repeat(readout.counts, views)  # classes of each latent
+    parts, start = [], 0
+    while start < latents:
+        k, stop = int(counts[start]), min(start + group, latents)
+        stop = start + int(np.argmax(np.append(counts[start:stop] != k, True)))  # the run of k classes
+        rows = slice(start, stop)
         self_maps = {r: recorder.mean(SELF, r, rows, in_place=True) for r in used}
-        parts.append(hard.refine({r: m[rows] for r, m in cross.items()}, self_maps,
-                                 cfg.cross_weights, cfg.self_weights, cfg.tau))
+        part = hard.refine({r: m[rows, :k] for r, m in cross.items()}, self_maps,
+                           cfg.cross_weights, cfg.self_weights, cfg.tau)  # [latents, k, S, S]
+        parts.append(part if k == width else torch.nn.functional.pad(part, (0, 0, 0, 0, 0, width - k)))
+        start = stop
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 

@@ -107,3 +107,24 @@ def test_processors_restored_after_an_error(unet):
         with recording(unet, AttentionRecorder({16}, {8})):
             raise RuntimeError("boom")
     assert {k: type(v) for k, v in unet.attn_processors.items()} == before
+
+
+def test_class_tokens_keep_only_those_columns(unet):
+    """With `class_tokens` the cross store is exactly those columns of the full store (per latent),
+    so recording the class columns only changes what is kept, not a value."""
+    latents, text, class_embeds = inputs(unet, prompts=2)
+    columns = torch.tensor([[1, 2, 80, 0], [5, 77, 153, 5]])
+    full, picked = AttentionRecorder({16}, {8, 4}), AttentionRecorder({16}, {8, 4})
+    run(unet, full, latents, text, class_embeds)
+    with torch.no_grad(), recording(unet, picked):
+        unet(latents, 0, encoder_hidden_states=text,
+             cross_attention_kwargs={"class_embeds": class_embeds, "class_tokens": columns})
+    for r in (8, 4):
+        assert picked.sums[(CROSS, r)].shape == (2, r * r, 4)
+        expected = full.mean(CROSS, r).gather(-1, columns[:, None].expand(2, r * r, 4))
+        assert torch.equal(picked.mean(CROSS, r), expected), r
+    assert torch.equal(picked.mean(SELF, 16), full.mean(SELF, 16))
+    with pytest.raises(ValueError, match=r"`class_tokens` must be a \[2, C\] integer tensor"):
+        with torch.no_grad(), recording(unet, AttentionRecorder({16}, {8})):
+            unet(latents, 0, encoder_hidden_states=text,
+                 cross_attention_kwargs={"class_embeds": class_embeds, "class_tokens": columns[0]})

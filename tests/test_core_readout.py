@@ -59,18 +59,24 @@ def test_host_copy_keeps_scores_and_wide_label_dtypes():
     assert 0 < b.max() <= 2
 
 
-def test_class_maps_are_the_mean_of_each_class_tokens_in_one_gather():
+def test_class_maps_are_the_mean_of_each_class_tokens_columns():
+    """`columns` names each latent's class-token columns (padding repeats column 0);
+    `class_maps` of those columns of a full store is each class's mean over its tokens."""
     views, r = 2, 4
     spans = [[[1], [3, 4, 5]], [[1, 2], [4], [6]]]  # per image: each class's token positions
     second_prompt = [[0 + 1], [2]]  # a second prompt of image 1 (its tokens counted from 77)
     prompts = [[prompt(spans[0])], [prompt(spans[1]), prompt(second_prompt)]]
     plan = readout.plan(prompts, [(8, 8), (8, 8)], 77, torch.device("cpu"))
-    cross = torch.rand(2 * views, r * r, 2 * 77)
-    maps = readout.class_maps(cross, plan, views)
-    assert maps.shape == (4, 5, r, r)
     flat = [spans[0], spans[1] + [[77 + t for t in s] for s in second_prompt]]
+    columns = readout.columns(plan, views)
+    assert columns.tolist() == [[1, 0, 0, 3, 4, 5] + [0] * 9] * views + [[1, 2, 0, 4, 0, 0, 6, 0, 0, 78, 0, 0, 79, 0, 0]] * views
+    cross = torch.rand(2 * views, r * r, 2 * 77)
+    maps = readout.class_maps(cross[torch.arange(2 * views)[:, None], :, columns].transpose(1, 2), plan, views)
+    assert maps.shape == (4, 5, r, r)
     for latent in range(2 * views):
         for k, tokens in enumerate(flat[latent // views]):
             expected = cross[latent][:, tokens].mean(-1).reshape(r, r)
             torch.testing.assert_close(maps[latent, k], expected, rtol=0, atol=1e-7)
     assert (maps[:views, 2:] == 0).all()  # padded classes of image 0
+    with pytest.raises(ValueError, match="154 columns per latent, the readout wants 15"):
+        readout.class_maps(cross, plan, views)  # a store of every token column
