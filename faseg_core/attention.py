@@ -35,9 +35,9 @@ CPU_CHUNK = 2**18  # probability elements per block on the CPU: a block and its 
 # SD-1.5's 40-wide heads, and the reference's rounding: a block of rows of p·v is bit for
 # bit the rows of the whole product).
 NARROW_HEAD = 16
-# On CUDA with Triton importable, self-attention sums come from `triton_attention`'s kernels
-# (False: the torch path everywhere).
-TRITON = True
+# Set when a Triton kernel failed to build on this machine: a fact about the environment,
+# not a setting (`FASegConfig.attention_kernel` chooses), so later recorders skip the attempt.
+_TRITON_BROKEN = False
 # The fewest query rows per block: MKL multiplies 1 to 3 rows with other kernels than the
 # whole matrix (another rounding); blocks of 4 rows and more are bit for bit its rows.
 MIN_BLOCK_ROWS = 4
@@ -57,6 +57,9 @@ class AttentionRecorder:
             (on the CPU at most `CPU_CHUNK`, so that a chunk's work stays in the caches).
         reference (`bool`, defaults to `False`): record self-attention image by image, head
             chunk by head chunk, as the first implementation did (the tests' reference).
+        kernel (`str`, defaults to `"torch"`): `"triton"` records self-attention with
+            `faseg_core.triton_attention`'s kernels where they run (CUDA, Triton importable),
+            the torch path elsewhere (`FASegConfig.attention_kernel`).
 
     After a UNet pass, `mean(kind, r)` gives `[B, N, N]` self-attention (rows = queries) or
     `[B, N, T]` cross-attention against the T = P * 77 class-prompt tokens (`[B, N, C]`, the
@@ -64,12 +67,13 @@ class AttentionRecorder:
     """
 
     def __init__(self, self_resolutions, cross_resolutions, store_dtype=torch.float32, chunk=2**27,
-                 reference: bool = False):
+                 reference: bool = False, kernel: str = "torch"):
         self.self_resolutions = set(self_resolutions)
         self.cross_resolutions = set(cross_resolutions)
         self.store_dtype = store_dtype
         self.chunk = chunk
         self.reference = reference
+        self.kernel = kernel
         self.fallback = AttnProcessor2_0()
         self.sums: dict[tuple[str, int], torch.Tensor] = {}
         self.counts: dict[tuple[str, int], int] = {}
@@ -172,7 +176,7 @@ class AttentionRecorder:
         batch = batch_heads // heads
         first = (SELF, r) not in self.sums  # the first layer of this grid writes its block, later ones add
         store = self._buffer(SELF, r, (batch, n, n), query.device, zeros=False)  # [B, N, N]
-        kernels = _triton(query.device)
+        kernels = _triton(query.device) if self.kernel == "triton" else None
         if kernels is not None:
             try:
                 return self._self_triton(kernels, attn, query, key, value, store, first, r)
@@ -317,16 +321,16 @@ class AttentionRecorder:
 
 def _triton_failed(error: Exception):
     """A Triton kernel did not build: warn once, and record with the torch path from now on."""
-    global TRITON
-    TRITON = False
+    global _TRITON_BROKEN
+    _TRITON_BROKEN = True
     logger.warning("the Triton kernels of recorded self-attention did not build (%s): recording with torch "
-                   "from now on (faseg_core.attention.TRITON = False)", error)
+                   "from now on", error)
 
 
 def _triton(device: torch.device):
-    """`faseg_core.triton_attention` where its kernels run (CUDA, Triton importable, `TRITON`),
-    else None; imported on first use, so the CPU never imports Triton."""
-    if not TRITON or device.type != "cuda":
+    """`faseg_core.triton_attention` where its kernels run (CUDA, Triton importable, none
+    failed to build), else None; imported on first use, so the CPU never imports Triton."""
+    if _TRITON_BROKEN or device.type != "cuda":
         return None
     from . import triton_attention
 

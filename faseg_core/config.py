@@ -20,6 +20,9 @@ def default_self_weights() -> dict[int, float]:
     return {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
 
 
+ATTENTION_KERNELS = ("torch", "triton")
+
+
 @dataclass(frozen=True)
 class FASegConfig:
     """Every knob of FA-Seg, with the paper's values as defaults.
@@ -52,6 +55,11 @@ class FASegConfig:
         timestep (`int`, defaults to 0): diffusion timestep of the recorded UNet pass.
         attention_chunk (`int`, defaults to 2**27): most attention-probability
             elements materialised at once in a recorded layer (bounds peak memory).
+        attention_kernel (`str`, defaults to `"torch"`): how recorded self-attention is
+            computed: `"torch"` (blocks of rows, every device) or `"triton"` (the fused
+            kernels of `faseg_core.triton_attention`, on CUDA with Triton importable; the
+            torch path elsewhere, and wherever a kernel does not build). Not measured on a
+            GPU yet: leave it on `"torch"` unless `benchmarks.bench_gpu` shows a win.
         pamr (`bool`, defaults to `False`): refine the scores along the image's colour edges
             with PAMR (`faseg_core.pamr`, training-free) before thresholding. The scores a
             result carries are then the refined ones, at side `pamr_size`.
@@ -82,6 +90,7 @@ class FASegConfig:
     run_inversion: bool = False
     timestep: int = 0
     attention_chunk: int = 2**27
+    attention_kernel: str = "torch"
     pamr: bool = False
     pamr_iterations: int = 10
     pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
@@ -89,6 +98,8 @@ class FASegConfig:
     compile: bool = False
 
     def __post_init__(self):
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"`attention_kernel` must be one of {ATTENTION_KERNELS} but is {self.attention_kernel!r}.")
         if self.image_size <= 0 or self.image_size % 8:
             raise ValueError(f"`image_size` must be a positive multiple of 8 but is {self.image_size}.")
         for name in ("cross_weights", "self_weights"):

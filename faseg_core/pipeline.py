@@ -410,6 +410,7 @@ class FASeg:
             cross_resolutions=[r for r, w in cfg.cross_weights.items() if w > 0],
             store_dtype=self.store_dtype(cfg),
             chunk=cfg.attention_chunk,
+            kernel=cfg.attention_kernel,
         )
         with recording(self.unet, recorder):
             class_kwargs = {"class_embeds": class_embeds, "class_tokens": readout.columns(plan, views)}

@@ -59,7 +59,7 @@ def check_recorder():
     runs = {}
     for name, kernels in (("torch", None), ("triton", triton_attention)):
         attention._triton = lambda device, kernels=kernels: kernels  # the kernels on the CPU, in the interpreter
-        recorder = AttentionRecorder({16}, set())
+        recorder = AttentionRecorder({16}, set(), kernel=name)
         with torch.no_grad():
             runs[name] = ([recorder(block.attn1, hidden), recorder(block.attn1, hidden * 0.5)], recorder)
     (ours, fast), (ref, slow) = runs["triton"], runs["torch"]
@@ -110,14 +110,14 @@ def test_a_kernel_that_does_not_build_falls_back_to_torch(monkeypatch, caplog):
             cls.calls += 1
             raise cls.KernelError("out of resources: shared memory")
 
-    monkeypatch.setattr(attention, "TRITON", True)
-    monkeypatch.setattr(attention, "_triton", lambda device: Broken if attention.TRITON else None)
+    monkeypatch.setattr(attention, "_TRITON_BROKEN", False)
+    monkeypatch.setattr(attention, "_triton", lambda device: None if attention._TRITON_BROKEN else Broken)
     block = build_components("tiny")["unet"].down_blocks[0].attentions[0].transformer_blocks[0]
     hidden = torch.randn(2, 16 * 16, block.attn1.to_q.in_features, generator=torch.Generator().manual_seed(0))
-    recorders = [AttentionRecorder({16}, set()) for _ in range(2)]
+    recorders = [AttentionRecorder({16}, set(), kernel=kernel) for kernel in ("triton", "torch")]
     with torch.no_grad(), caplog.at_level("WARNING", logger="faseg_core.attention"):
         fallback = [recorders[0](block.attn1, hidden), recorders[0](block.attn1, hidden * 0.5)]
-        assert attention.TRITON is False
+        assert attention._TRITON_BROKEN is True
         plain = [recorders[1](block.attn1, hidden), recorders[1](block.attn1, hidden * 0.5)]
     assert Broken.calls == 1 and [r.levelname for r in caplog.records] == ["WARNING"]
     assert "did not build (out of resources: shared memory)" in caplog.text

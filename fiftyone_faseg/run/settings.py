@@ -314,7 +314,7 @@ class RunRecord:
 
 
 # FASegConfig fields that change how a run runs, not what its masks mean (not recorded)
-NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "compile")
+NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "attention_kernel", "compile")
 # recorded as fields of their own, as records written before ``RunRecord.config`` hold them
 OWN_RECORD_FIELDS = ("threshold", "image_size", "pamr")
 
