@@ -20,10 +20,9 @@ import fiftyone.core.labels as fol
 
 from faseg_core.tokens import clean_classes
 
-from .classes import CANDIDATES
 from ..fields import candidates_field
 from .leases import FieldLease
-from .settings import RunRecord, RunSettings
+from .settings import CandidateClasses, ModelSpec, OutputSpec, RunRecord, RunSettings, WritePolicy
 
 USER = "user"
 MODES = ("replace", "add", "remove")
@@ -100,18 +99,12 @@ def rerun_settings(samples, label_field="faseg", **overrides):
     if record is None:
         raise ValueError("'%s' was not made by an FA-Seg run: nothing to rerun" % label_field)
     settings = RunSettings(
-        label_field=label_field,
-        classes_from=CANDIDATES,
-        overwrite=True,
-        overrides=record.config or {},
-        threshold=record.threshold,
-        image_size=record.image_size,
-        output_dir=record.output_dir,
-        store_scores=record.store_scores,
-        heatmap=record.heatmap,
-        pamr=record.pamr,
-        model_path=record.model_path,
-        keep_classes=record.classes,
+        output=OutputSpec(label_field, record.output_dir, record.store_scores, record.heatmap, record.classes),
+        classes=CandidateClasses(),
+        model=ModelSpec(model_path=record.model_path),
+        overrides={**(record.config or {}), "threshold": record.threshold, "image_size": record.image_size,
+                   "pamr": record.pamr},
+        write=WritePolicy.OVERWRITE,
     )
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 

@@ -6,31 +6,44 @@ the operators (:meth:`RunSettings.from_params` of a form's ``ctx.params``), queu
 delegated runs and Ray workers (:meth:`RunSettings.to_params`), the way FiftyOne gives
 each method one config class.
 
-A run writes a :class:`RunRecord` into its label field's ``info["faseg"]``: the settings
-its masks were made with (re-threshold and rerun read them back) and a ``revision``
-that changes whenever anything writes the field, so an evaluation can tell it is stale.
-Importing this module loads neither torch nor FiftyOne.
+:class:`RunSettings` is made of typed parts, each a small frozen dataclass that checks
+itself when built:
 
-Adding a setting. FA-Seg's own settings are the fields of :class:`faseg_core.FASegConfig`,
-listed nowhere else: :attr:`RunSettings.overrides` takes any of them (also as a keyword
-and attribute), and :func:`fiftyone_faseg.run.plan.run_config` applies them for runs, reruns,
-:class:`fiftyone_faseg.FASegModel`, the protocol harness and the Ray command line (one flag
-per scalar field). A new FASegConfig knob therefore takes one edit (the field) plus its
-form widget in ``operators/run.py`` (and its range in ``fiftyone_faseg/limits.py`` if it
-has one); before this, it took about eleven edits in seven files (``RunSettings`` field and
-docstring, ``run_config``'s list, ``RunRecord`` field and ``CONSISTENT``, the record built in
-``plan.py``, ``rerun.py``, the harness's ``make_config`` and ``run_protocol``, the protocol
-CLI, the form). A knob that changes what a pixel means is recorded, compared and rerun
-with (:attr:`RunRecord.config`, :func:`recorded_config`) unless it only changes how a run
-runs: then add it to :data:`NOT_RECORDED`. The protocol CLI (``faseg-protocol``) still
-has flags only for ``--threshold``, ``--image-size`` and ``--batch-size``
-(:func:`fiftyone_faseg.protocol.run_protocol` takes any field as a keyword).
+-   :class:`ModelSpec`: which checkpoints run, where and how (``model_path``, ``device``,
+    ``dtype``, ``captioner_path``, ``tagger_model``)
+-   the class source (``settings.classes``), one kind per way of choosing classes
+    (:class:`ClassList`, :class:`MaskTargetClasses`, :class:`GroundTruthClasses`,
+    :class:`TaggerClasses`, :class:`CandidateClasses`; ``kind`` names it), each holding
+    only what it uses, so an incomplete or contradictory choice cannot be built
+-   :class:`PromptSpec`: where each sample's caption comes from
+-   :class:`Overrides`: the :class:`faseg_core.FASegConfig` fields the run changes
+-   :class:`OutputSpec`: what the run writes, and where
+-   :class:`WritePolicy`: what happens to labels already there (one value: a run cannot
+    both skip and overwrite them)
+
+Users pass flat keywords (``segment_samples(dataset, classes=[...], overwrite=True,
+threshold=0.5)``); :meth:`RunSettings.from_kwargs` is the one place that sorts them into
+parts, and :meth:`RunSettings.to_kwargs` the one place that flattens them back (form
+params, JSON, :meth:`RunSettings.replace`). Code reads the parts
+(``settings.output.label_field``, ``settings.classes.kind``).
+
+A run writes a :class:`RunRecord` into its label field's ``info["faseg"]``: a snapshot of
+its settings' parts and of the config it built (:meth:`RunRecord.snapshot`; re-threshold
+and rerun read it back) and a ``revision`` that changes whenever anything writes the
+field, so an evaluation can tell it is stale. Importing this module loads neither torch
+nor FiftyOne.
+
+ADDING_A_SETTING
 """
 
+import argparse
 import dataclasses
+import enum
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
 
@@ -44,136 +57,456 @@ def folder_param(value):
     return os.fspath(value) if value else None
 
 
+def _names(value, keyword):
+    """Class names as a tuple of stripped, non-empty strings (a lone string is refused)."""
+    if isinstance(value, str):
+        raise TypeError("`%s` must be a list of names, not the string %r" % (keyword, value))
+    return tuple(str(c).strip() for c in (value or ()) if c is not None and str(c).strip())
+
+
+def _set(obj, **values):
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+# ---------------------------------------------------------------------- the parts
+
+
 @dataclass(frozen=True)
-class RunSettings:
-    """Settings of one FA-Seg run over a collection (FA-Seg's own settings: ``config``).
+class ModelSpec:
+    """Which checkpoints a run uses, where and how.
+
+    Args:
+        model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
+        device (None), dtype (None): where and how the model runs (None: the best available)
+        captioner_path (DEFAULT_CAPTIONER): a BLIP Hub id or local folder (used when captioning)
+        tagger_model (DEFAULT_TAGGER): ``(open_clip model name or folder, pretrained tag or
+            file)`` (used by :class:`TaggerClasses`)
+    """
+
+    model_path: str = DEFAULT_MODEL
+    device: str = None
+    dtype: str = None
+    captioner_path: str = DEFAULT_CAPTIONER
+    tagger_model: tuple = DEFAULT_TAGGER
+
+    def __post_init__(self):
+        tagger = tuple(self.tagger_model or DEFAULT_TAGGER)
+        if len(tagger) != 2:
+            raise ValueError("`tagger_model` must be (open_clip model or folder, pretrained tag or file), not %r"
+                             % (self.tagger_model,))
+        dtype = self.dtype
+        if dtype is not None and not isinstance(dtype, str):
+            dtype = str(dtype).replace("torch.", "")
+        _set(self, model_path=os.fspath(self.model_path) if self.model_path else DEFAULT_MODEL, tagger_model=tagger,
+             dtype=dtype or None, device=str(self.device) if self.device else None,
+             captioner_path=os.fspath(self.captioner_path) if self.captioner_path else DEFAULT_CAPTIONER)
+
+
+class ClassSource:
+    """Where a run's classes come from: one of :class:`ClassList`, :class:`MaskTargetClasses`,
+    :class:`GroundTruthClasses`, :class:`TaggerClasses`, :class:`CandidateClasses`, told
+    apart by ``kind`` (the ``classes_from`` keyword). What a kind does not hold reads as
+    empty: ``names`` (), ``gt_field`` and ``classes_field`` None."""
+
+    kind: ClassVar[str] = None
+    names = ()
+    gt_field = None
+    classes_field = None
+
+    def keywords(self):
+        """The flat keywords of this source (``classes_from`` and its own)."""
+        return {"classes_from": self.kind,
+                **{_keyword(f): getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    def _check_gt(self, required):
+        _set(self, gt_field=self.gt_field or None)
+        if required and not self.gt_field:
+            raise ValueError("classes_from=%r needs gt_field=<a Segmentation field with mask_targets>" % self.kind)
+
+
+def _keyword(f):
+    """The flat keyword of a class source's field (``names`` is ``classes``)."""
+    return f.metadata.get("keyword", f.name)
+
+
+_NAMES = dict(metadata={"keyword": "classes"})
+
+
+@dataclass(frozen=True)
+class ClassList(ClassSource):
+    """The classes named, for every sample (``classes_from="list"``).
+
+    Args:
+        names: class names (at least one)
+        gt_field (None): a ground truth Segmentation field whose pixel values the
+            classes take when free (so masks and ground truth agree value by value)
+    """
+
+    kind: ClassVar[str] = "list"
+    names: tuple = field(default=(), **_NAMES)
+    gt_field: str = None
+
+    def __post_init__(self):
+        _set(self, names=_names(self.names, "classes"))
+        if not self.names:
+            raise ValueError("classes_from='list' needs classes=['cat', 'dog', ...]")
+        self._check_gt(False)
+
+
+@dataclass(frozen=True)
+class MaskTargetClasses(ClassSource):
+    """Every class of a ground truth field's ``mask_targets``, for every sample
+    (``classes_from="mask_targets"``).
+
+    Args:
+        gt_field: the ground truth Segmentation field (with ``mask_targets``)
+    """
+
+    kind: ClassVar[str] = "mask_targets"
+    gt_field: str = None
+
+    def __post_init__(self):
+        self._check_gt(True)
+
+
+@dataclass(frozen=True)
+class GroundTruthClasses(ClassSource):
+    """Per sample, the classes present in its ground truth mask (``classes_from="gt_field"``,
+    the paper's "Ground Truth" candidates).
+
+    Args:
+        gt_field: the ground truth Segmentation field (with ``mask_targets``)
+    """
+
+    kind: ClassVar[str] = "gt_field"
+    gt_field: str = None
+
+    def __post_init__(self):
+        self._check_gt(True)
+
+
+@dataclass(frozen=True)
+class TaggerClasses(ClassSource):
+    """Per sample, proposed by the BLIP captioner and the CLIP tagger over a vocabulary
+    (``classes_from="tagger"``; the checkpoints are the :class:`ModelSpec`'s).
+
+    Args:
+        names (()): the vocabulary (empty: the ground truth's classes, else PASCAL VOC)
+        gt_field (None): a ground truth field: its classes are the vocabulary when
+            ``names`` is empty, and its pixel values are the classes' when free
+    """
+
+    kind: ClassVar[str] = "tagger"
+    names: tuple = field(default=(), **_NAMES)
+    gt_field: str = None
+
+    def __post_init__(self):
+        _set(self, names=_names(self.names, "classes"))
+        self._check_gt(False)
+
+
+@dataclass(frozen=True)
+class CandidateClasses(ClassSource):
+    """Per sample, the classes of a field of its own (``classes_from="candidates"``): a
+    rerun's edited ``<label_field>_candidates``, or the paper's candidate files.
+
+    Args:
+        classes_field (None): each sample's classes (Classifications or a list of names;
+            None: ``<label_field>_candidates``)
+        gt_field (None): a ground truth field whose pixel values the classes take when free
+    """
+
+    kind: ClassVar[str] = "candidates"
+    classes_field: str = None
+    gt_field: str = None
+
+    def __post_init__(self):
+        _set(self, classes_field=self.classes_field or None)
+        self._check_gt(False)
+
+
+CLASS_SOURCES = {c.kind: c for c in (ClassList, MaskTargetClasses, GroundTruthClasses, TaggerClasses,
+                                     CandidateClasses)}
+NO_CLASSES = "no candidate classes: pass classes=[...] or classes_from=one of %s" % (tuple(CLASS_SOURCES),)
+_CLASS_KEYWORDS = ("classes_from",) + tuple(dict.fromkeys(
+    _keyword(f) for c in CLASS_SOURCES.values() for f in dataclasses.fields(c)))
+
+
+def class_source(classes_from=None, strict=True, **given):
+    """The :class:`ClassSource` of the flat keywords ``classes_from``, ``classes``,
+    ``gt_field`` and ``classes_field`` (None when none is given: such settings build a
+    config, and a run refuses them). ``classes_from`` defaults to ``"list"`` when
+    ``classes`` are given. ``strict=False`` (form params, which keep values of inputs the
+    form no longer shows) drops keywords the chosen kind does not use instead of refusing."""
+    given = {k: v for k, v in given.items() if _is_given(v)}
+    kind = classes_from or ("list" if given.get("classes") else None)
+    if kind is None:
+        if given and strict:
+            raise ValueError(NO_CLASSES)
+        return None
+    source = CLASS_SOURCES.get(kind)
+    if source is None:
+        raise ValueError("unknown classes_from %r: choose one of %s" % (kind, tuple(CLASS_SOURCES)))
+    takes = {_keyword(f): f.name for f in dataclasses.fields(source)}
+    unused = sorted(set(given) - set(takes))
+    if unused and strict:
+        raise ValueError("classes_from=%r does not use %s: it takes %s" % (kind, unused, sorted(takes)))
+    return source(**{takes[k]: v for k, v in given.items() if k in takes})
+
+
+def _is_given(value):
+    return value is not None and not (isinstance(value, (str, list, tuple)) and not value)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Where each sample's caption (the prompt's first part) comes from.
+
+    Args:
+        caption_field (None): a string field holding each sample's caption
+        use_captioner (False): caption images with BLIP (those without a caption in
+            ``caption_field``); always on with :class:`TaggerClasses`
+    """
+
+    caption_field: str = None
+    use_captioner: bool = False
+
+    def __post_init__(self):
+        _set(self, caption_field=self.caption_field or None, use_captioner=bool(self.use_captioner))
+
+
+class Overrides(Mapping):
+    """The :class:`faseg_core.FASegConfig` fields a run changes: an immutable
+    ``{field: value}`` (None values dropped, lists made tuples) that equals the same dict.
+
+    :meth:`apply` is the one place a config is built from overrides (runs through
+    :func:`fiftyone_faseg.run.plan.run_config`, :class:`fiftyone_faseg.FASegModel`, the
+    protocol harness).
+
+    Args:
+        values (None): a dict (or mapping) of FASegConfig fields
+
+    Raises:
+        TypeError: a key that is not a FASegConfig field
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values=None):
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(values or {}).items() if v is not None}
+        unknown = sorted(set(values) - set(fa_seg_settings()))
+        if unknown:
+            raise TypeError("unknown FA-Seg settings %s: choose among the fields of faseg_core.FASegConfig %s"
+                            % (unknown, list(fa_seg_settings())))
+        if "batch_size" in values and (isinstance(values["batch_size"], bool)
+                                       or int(values["batch_size"]) != values["batch_size"]):
+            raise ValueError("`batch_size` must be an integer >= 1 but is %r." % (values["batch_size"],))
+        if "threshold" in values:
+            values["threshold"] = float(values["threshold"])
+        self._values = values
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+    def __repr__(self):
+        return "Overrides(%r)" % (self._values,)
+
+    def __reduce__(self):
+        return Overrides, (dict(self._values),)
+
+    def apply(self, config=None, **changes):
+        """``config`` (default: the paper's :class:`faseg_core.FASegConfig`) with these
+        overrides and ``changes``; an image size moves the attention-grid weights with it."""
+        from faseg_core.config import FASegConfig
+
+        config = config or FASegConfig()
+        changes = {**self._values, **changes}
+        image_size = changes.pop("image_size", None)
+        if image_size and int(image_size) != config.image_size:
+            config = config.at_image_size(int(image_size))
+        return config.replace(**changes) if changes else config
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a run writes, and where.
 
     Args:
         label_field ("faseg"): the Segmentation field to write (plus ``_candidates``,
             ``_caption``, ``_error`` and, when asked, ``_scores`` and ``_heatmap``)
-        classes (()): class names (``classes_from="list"``), or the tagger's vocabulary
-        classes_from (None): ``"list"``, ``"mask_targets"``, ``"gt_field"``, ``"tagger"``
-            or ``"candidates"``; ``"list"`` when ``classes`` are given
-        classes_field (None): with ``classes_from="candidates"``, each sample's classes
-            (Classifications or a list of names) instead of ``<label_field>_candidates``
-        gt_field (None): a ground truth Segmentation field with ``mask_targets``
-        caption_field (None): a string field holding each sample's caption
-        use_captioner (False): caption images with BLIP (always on with the tagger)
-        captioner_path (DEFAULT_CAPTIONER): a BLIP Hub id or local folder
-        tagger_model (DEFAULT_TAGGER): ``(open_clip model name or folder, pretrained tag or file)``
-        model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
-        overrides ({}): ``{field: value}`` of :class:`faseg_core.FASegConfig` (paper
-            defaults) this run changes; any FASegConfig field is also a keyword of its
-            own (``RunSettings(threshold=0.5, pamr=True)``) and an attribute
-            (``settings.threshold``: None when not overridden)
-        skip_existing (False): process only samples of the dataset without ``label_field``
-        overwrite (False): replace existing labels of this run's field
         output_dir (None): write masks (and score maps, heatmaps) under this folder
         store_scores (False): keep each sample's refined score maps (float16 files)
         heatmap (False): store the top class's score as ``<label_field>_heatmap``
         keep_classes (None): only these classes' scores label pixels (the others become
             background or lose to the kept ones), as a re-threshold with ``classes``
             does; a rerun keeps its field's recorded subset
-        device (None), dtype (None): where and how the model runs
     """
 
     label_field: str = "faseg"
-    classes: tuple = ()
-    classes_from: str = None
-    classes_field: str = None
-    gt_field: str = None
-    caption_field: str = None
-    use_captioner: bool = False
-    captioner_path: str = DEFAULT_CAPTIONER
-    tagger_model: tuple = DEFAULT_TAGGER
-    model_path: str = DEFAULT_MODEL
-    overrides: dict = field(default_factory=dict)
-    skip_existing: bool = False
-    overwrite: bool = False
     output_dir: str = None
     store_scores: bool = False
     heatmap: bool = False
     keep_classes: tuple = None
-    device: str = None
-    dtype: str = None
 
     def __post_init__(self):
-        # normalise what arrives from forms, JSON and keywords, so equal settings compare equal
-        object.__setattr__(self, "overrides", check_overrides(self.overrides))
-        if isinstance(self.classes, str):
-            raise TypeError("`classes` must be a list of names, not the string %r" % self.classes)
-        fix = object.__setattr__
-        fix(self, "classes", tuple(str(c).strip() for c in (self.classes or ()) if c is not None and str(c).strip()))
-        fix(self, "tagger_model", tuple(self.tagger_model))
-        fix(self, "label_field", self.label_field or "faseg")
-        fix(self, "output_dir", folder_param(self.output_dir))
-        fix(self, "model_path", os.fspath(self.model_path) if self.model_path else DEFAULT_MODEL)
-        for name in ("classes_from", "classes_field", "gt_field", "caption_field"):
-            fix(self, name, getattr(self, name) or None)
-        if self.dtype is not None and not isinstance(self.dtype, str):
-            fix(self, "dtype", str(self.dtype).replace("torch.", ""))
-        if self.classes_from is None and self.classes:
-            fix(self, "classes_from", "list")
-        if isinstance(self.keep_classes, str):
-            raise TypeError("`keep_classes` must be a list of names, not the string %r" % self.keep_classes)
-        fix(self, "keep_classes", tuple(sorted({str(c) for c in self.keep_classes})) if self.keep_classes else None)
+        keep = self.keep_classes
+        if isinstance(keep, str):
+            raise TypeError("`keep_classes` must be a list of names, not the string %r" % keep)
+        _set(self, label_field=self.label_field or "faseg", output_dir=folder_param(self.output_dir),
+             store_scores=bool(self.store_scores), heatmap=bool(self.heatmap),
+             keep_classes=tuple(sorted({str(c) for c in keep})) if keep else None)
 
-    def __getattr__(self, name):
-        # FA-Seg's own settings read as attributes (None: not overridden)
-        if name in fa_seg_settings() and name not in _OWN:
-            return self.__dict__.get("overrides", {}).get(name)
-        raise AttributeError("%r object has no attribute %r" % (type(self).__name__, name))
+    @property
+    def on_disk(self):
+        """Whether the run writes files (masks under ``output_dir``, or score maps)."""
+        return bool(self.output_dir or self.store_scores)
+
+
+class WritePolicy(str, enum.Enum):
+    """What a run does with labels its field already has on its samples (one value, so
+    "skip them" and "overwrite them" cannot both be asked)."""
+
+    NEW = "new"  #: refuse when any sample already has labels
+    SKIP_EXISTING = "skip_existing"  #: process only samples without complete labels
+    OVERWRITE = "overwrite"  #: replace existing labels
+
+    @classmethod
+    def of(cls, skip_existing=False, overwrite=False):
+        """The policy of the flat ``skip_existing`` / ``overwrite`` keywords."""
+        if skip_existing and overwrite:
+            raise ValueError("skip_existing=True and overwrite=True ask for opposite things: choose one "
+                             "(skip samples that have labels, or overwrite their labels)")
+        return cls.OVERWRITE if overwrite else cls.SKIP_EXISTING if skip_existing else cls.NEW
+
+    def keywords(self):
+        return {"skip_existing": self is WritePolicy.SKIP_EXISTING, "overwrite": self is WritePolicy.OVERWRITE}
+
+
+# ---------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings of one FA-Seg run over a collection, made of typed parts.
+
+    Build it from the flat keywords every entry point takes with :meth:`from_kwargs`
+    (``RunSettings.from_kwargs(classes=["cat"], overwrite=True, threshold=0.5)``), from
+    form params with :meth:`from_params`, or from its parts.
+
+    Args:
+        output (OutputSpec()): an :class:`OutputSpec`
+        classes (None): a :class:`ClassSource` (None: no classes chosen; a run refuses it)
+        model (ModelSpec()): a :class:`ModelSpec`
+        prompt (PromptSpec()): a :class:`PromptSpec`
+        overrides (Overrides()): :class:`Overrides` (or a dict) of FASegConfig fields
+        write (WritePolicy.NEW): a :class:`WritePolicy` (or its value)
+    """
+
+    output: OutputSpec = field(default_factory=OutputSpec)
+    classes: ClassSource = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    overrides: Overrides = field(default_factory=Overrides)
+    write: WritePolicy = WritePolicy.NEW
+
+    def __post_init__(self):
+        for name, kind in (("output", OutputSpec), ("model", ModelSpec), ("prompt", PromptSpec)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError("`%s` must be a %s, not %r: pass flat keywords to RunSettings.from_kwargs()"
+                                % (name, kind.__name__, getattr(self, name)))
+        if self.classes is not None and not isinstance(self.classes, ClassSource):
+            raise TypeError("`classes` must be a ClassSource (e.g. ClassList(names=[...])), not %r: pass flat "
+                            "keywords (classes=[...]) to RunSettings.from_kwargs()" % (self.classes,))
+        _set(self, overrides=self.overrides if isinstance(self.overrides, Overrides) else Overrides(self.overrides),
+             write=WritePolicy(self.write))
+
+    # ------------------------------------------------------------------ flat keywords
 
     @classmethod
     def fields(cls):
-        """Every keyword the settings take: their own fields and FASegConfig's."""
-        return list(_OWN) + [n for n in fa_seg_settings() if n not in _OWN]
+        """Every flat keyword the settings take: their parts' and every FASegConfig field."""
+        return list(_OWN_KEYWORDS) + [n for n in fa_seg_settings() if n not in _OWN_KEYWORDS]
 
     @classmethod
     def from_kwargs(cls, **kwargs):
-        """Settings from keywords, with a clear error for an unknown one."""
-        unknown = sorted(set(kwargs) - set(cls.fields()))
-        if unknown:
-            raise TypeError("unknown run settings %s: choose among %s" % (unknown, cls.fields()))
-        return cls(**kwargs)
+        """Settings from the flat keywords users pass (:meth:`fields`; None: the default),
+        with a clear error for an unknown one. Any FASegConfig field is a keyword of its
+        own and joins ``overrides`` (a dict of them is also taken)."""
+        return cls._from_keywords(kwargs, strict=True)
 
     @classmethod
     def from_params(cls, params):
         """Settings from an operator's ``ctx.params`` (unknown keys, e.g. ``view_target``, are ignored;
-        empty values mean the default)."""
-        known = set(cls.fields())
-        kwargs = {k: v for k, v in (params or {}).items() if k in known and v not in (None, "")}
-        kwargs.update((params or {}).get("overrides") or {})
+        empty values mean the default; class keywords the chosen class source does not use are dropped)."""
+        params = dict(params or {})
+        kwargs = {k: v for k, v in params.items() if k in cls.fields() and v not in (None, "")}
+        kwargs.update(params.get("overrides") or {})
         tagger = params.get("tagger_model"), params.get("tagger_pretrained")
         if isinstance(tagger[0], str):
             kwargs["tagger_model"] = (tagger[0] or DEFAULT_TAGGER[0], tagger[1] or DEFAULT_TAGGER[1])
-        return cls(**kwargs)
+        return cls._from_keywords(kwargs, strict=False)
+
+    @classmethod
+    def _from_keywords(cls, kwargs, strict):
+        unknown = sorted(set(kwargs) - set(cls.fields()))
+        if unknown:
+            raise TypeError("unknown run settings %s: choose among %s" % (unknown, cls.fields()))
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        overrides = dict(given.pop("overrides", None) or {})
+        overrides.update((k, given.pop(k)) for k in list(given) if k not in _OWN_KEYWORDS)
+
+        def part(kind):
+            return kind(**{f.name: given.pop(f.name) for f in dataclasses.fields(kind) if f.name in given})
+
+        return cls(output=part(OutputSpec), model=part(ModelSpec), prompt=part(PromptSpec),
+                   overrides=Overrides(overrides),
+                   write=WritePolicy.of(given.pop("skip_existing", False), given.pop("overwrite", False)),
+                   classes=class_source(strict=strict, **given))
+
+    def to_kwargs(self):
+        """The flat keywords that :meth:`from_kwargs` turns back into these settings."""
+        kwargs = {}
+        for part in (self.output, self.model, self.prompt):
+            kwargs.update((f.name, getattr(part, f.name)) for f in dataclasses.fields(part))
+        kwargs.update(self.write.keywords())
+        if self.classes is not None:
+            kwargs.update(self.classes.keywords())
+        own = {k: v for k, v in self.overrides.items() if k not in kwargs}
+        kwargs.update(own)
+        if len(own) < len(self.overrides):  # a FASegConfig field named like a part's (dtype)
+            kwargs["overrides"] = {k: v for k, v in self.overrides.items() if k not in own}
+        return kwargs
 
     def to_params(self):
         """JSON-ready parameters that :meth:`from_params` turns back into these settings."""
-        params = dataclasses.asdict(self)
-        params.update(params.pop("overrides"))  # flat, as the form gives them
-        params["classes"] = list(self.classes)
-        params["keep_classes"] = list(self.keep_classes) if self.keep_classes else None
-        params["tagger_model"], params["tagger_pretrained"] = self.tagger_model
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.to_kwargs().items()}
+        params["tagger_model"], params["tagger_pretrained"] = self.model.tagger_model
         return params
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """These settings with some flat keywords (:meth:`fields`) changed."""
+        return type(self).from_kwargs(**{**self.to_kwargs(), **changes}) if changes else self
 
 
-_OWN = tuple(f.name for f in dataclasses.fields(RunSettings))
-_dataclass_init = RunSettings.__init__
+_OWN_KEYWORDS = tuple(dict.fromkeys(
+    [f.name for f in dataclasses.fields(OutputSpec)] + list(_CLASS_KEYWORDS)
+    + [f.name for f in dataclasses.fields(PromptSpec)] + [f.name for f in dataclasses.fields(ModelSpec)]
+    + ["overrides", "skip_existing", "overwrite"]))
 
 
-def _init(self, *args, overrides=None, **kwargs):
-    # FASegConfig fields given as keywords join ``overrides`` (the one list of FA-Seg's settings)
-    fa_seg = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN and k in fa_seg_settings()}
-    _dataclass_init(self, *args, overrides={**(overrides or {}), **fa_seg}, **kwargs)
-
-
-_init.__doc__ = _dataclass_init.__doc__
-RunSettings.__init__ = _init
+def keyword_types():
+    """``{flat keyword: type}`` of the settings' own keywords (FASegConfig's are
+    :func:`scalar_config_fields`): what a command line makes flags of."""
+    types = {f.name: f.type for kind in (OutputSpec, PromptSpec, ModelSpec) for f in dataclasses.fields(kind)}
+    types.update((_keyword(f), f.type) for c in CLASS_SOURCES.values() for f in dataclasses.fields(c))
+    return {**types, "classes_from": str, "skip_existing": bool, "overwrite": bool}
 
 
 def fa_seg_settings():
@@ -183,14 +516,30 @@ def fa_seg_settings():
     return tuple(f.name for f in dataclasses.fields(FASegConfig))
 
 
-def check_overrides(overrides):
-    """``overrides`` as a new dict without None values, each key a FASegConfig field."""
-    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
-    unknown = sorted(set(overrides) - set(fa_seg_settings()))
-    if unknown:
-        raise TypeError("unknown FA-Seg settings %s: choose among the fields of faseg_core.FASegConfig %s"
-                        % (unknown, list(fa_seg_settings())))
-    return overrides
+def scalar_config_fields(skip=()):
+    """``{name: type}`` of each :class:`faseg_core.FASegConfig` field with a scalar type
+    (int, float, bool, str; optional ones too), less ``skip``: the knobs a command line
+    takes as flags of their own."""
+    from faseg_core.config import FASegConfig
+
+    scalar = {"int": int, "float": float, "bool": bool, "str": str}
+    found = {f.name: scalar.get(str(f.type).replace(" | None", "")) for f in dataclasses.fields(FASegConfig)}
+    return {n: t for n, t in found.items() if t is not None and n not in skip}
+
+
+def add_flags(group, types, help=None):
+    """Adds one flag per ``{name: type}`` to an argparse parser or group (``--image-size``
+    for ``image_size``), each None when not given: a bool is ``--x/--no-x``. The one
+    helper of the ``faseg-ray`` and ``faseg-protocol`` command lines."""
+    for name, kind in types.items():
+        flag, text = "--" + name.replace("_", "-"), (help or {}).get(name)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind is tuple:
+            group.add_argument(flag, nargs="+", default=None, help=text)
+        else:
+            group.add_argument(flag, type=kind, default=None, help=text)
+    return group
 
 
 @dataclass(frozen=True)
@@ -244,6 +593,20 @@ class RunRecord:
     in_progress: bool = False
     pending: bool = False
     revision: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def snapshot(cls, settings, config, root):
+        """The record of a run with ``settings`` (a :class:`RunSettings`) and the
+        :class:`faseg_core.FASegConfig` it built, its files under ``root``: the one place
+        a record is made from settings (re-threshold and rerun read it back)."""
+        source, output = settings.classes, settings.output
+        return cls(threshold=config.threshold, image_size=config.image_size, model_path=settings.model.model_path,
+                   pamr=bool(config.pamr), config=recorded_config(settings.overrides),
+                   output_dir=output.output_dir, store_scores=output.store_scores, heatmap=output.heatmap, root=root,
+                   classes=list(output.keep_classes) if output.keep_classes else None,
+                   classes_from=source.kind if source is not None else None,
+                   class_list=list(source.names) or None if source is not None else None,
+                   scores_revision=uuid.uuid4().hex)
 
     @classmethod
     def read(cls, dataset, label_field):
