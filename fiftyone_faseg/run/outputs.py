@@ -172,7 +172,7 @@ def finish_outputs(jobs, plan):
     the run's root: ``[SampleOutput]``."""
     from ..analysis.iterate import kept_labels
 
-    output, config = plan.output.output, plan.config
+    output, config = plan.settings.output, plan.config
     label_field = plan.label_field
     outputs = []
     for row, image, cands, caption, result in jobs:
