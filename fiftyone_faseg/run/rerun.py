@@ -22,7 +22,7 @@ from faseg_core.tokens import clean_classes
 
 from ..fields import candidates_field
 from .leases import FieldLease
-from .settings import CandidateClasses, ModelSpec, OutputSpec, RunRecord, RunSettings, WritePolicy
+from .settings import CandidateClasses, ModelSpec, RunRecord, RunSettings, WritePolicy
 
 USER = "user"
 MODES = ("replace", "add", "remove")
@@ -98,14 +98,9 @@ def rerun_settings(samples, label_field="faseg", **overrides):
     record = RunRecord.read(samples._dataset, label_field)
     if record is None:
         raise ValueError("'%s' was not made by an FA-Seg run: nothing to rerun" % label_field)
-    settings = RunSettings(
-        output=OutputSpec(label_field, record.output_dir, record.store_scores, record.heatmap, record.classes),
-        classes=CandidateClasses(),
-        model=ModelSpec(model_path=record.model_path),
-        overrides={**(record.config or {}), "threshold": record.threshold, "image_size": record.image_size,
-                   "pamr": record.pamr},
-        write=WritePolicy.OVERWRITE,
-    )
+    settings = RunSettings(output=record.output_spec(label_field), classes=CandidateClasses(),
+                           model=ModelSpec(model_path=record.model_path), overrides=record.overrides(),
+                           write=WritePolicy.OVERWRITE)
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -447,7 +447,6 @@ class RunSettings:
         empty values mean the default; class keywords the chosen class source does not use are dropped)."""
         params = dict(params or {})
         kwargs = {k: v for k, v in params.items() if k in cls.fields() and v not in (None, "")}
-        kwargs.update(params.get("overrides") or {})
         tagger = params.get("tagger_model"), params.get("tagger_pretrained")
         if isinstance(tagger[0], str):
             kwargs["tagger_model"] = (tagger[0] or DEFAULT_TAGGER[0], tagger[1] or DEFAULT_TAGGER[1])
@@ -600,13 +599,24 @@ class RunRecord:
         :class:`faseg_core.FASegConfig` it built, its files under ``root``: the one place
         a record is made from settings (re-threshold and rerun read it back)."""
         source, output = settings.classes, settings.output
+        # the output options recorded are those named alike in both (output_dir, store_scores, heatmap)
+        same = {f.name: getattr(output, f.name) for f in dataclasses.fields(output) if f.name in _RECORD_FIELDS}
         return cls(threshold=config.threshold, image_size=config.image_size, model_path=settings.model.model_path,
-                   pamr=bool(config.pamr), config=recorded_config(settings.overrides),
-                   output_dir=output.output_dir, store_scores=output.store_scores, heatmap=output.heatmap, root=root,
+                   pamr=bool(config.pamr), config=recorded_config(settings.overrides), root=root,
                    classes=list(output.keep_classes) if output.keep_classes else None,
                    classes_from=source.kind if source is not None else None,
                    class_list=list(source.names) or None if source is not None else None,
-                   scores_revision=uuid.uuid4().hex)
+                   scores_revision=uuid.uuid4().hex, **same)
+
+    def output_spec(self, label_field):
+        """The :class:`OutputSpec` of the run recorded, writing ``label_field`` (a rerun's)."""
+        same = {f.name: getattr(self, f.name) for f in dataclasses.fields(OutputSpec) if f.name in _RECORD_FIELDS}
+        return OutputSpec(label_field=label_field, keep_classes=self.classes, **same)
+
+    def overrides(self):
+        """The :class:`Overrides` of the run recorded (those that change what a pixel means)."""
+        own = {k: getattr(self, k) for k in OWN_RECORD_FIELDS}
+        return Overrides({**(self.config or {}), **own})
 
     @classmethod
     def read(cls, dataset, label_field):
@@ -675,6 +685,8 @@ class RunRecord:
         pending = bool(self.pending and stale)
         return self.replace(in_progress=pending, pending=pending).new_revision()
 
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RunRecord))
 
 # FASegConfig fields that change how a run runs, not what its masks mean (not recorded)
 NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "compile")
