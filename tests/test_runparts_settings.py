@@ -123,3 +123,22 @@ def test_a_rerun_reads_the_parts_back_from_a_record_old_or_new():
                        "store_scores": True, "root": "/r", "revision": "x"})
     assert old.output_spec("f") == OutputSpec("f", None, True, False, None)
     assert old.overrides() == {"threshold": 0.5, "image_size": 512, "pamr": True}
+
+
+def test_a_new_fasegconfig_knob_reaches_every_entry_point_with_one_edit(monkeypatch):
+    # the walk-through of settings.py's "Adding a setting": one new FASegConfig field, nothing else
+    import faseg_core.config
+
+    from fiftyone_faseg.run.model import FASegModelConfig
+    from fiftyone_faseg.run.settings import recorded_config
+
+    extended = dataclasses.make_dataclass("FASegConfig", [("edge_sigma", float, 0.0)], bases=(FASegConfig,),
+                                          frozen=True)
+    monkeypatch.setattr(faseg_core.config, "FASegConfig", extended)
+    s = RunSettings.from_kwargs(classes=["cat"], edge_sigma=0.3)
+    assert s.overrides.apply().edge_sigma == 0.3
+    assert RunSettings.from_params(json.loads(json.dumps(s.to_params()))) == s
+    assert RunRecord.snapshot(s, s.overrides.apply(), "/r").config == {"edge_sigma": 0.3} == recorded_config(s.overrides)
+    assert FASegModelConfig({"classes": ["cat"], "edge_sigma": 0.3}).run_config().edge_sigma == 0.3
+    assert vars(ray_parser().parse_args(["ds", "--edge-sigma", "0.3"]))["edge_sigma"] == 0.3
+    assert vars(protocol_parser().parse_args(["voc", "--root", "r", "--edge-sigma", "0.3"]))["edge_sigma"] == 0.3

@@ -33,7 +33,32 @@ and rerun read it back) and a ``revision`` that changes whenever anything writes
 field, so an evaluation can tell it is stale. Importing this module loads neither torch
 nor FiftyOne.
 
-ADDING_A_SETTING
+Adding a setting. Each flat keyword is a field of one part, listed nowhere else:
+:meth:`RunSettings.fields`, :meth:`RunSettings.from_kwargs`, :meth:`RunSettings.to_params`,
+the operators' SDK call and both command lines (:func:`add_flags`) read the parts.
+
+-   A FASegConfig knob (say ``edge_sigma: float``) is one edit: the field of
+    :class:`faseg_core.FASegConfig` (with its check). It is then a keyword of
+    ``segment_samples``, ``RunSettings.from_kwargs``, :class:`fiftyone_faseg.FASegModel`
+    and ``run_protocol``, a form param, a flag of ``faseg-ray`` and ``faseg-protocol``
+    (scalar fields), applied by :meth:`Overrides.apply`, recorded in
+    :attr:`RunRecord.config`, compared and rerun with. Add its form widget in
+    ``operators/run.py`` for the App (and its range in ``fiftyone_faseg/limits.py`` if it
+    has one); put it in :data:`NOT_RECORDED` if it only changes how a run runs. Two edits
+    in two files; before the parts, four in three (``faseg-protocol`` had three hand-made
+    flags: a flag and its pass-through in ``protocol/cli.py``).
+-   An output option (say ``overlay: bool``) is a field (and its ``Args`` line) of
+    :class:`OutputSpec`; to record it and have reruns keep it, a field of the same name
+    in :class:`RunRecord` (:meth:`RunRecord.snapshot` and :meth:`RunRecord.output_spec`
+    copy same-named fields). Then its effect (``outputs.finish_outputs``; a side field in
+    ``plan.side_fields`` and a check in ``plan.complete_ids`` if it writes one) and its
+    form widget: two plumbing edits in one file (five in all, in four files); before the
+    parts, four plumbing edits in three files (the flat field, the record field, the
+    record built in ``plan.py``, the settings rebuilt in ``rerun.py``), seven in all.
+
+A knob that changes what a pixel means must mean the same for every label of a field:
+:meth:`RunRecord.differences` compares the recorded values (add a recorded output
+option to :attr:`RunRecord.CONSISTENT` when it must match too).
 """
 
 import argparse
@@ -522,7 +547,8 @@ def scalar_config_fields(skip=()):
     from faseg_core.config import FASegConfig
 
     scalar = {"int": int, "float": float, "bool": bool, "str": str}
-    found = {f.name: scalar.get(str(f.type).replace(" | None", "")) for f in dataclasses.fields(FASegConfig)}
+    found = {f.name: scalar.get(getattr(f.type, "__name__", str(f.type)).replace(" | None", ""))
+             for f in dataclasses.fields(FASegConfig)}
     return {n: t for n, t in found.items() if t is not None and n not in skip}
 
 
