@@ -138,7 +138,8 @@ def test_a_new_fasegconfig_knob_reaches_every_entry_point_with_one_edit(monkeypa
     s = RunSettings.from_kwargs(classes=["cat"], edge_sigma=0.3)
     assert s.overrides.apply().edge_sigma == 0.3
     assert RunSettings.from_params(json.loads(json.dumps(s.to_params()))) == s
-    assert RunRecord.snapshot(s, s.overrides.apply(), "/r").config == {"edge_sigma": 0.3} == recorded_config(s.overrides)
+    record = RunRecord.snapshot(s, s.overrides.apply(), "/r")
+    assert record.config == {"edge_sigma": 0.3} == recorded_config(s.overrides)
     assert FASegModelConfig({"classes": ["cat"], "edge_sigma": 0.3}).run_config().edge_sigma == 0.3
     assert vars(ray_parser().parse_args(["ds", "--edge-sigma", "0.3"]))["edge_sigma"] == 0.3
     assert vars(protocol_parser().parse_args(["voc", "--root", "r", "--edge-sigma", "0.3"]))["edge_sigma"] == 0.3

@@ -107,7 +107,7 @@ def segment_samples(samples, label_field=None, progress=None, settings=None, **k
         label_field ("faseg"): the field to store masks in
         progress (None): True for a progress bar, or ``callable(done, total)``
         settings (None): a :class:`fiftyone_faseg.run.settings.RunSettings`; keywords override it
-        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields, and ``config``,
+        **kwargs: flat keywords of :meth:`fiftyone_faseg.run.settings.RunSettings.from_kwargs`, and ``config``,
             ``vocabulary``, ``segmenter``, ``proposer`` (see :func:`iter_segment_samples`)
 
     Returns:
@@ -171,7 +171,7 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
         proposer (None): a loaded ``(Captioner, Tagger)`` for the tagger or captioner
-        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields
+        **kwargs: flat keywords of :meth:`fiftyone_faseg.run.settings.RunSettings.from_kwargs`
 
     Yields:
         ``(done, total, summary)``: samples done, samples to do, a :class:`RunSummary`
