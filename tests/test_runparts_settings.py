@@ -9,9 +9,9 @@ import pytest
 from faseg_core.config import FASegConfig
 from fiftyone_faseg.distributed.engine import _parser as ray_parser
 from fiftyone_faseg.protocol.cli import build_parser as protocol_parser
-from fiftyone_faseg.run.settings import (CandidateClasses, ClassList, GroundTruthClasses, MaskTargetClasses,
-                                         ModelSpec, OutputSpec, Overrides, RunRecord, RunSettings, TaggerClasses,
-                                         WritePolicy, scalar_config_fields)
+from fiftyone_faseg.run.parts import (CandidateClasses, ClassList, GroundTruthClasses, MaskTargetClasses,
+                                      ModelSpec, OutputSpec, Overrides, TaggerClasses, WritePolicy)
+from fiftyone_faseg.run.settings import RunRecord, RunSettings, scalar_config_fields
 
 
 def test_flat_keywords_land_in_their_parts():

@@ -24,7 +24,7 @@ def make_config(benchmark, threshold=None, image_size=None, batch_size=None, **o
     """
     from faseg_core import FASegConfig
 
-    from ..run.settings import Overrides
+    from ..run.parts import Overrides
 
     overrides.update(threshold=threshold, image_size=image_size, batch_size=batch_size)
     return Overrides(overrides).apply(FASegConfig.for_dataset(get_benchmark(benchmark).key))

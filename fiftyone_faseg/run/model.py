@@ -12,7 +12,7 @@ from . import classes as fcl
 from . import targets as ftg
 from ..constants import DEFAULT_MODEL
 from .models import load_segmenter
-from .settings import Overrides, fa_seg_settings
+from .parts import Overrides, fa_seg_settings
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from . import targets as ftg
 from ..constants import MODEL_COMPONENTS
 from ..fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
                      validate_segmentation_field)
-from .settings import NO_CLASSES, RunRecord, RunSettings, WritePolicy
+from .parts import NO_CLASSES, WritePolicy
+from .settings import RunRecord, RunSettings
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from faseg_core.tokens import clean_classes
 
 from ..fields import candidates_field
 from .leases import FieldLease
-from .settings import CandidateClasses, ModelSpec, RunRecord, RunSettings, WritePolicy
+from .parts import CandidateClasses, ModelSpec, WritePolicy
+from .settings import RunRecord, RunSettings
 
 USER = "user"
 MODES = ("replace", "add", "remove")
