@@ -47,14 +47,16 @@ the operators' SDK call and both command lines (:func:`add_flags`) read the part
     has one); put it in :data:`NOT_RECORDED` if it only changes how a run runs. Two edits
     in two files; before the parts, four in three (``faseg-protocol`` had three hand-made
     flags: a flag and its pass-through in ``protocol/cli.py``).
--   An output option (say ``overlay: bool``) is a field (and its ``Args`` line) of
-    :class:`OutputSpec`; to record it and have reruns keep it, a field of the same name
-    in :class:`RunRecord` (:meth:`RunRecord.snapshot` and :meth:`RunRecord.output_spec`
-    copy same-named fields). Then its effect (``outputs.finish_outputs``; a side field in
-    ``plan.side_fields`` and a check in ``plan.complete_ids`` if it writes one) and its
-    form widget: two plumbing edits in one file (five in all, in four files); before the
-    parts, four plumbing edits in three files (the flat field, the record field, the
-    record built in ``plan.py``, the settings rebuilt in ``rerun.py``), seven in all.
+-   An output option (say ``overlay: bool``, a colour overlay per sample) is a field (and
+    its ``Args`` line) of :class:`fiftyone_faseg.run.parts.OutputSpec`; to record it and
+    have reruns keep it, a field of the same name in :class:`RunRecord`
+    (:meth:`RunRecord.snapshot` and :meth:`RunRecord.output_spec` copy same-named
+    fields). Then what it does: its effect in ``outputs.finish_outputs``, its side field
+    in ``plan.side_fields`` and its check in ``plan.complete_ids`` (so ``skip_existing``
+    completes it), and its form widget. Plumbing: two edits in two files (six in all, in
+    five files); before the parts: four in three files (the flat field, the record field,
+    the record built field by field in ``plan.py``, the settings rebuilt field by field
+    in ``rerun.py``), eight in all.
 
 A knob that changes what a pixel means must mean the same for every label of a field:
 :meth:`RunRecord.differences` compares the recorded values (add a recorded output
