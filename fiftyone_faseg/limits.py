@@ -247,7 +247,7 @@ def output_dir_problem(value, dataset=None):
     """Why an App user may not write a run's files under ``value`` (None when they may):
     it must be an absolute folder under :func:`output_roots`, without ``..``, that no
     symlink leads out of. Every refused path gets the same message."""
-    from .run.settings import folder_param
+    from .run.parts import folder_param
 
     try:
         folder = folder_param(value)

@@ -282,7 +282,7 @@ def summary_results(summary, settings, **extra):
     """Operator results of a :class:`fiftyone_faseg.run.segment.RunSummary` of a run made with
     ``settings``: counts, the first distinct failure reasons and where its outputs went
     (files go under ``summary.root`` with an ``output_dir`` or stored scores)."""
-    on_disk = settings.output_dir or settings.store_scores
+    on_disk = settings.output.on_disk
     results = dict(
         processed=len(summary.processed),
         skipped=len(summary.skipped),

@@ -116,7 +116,7 @@ class RunFASeg(foo.Operator):
         params = _typed_params(ctx)
         limits.check(params, ctx.dataset)  # what the form flags, refused however the run was asked for
         settings = RunSettings.from_params(params)
-        forms.remember(ctx, "model_path", settings.model_path)
+        forms.remember(ctx, "model_path", settings.model.model_path)
         target = ctx.target_view()
         from fiftyone_faseg.run.segment import iter_segment_samples
 
@@ -134,7 +134,7 @@ class RunFASeg(foo.Operator):
             yield ctx.trigger("reload_dataset")
         forms.raise_if_all_failed(summary)
         results = forms.summary_results(summary, settings)
-        yield from forms.show_output(ctx, forms.summary_outputs(results, settings.label_field), results,
+        yield from forms.show_output(ctx, forms.summary_outputs(results, settings.output.label_field), results,
                                      "FA-Seg run complete")
 
 

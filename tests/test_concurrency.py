@@ -51,7 +51,7 @@ def test_two_runs_at_once_from_a_cold_cache_get_their_own_settings(dataset, tiny
     assert seg.config.threshold == 0.55 and seg.config.image_size == 512  # never changed by a run
     dataset.reload()
     for field, kwargs in runs.items():
-        config = run_config(RunSettings(image_size=128, threshold=kwargs["threshold"], batch_size=2))
+        config = run_config(RunSettings.from_kwargs(image_size=128, threshold=kwargs["threshold"], batch_size=2))
         ids = {n: v for v, n in dataset.mask_targets[field].items()}
         for sample in dataset:
             (alone,) = seg(sample.filepath, kwargs["classes"], config=config)

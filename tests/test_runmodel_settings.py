@@ -12,10 +12,10 @@ from fiftyone_faseg.protocol.harness import make_config
 from fiftyone_faseg.run.settings import RunRecord, RunSettings, recorded_config
 
 
-def test_any_fasegconfig_field_is_a_run_setting_keyword_and_attribute():
-    s = RunSettings(threshold=0.4, flip=False, pamr_iterations=3)
+def test_any_fasegconfig_field_is_a_run_setting_keyword():
+    s = RunSettings.from_kwargs(threshold=0.4, flip=False, pamr_iterations=3)
     assert s.overrides == {"threshold": 0.4, "flip": False, "pamr_iterations": 3}
-    assert (s.threshold, s.flip, s.batch_size) == (0.4, False, None)
+    assert (s.overrides["threshold"], s.overrides["flip"], s.overrides.get("batch_size")) == (0.4, False, None)
     assert s.replace(batch_size=2).overrides == {**s.overrides, "batch_size": 2}
     assert RunSettings.from_params(s.to_params()) == s
     assert RunSettings.from_kwargs(**{"pamr_iterations": 3, "flip": False, "threshold": 0.4}) == s
@@ -33,7 +33,7 @@ def test_unknown_settings_are_refused_naming_them():
 
 def test_model_harness_and_runs_build_the_same_config():
     overrides = {"threshold": 0.35, "image_size": 256, "flip": False}
-    run = run_config(RunSettings(**overrides), FASegConfig.for_dataset("voc"))
+    run = run_config(RunSettings.from_kwargs(**overrides), FASegConfig.for_dataset("voc"))
     assert make_config("voc", **overrides) == run
     assert FASegModelConfig(overrides).run_config(FASegConfig.for_dataset("voc")) == run
     assert run.image_size == 256 and run.cross_weights == FASegConfig().at_image_size(256).cross_weights

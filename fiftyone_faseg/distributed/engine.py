@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..run.settings import RunSettings
+from ..run.settings import RunSettings, add_flags, keyword_types, scalar_config_fields
 
 logger = logging.getLogger(__name__)
 
@@ -599,12 +599,12 @@ class SegmentBatch:
     def __init__(self, plan, segmenter=None, proposer=None):
         from ..run.models import load_proposer
 
-        settings = plan.settings
+        model = plan.settings.model
         self.plan = plan
         self.shared = _shared_candidates(plan)
         self.segmenter = segmenter or _load_segmenter(plan)
         if plan.captioning and proposer is None:
-            proposer = load_proposer(settings.captioner_path, settings.tagger_model, device=settings.device)
+            proposer = load_proposer(model.captioner_path, model.tagger_model, device=model.device)
         self.proposer = proposer
 
     def __call__(self, batch):
@@ -644,7 +644,7 @@ def _check_model(plan, segmenter, num_gpus):
         ray.get(check.remote(dataclasses.replace(plan, ids=[], skipped=[])))
     except ray.exceptions.RayTaskError as e:
         raise ValueError("`model_path` %r does not load (or run) on the Ray workers, so nothing was written: %s"
-                         % (plan.settings.model_path, e.cause if e.cause is not None else e)) from e
+                         % (plan.settings.model.model_path, e.cause if e.cause is not None else e)) from e
 
 
 def _try_model(plan, segmenter=None):
@@ -660,8 +660,8 @@ def _try_model(plan, segmenter=None):
 def _load_segmenter(plan):
     from ..run.models import load_segmenter
 
-    settings = plan.settings
-    return load_segmenter(settings.model_path, device=settings.device, dtype=settings.dtype)
+    model = plan.settings.model
+    return load_segmenter(model.model_path, device=model.device, dtype=model.dtype)
 
 
 # ---------------------------------------------------------------------- command line
@@ -679,37 +679,13 @@ def _parser():
     parser.add_argument("--num-gpus", type=float, help="GPUs per actor (default: 1 with GPUs, else 0)")
     parser.add_argument("--block-rows", type=int, help="rows per Ray block (default: from the run, at most %d)"
                         % MAX_BLOCK_ROWS)
+    # the run's flat keywords (RunSettings.from_kwargs), and one flag per scalar FASegConfig field
     settings = parser.add_argument_group("run settings (fiftyone_faseg.run.settings.RunSettings)")
-    for f in _cli_fields():
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "classes":
-            settings.add_argument(flag, nargs="+", help="class names")
-        elif f.name == "tagger_model":
-            settings.add_argument(flag, nargs=2, metavar=("MODEL", "PRETRAINED"), help="open_clip tagger")
-        elif f.type in (bool, "bool") and f.default is None:
-            settings.add_argument(flag, action=argparse.BooleanOptionalAction)
-        elif f.type in (bool, "bool"):
-            settings.add_argument(flag, action="store_true")
-        else:
-            kind = {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
-            settings.add_argument(flag, type=kind)
+    own = keyword_types()
+    settings.add_argument("--tagger-model", nargs=2, metavar=("MODEL", "PRETRAINED"), help="open_clip tagger")
+    add_flags(settings, {k: t for k, t in own.items() if k != "tagger_model"}, help={"classes": "class names"})
+    add_flags(settings, scalar_config_fields(skip=own))
     return parser
-
-
-def _cli_fields():
-    """The run settings the command line takes: RunSettings' own fields (not ``overrides``)
-    and each scalar field of :class:`faseg_core.FASegConfig` (a flag of its own, None: unset)."""
-    from faseg_core.config import FASegConfig
-
-    own = [f for f in dataclasses.fields(RunSettings) if f.name != "overrides"]
-    names = {f.name for f in own}
-    scalar = {"int": int, "float": float, "bool": bool, "str": str}
-    for f in dataclasses.fields(FASegConfig):
-        kind = scalar.get(str(f.type).replace(" | None", ""))
-        if f.name not in names and kind is not None:
-            own.append(dataclasses.field(default=None))
-            own[-1].name, own[-1].type = f.name, kind
-    return own
 
 
 def main(argv=None):
@@ -719,7 +695,7 @@ def main(argv=None):
 
     dataset = fo.load_dataset(args["dataset"])
     samples = dataset.load_saved_view(args["view"]) if args["view"] else dataset
-    kwargs = {k: v for k, v in args.items() if k in RunSettings.fields() and v not in (None, False)}
+    kwargs = {k: v for k, v in args.items() if k in RunSettings.fields() and v is not None}
     options = RayOptions(address=args["address"], concurrency=args["concurrency"], num_gpus=args["num_gpus"],
                          block_rows=args["block_rows"])
     summary = segment_samples_on_ray(samples, options=options, progress=True, **kwargs)

@@ -12,8 +12,15 @@ import logging
 import os
 import sys
 
+from ..run.settings import add_flags, scalar_config_fields
 from .benchmarks import ALIASES, BENCHMARKS, PAPER_THRESHOLDS
 from .segment import CLASS_SOURCES
+
+# help of the FASegConfig flags that have one (the others are named by their field)
+CONFIG_HELP = {
+    "threshold": "background threshold (default: the benchmark's)",
+    "image_size": "model image size (default 512; tests use 128)",
+}
 
 EPILOG = """\
 The dataset is imported once into a persistent FiftyOne dataset and reused; a run that
@@ -42,9 +49,6 @@ def build_parser():
                    help="open_clip model name or folder [and pretrained tag or file] for --classes-from tagger")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"])
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--threshold", type=float, default=None, help="background threshold (default: the benchmark's)")
-    p.add_argument("--image-size", type=int, default=None, help="model image size (default 512; tests use 128)")
     p.add_argument("--sweep", type=float, nargs="*", default=list(PAPER_THRESHOLDS),
                    help="thresholds whose mIoU is computed from the stored scores (default: 0.40 … 0.65)")
     p.add_argument("--output-dir", default="faseg-protocol-runs")
@@ -56,7 +60,15 @@ def build_parser():
     p.add_argument("--no-fiftyone-eval", action="store_true", help="skip storing a FiftyOne evaluation run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
+    add_flags(p.add_argument_group("FA-Seg settings (faseg_core.FASegConfig; default: the benchmark's)"),
+              config_flags(), help=CONFIG_HELP)
     return p
+
+
+def config_flags():
+    """``{name: type}`` of the FASegConfig fields that are flags (every scalar one but ``dtype``,
+    which ``--dtype`` sets for the model)."""
+    return scalar_config_fields(skip=("dtype",))
 
 
 def main(argv=None):
@@ -68,16 +80,17 @@ def main(argv=None):
     from .report import to_markdown, write_report
 
     classes_from = args.classes_from or ("json" if args.candidates else "gt")
+    overrides = {k: getattr(args, k) for k in config_flags() if getattr(args, k) is not None}
     try:
         report = run_protocol(
             args.benchmark, args.root, classes_from=classes_from, candidates=args.candidates,
             captions=args.captions, model_path=args.model, device=args.device, dtype=args.dtype,
-            batch_size=args.batch_size, threshold=args.threshold, image_size=args.image_size,
             output_dir=args.output_dir, dataset_name=args.dataset_name, label_field=args.label_field,
             limit=args.limit, split=args.split, thresholds=args.sweep, overwrite=args.overwrite,
             progress=not args.no_progress, evaluate=not args.no_fiftyone_eval,
             captioner_path=args.captioner,
             tagger_model=(args.tagger[0], args.tagger[1] if len(args.tagger) > 1 else None) if args.tagger else None,
+            **overrides,
         )
     except (FileNotFoundError, ValueError) as e:
         print("error: %s" % e, file=sys.stderr)

@@ -17,18 +17,17 @@ logger = logging.getLogger(__name__)
 def make_config(benchmark, threshold=None, image_size=None, batch_size=None, **overrides):
     """The paper's :class:`faseg_core.FASegConfig` of a benchmark, with overrides (any
     FASegConfig field), applied as runs apply them
-    (:func:`fiftyone_faseg.run.plan.run_config`).
+    (:meth:`fiftyone_faseg.run.settings.Overrides.apply`).
 
     ``image_size`` moves the attention-grid weights with
     :meth:`faseg_core.FASegConfig.at_image_size` (tiny test models use 128).
     """
     from faseg_core import FASegConfig
 
-    from ..run.plan import run_config
-    from ..run.settings import RunSettings
+    from ..run.parts import Overrides
 
     overrides.update(threshold=threshold, image_size=image_size, batch_size=batch_size)
-    return run_config(RunSettings(overrides=overrides), FASegConfig.for_dataset(get_benchmark(benchmark).key))
+    return Overrides(overrides).apply(FASegConfig.for_dataset(get_benchmark(benchmark).key))
 
 
 def _check_run_record(dataset, label_field, record, overwrite):

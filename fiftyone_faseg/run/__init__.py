@@ -1,7 +1,7 @@
 """Running FA-Seg over a FiftyOne collection, from what a run is asked to do to what it stores.
 
-- :mod:`.settings`: what a run is asked to do (:class:`RunSettings`) and what it recorded
-  (:class:`RunRecord`).
+- :mod:`.settings`: what a run is asked to do (:class:`RunSettings`, made of the typed parts
+  of :mod:`.parts`) and what it recorded (:class:`RunRecord`).
 - :mod:`.plan`: every check before the first write, and what a run prepares.
 - :mod:`.segment`: :func:`segment_samples` / :func:`iter_segment_samples`, the driver.
 - :mod:`.outputs`, :mod:`.storage`: from rows to stored labels and files.

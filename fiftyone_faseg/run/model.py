@@ -12,7 +12,7 @@ from . import classes as fcl
 from . import targets as ftg
 from ..constants import DEFAULT_MODEL
 from .models import load_segmenter
-from .settings import RunSettings, fa_seg_settings
+from .parts import Overrides, fa_seg_settings
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,9 @@ class FASegModelConfig(foc.Config):
 
     def run_config(self, base=None):
         """The :class:`faseg_core.FASegConfig` of this model's calls: ``self.config`` (else
-        ``base``, else the paper's) with the overrides, applied as a run applies them."""
-        from faseg_core.config import FASegConfig
-
-        from .plan import run_config
-
-        return run_config(RunSettings(overrides=self.overrides()), self.config or base or FASegConfig())
+        ``base``, else the paper's) with the overrides, applied as a run applies them
+        (:meth:`fiftyone_faseg.run.settings.Overrides.apply`)."""
+        return Overrides(self.overrides()).apply(self.config or base)
 
     def attributes(self):
         return [a for a in self.settings() if a != "config"] + ["config"]

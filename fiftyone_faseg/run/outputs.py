@@ -84,15 +84,15 @@ def iter_rows(dataset, plan, chunk_size=_ROW_CHUNK):
     samples (never a view, which may hide fields or group slices) one chunk at a time."""
     settings = plan.settings
     fields = ["id", "filepath"]
-    extra = [f for f in (settings.caption_field, plan.per_sample_field,
-                         settings.gt_field if plan.classes_from == "gt_field" else None) if f]
+    extra = [f for f in (settings.prompt.caption_field, plan.per_sample_field,
+                         settings.classes.gt_field if plan.classes_from == "gt_field" else None) if f]
     for start in range(0, len(plan.ids), chunk_size):
         chunk = plan.ids[start : start + chunk_size]
         _, columns = dataset_values(dataset, chunk, fields + extra)
         rows = []
         for i, sample_id in enumerate(columns["id"]):
             row = dict(id=sample_id, filepath=columns["filepath"][i],
-                       caption=columns[settings.caption_field][i] if settings.caption_field else None)
+                       caption=columns[settings.prompt.caption_field][i] if settings.prompt.caption_field else None)
             row["candidates"] = _row_candidates(plan, {k: v[i] for k, v in columns.items()}, sample_id)
             rows.append(row)
         yield rows
@@ -105,8 +105,8 @@ def _row_candidates(plan, values, sample_id):
     if plan.per_sample_field:
         return fcl.sample_candidates(values[plan.per_sample_field])
     if plan.classes_from == "gt_field":
-        seg = values[plan.settings.gt_field]
-        names = fcl.present_classes(seg, plan.settings.gt_field, plan.gt_values, sample_id)
+        seg = values[plan.settings.classes.gt_field]
+        names = fcl.present_classes(seg, plan.settings.classes.gt_field, plan.gt_values, sample_id)
         return [(name, 1.0, source) for name in names]
     return [(name, 1.0, source) for name in plan.names]
 
@@ -197,29 +197,29 @@ def finish_outputs(jobs, plan):
     the run's root: ``[SampleOutput]``."""
     from ..analysis.iterate import kept_labels
 
-    settings, config = plan.settings, plan.config
+    output, config = plan.settings.output, plan.config
     label_field = plan.label_field
     outputs = []
     for job in jobs:
         row, result = job.row, job.result
         out = SampleOutput(job.id, candidates=job.candidates, caption=job.caption)
         labels = result.label_map
-        if settings.store_scores or settings.keep_classes:
+        if output.store_scores or output.keep_classes:
             # the masks are those the stored float16 scores give back (re-thresholding reproduces them)
-            scores = result.scores.astype(np.float16).astype(np.float32) if settings.store_scores else result.scores
-            labels = kept_labels(scores, result.classes, settings.keep_classes, config.threshold, config.image_size,
+            scores = result.scores.astype(np.float16).astype(np.float32) if output.store_scores else result.scores
+            labels = kept_labels(scores, result.classes, output.keep_classes, config.threshold, config.image_size,
                                  labels.shape[1], labels.shape[0])
-        if settings.store_scores:
+        if output.store_scores:
             out.scores_path = storage.save_scores(file_path(plan.root, scores_field(label_field), row["id"], "npz"),
                                                   scores, result.classes)
         mask = fcl.to_mask(labels, result.classes, plan.class_ids)
-        if settings.output_dir:
+        if output.output_dir:
             out.mask_path = storage.write_mask(file_path(plan.root, label_field, row["id"], "png"), mask)
         else:
             out.mask = mask
-        if settings.heatmap:
+        if output.heatmap:
             heat = top_score_heatmap(result.scores)
-            if settings.output_dir:
+            if output.output_dir:
                 out.heatmap_path = storage.write_mask(
                     file_path(plan.root, heatmap_field(label_field), row["id"], "png"), heat)
             else:

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import threading
-import uuid
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -36,7 +35,8 @@ from . import targets as ftg
 from ..constants import MODEL_COMPONENTS
 from ..fields import (candidates_field, caption_field, error_field, heatmap_field, scores_field,
                      validate_segmentation_field)
-from .settings import RunRecord, RunSettings, recorded_config
+from .parts import NO_CLASSES, WritePolicy
+from .settings import RunRecord, RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ class RunPlan:
         ids: ids of the samples to process, in the collection's order
         skipped: ids left alone (``skip_existing``: already complete)
         names: every class name the run may write
-        classes_from: the class source (see :mod:`fiftyone_faseg.run.classes`)
         class_ids: ``{name: pixel value}``, set by :func:`prepare_run`
         lease: the field's :class:`fiftyone_faseg.run.leases.FieldLease`, held by the run
         written: how many of ``ids`` have been written (the record is final after the last)
@@ -99,7 +98,6 @@ class RunPlan:
     ids: list
     skipped: list
     names: list
-    classes_from: str
     gt_values: dict = None
     vocabulary: object = None
     per_sample_field: str = None
@@ -113,7 +111,12 @@ class RunPlan:
 
     @property
     def label_field(self):
-        return self.settings.label_field
+        return self.settings.output.label_field
+
+    @property
+    def classes_from(self):
+        """The kind of the run's class source (see :mod:`fiftyone_faseg.run.classes`)."""
+        return self.settings.classes.kind
 
     @property
     def tagging(self):
@@ -121,7 +124,7 @@ class RunPlan:
 
     @property
     def captioning(self):
-        return self.tagging or self.settings.use_captioner
+        return self.tagging or self.settings.prompt.use_captioner
 
 
 def plan_run(samples, settings, config=None, vocabulary=None):
@@ -142,31 +145,26 @@ def plan_run(samples, settings, config=None, vocabulary=None):
     _check_collection(samples)
     dataset = samples._dataset
     config = run_config(settings, config)
-    classes_from = fcl.parse_classes_from(list(settings.classes), settings.classes_from, settings.gt_field)
-    _check_fields(dataset, settings, classes_from)
+    source = settings.classes
+    if source is None:
+        raise ValueError(NO_CLASSES)
+    _check_fields(dataset, settings)
     _check_folders(settings)
 
-    record = RunRecord(threshold=config.threshold, image_size=config.image_size, model_path=settings.model_path,
-                       pamr=bool(config.pamr), config=recorded_config(settings.overrides),
-                       output_dir=settings.output_dir,
-                       store_scores=bool(settings.store_scores), heatmap=bool(settings.heatmap),
-                       root=files_root(dataset, settings.output_dir),
-                       classes=list(settings.keep_classes) if settings.keep_classes else None,
-                       classes_from=classes_from, class_list=list(settings.classes) or None,
-                       scores_revision=uuid.uuid4().hex)
+    record = RunRecord.snapshot(settings, config, files_root(dataset, settings.output.output_dir))
     ids = [str(i) for i in samples.values("_id")]
     ids, skipped, record = _check_existing(dataset, ids, settings, record)
 
     per_sample_field = None
-    if classes_from == fcl.CANDIDATES:
-        per_sample_field = settings.classes_field or candidates_field(settings.label_field)
-    if classes_from == "tagger":
-        vocabulary = fcl.tagger_vocabulary(dataset, list(settings.classes), settings.gt_field, vocabulary)
-    names = fcl.run_class_names(dataset, ids, list(settings.classes), classes_from, settings.gt_field,
+    if source.kind == fcl.CANDIDATES:
+        per_sample_field = source.classes_field or candidates_field(settings.output.label_field)
+    if source.kind == "tagger":
+        vocabulary = fcl.tagger_vocabulary(dataset, list(source.names), source.gt_field, vocabulary)
+    names = fcl.run_class_names(dataset, ids, list(source.names), source.kind, source.gt_field,
                                 vocabulary, per_sample_field)
     if not names and ids:
         raise ValueError("no candidate classes for this run: pass classes=[...], use another classes_from, "
-                         "or check '%s'" % (per_sample_field or settings.gt_field))
+                         "or check '%s'" % (per_sample_field or source.gt_field))
     _check_kept(dataset, settings, names)
     return RunPlan(
         dataset_name=dataset.name,
@@ -176,32 +174,18 @@ def plan_run(samples, settings, config=None, vocabulary=None):
         ids=ids,
         skipped=skipped,
         names=names,
-        classes_from=classes_from,
-        gt_values=fcl.gt_classes(dataset, settings.gt_field) if classes_from == "gt_field" else None,
-        vocabulary=vocabulary if classes_from == "tagger" else None,
+        gt_values=fcl.gt_classes(dataset, source.gt_field) if source.kind == "gt_field" else None,
+        vocabulary=vocabulary if source.kind == "tagger" else None,
         per_sample_field=per_sample_field,
     )
 
 
 def run_config(settings, config=None):
     """The :class:`faseg_core.FASegConfig` of a run: ``config`` (paper defaults) with the
-    settings' ``overrides`` (an image size moves the attention-grid weights with it).
-    Every entry point (runs, :class:`fiftyone_faseg.FASegModel`, the protocol harness)
-    builds its config here."""
-    from faseg_core import FASegConfig
-
-    config = config or FASegConfig()
-    changes = dict(settings.overrides)
-    image_size = changes.pop("image_size", None)
-    if image_size and int(image_size) != config.image_size:
-        config = config.at_image_size(int(image_size))
-    if "batch_size" in changes and int(changes["batch_size"]) != changes["batch_size"]:
-        raise ValueError("`batch_size` must be an integer >= 1 but is %r." % changes["batch_size"])
-    if "threshold" in changes:
-        changes["threshold"] = float(changes["threshold"])
-    if settings.dtype:
-        changes["dtype"] = settings.dtype
-    return config.replace(**changes) if changes else config
+    settings' :class:`fiftyone_faseg.run.settings.Overrides` applied (an image size moves
+    the attention-grid weights with it) and its model's ``dtype``."""
+    dtype = settings.model.dtype
+    return settings.overrides.apply(config, **({"dtype": dtype} if dtype else {}))
 
 
 def check_model(plan, segmenter):
@@ -224,14 +208,14 @@ def prepare_run(dataset, plan):
 
 
 def _prepare(dataset, plan):
-    settings = plan.settings
-    preferred = fcl.gt_classes(dataset, settings.gt_field) if settings.gt_field else None
+    gt_field, output = plan.settings.classes.gt_field, plan.settings.output
+    preferred = fcl.gt_classes(dataset, gt_field) if gt_field else None
     plan.class_ids = ftg.claim_values(dataset, plan.label_field, plan.names, preferred)
     schema = dataset.get_field_schema()
     wanted = side_fields(plan.label_field)
-    if not settings.store_scores:
+    if not output.store_scores:
         wanted.pop(scores_field(plan.label_field))
-    if not settings.heatmap:
+    if not output.heatmap:
         wanted.pop(heatmap_field(plan.label_field))
     new = {name: kind(doc_type) if doc_type else kind() for name, (kind, doc_type) in wanted.items()
            if name not in schema}
@@ -348,15 +332,15 @@ def label_field_problem(dataset, name):
     return None
 
 
-def _check_fields(dataset, settings, classes_from):
-    label_field = settings.label_field
+def _check_fields(dataset, settings):
+    label_field, source = settings.output.label_field, settings.classes
     check_field_name(label_field)
     problem = label_field_problem(dataset, label_field)
     if problem:
         raise ValueError("`label_field` %s" % problem)
     schema = dataset.get_field_schema()
-    others = {"gt_field": settings.gt_field, "caption_field": settings.caption_field,
-              "classes_field": settings.classes_field}
+    caption = settings.prompt.caption_field
+    others = {"gt_field": source.gt_field, "caption_field": caption, "classes_field": source.classes_field}
     for what, name in others.items():
         if name == label_field:
             raise ValueError("`label_field` %r is also the %s: FA-Seg never writes into its inputs; choose "
@@ -375,17 +359,17 @@ def _check_fields(dataset, settings, classes_from):
         if not ok:
             raise ValueError("field '%s' is a %s, not what FA-Seg writes there (%s): choose another label_field"
                              % (name, _describe(fld), (doc_type or kind).__name__))
-    if settings.gt_field:
-        validate_segmentation_field(dataset, settings.gt_field)
-        if classes_from in ("mask_targets", "gt_field"):
-            fcl.gt_classes(dataset, settings.gt_field)  # raises without mask_targets
-    if settings.caption_field:
-        fld = schema.get(settings.caption_field)
+    if source.gt_field:
+        validate_segmentation_field(dataset, source.gt_field)
+        if source.kind in ("mask_targets", "gt_field"):
+            fcl.gt_classes(dataset, source.gt_field)  # raises without mask_targets
+    if caption:
+        fld = schema.get(caption)
         if not isinstance(fld, fof.StringField):
             raise ValueError("`caption_field` '%s' is %s: pass a string field of captions"
-                             % (settings.caption_field, "absent" if fld is None else "a " + _describe(fld)))
-    if settings.classes_field and settings.classes_field not in schema:
-        raise ValueError("`classes_field` '%s' is not a field of dataset '%s'" % (settings.classes_field, dataset.name))
+                             % (caption, "absent" if fld is None else "a " + _describe(fld)))
+    if source.classes_field and source.classes_field not in schema:
+        raise ValueError("`classes_field` '%s' is not a field of dataset '%s'" % (source.classes_field, dataset.name))
 
 
 def _describe(fld):
@@ -394,17 +378,18 @@ def _describe(fld):
 
 
 def _check_folders(settings):
-    if settings.output_dir:
-        folder = os.path.abspath(os.path.expanduser(settings.output_dir))
+    output_dir = settings.output.output_dir
+    if output_dir:
+        folder = os.path.abspath(os.path.expanduser(output_dir))
         if os.path.exists(folder) and not os.path.isdir(folder):
-            raise ValueError("`output_dir` '%s' is a file: choose a folder" % settings.output_dir)
+            raise ValueError("`output_dir` '%s' is a file: choose a folder" % output_dir)
         existing = folder
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
         if not os.access(existing, os.W_OK):
             raise ValueError("`output_dir` '%s' is not writable (no write access to '%s')"
-                             % (settings.output_dir, existing))
-    problem = model_path_problem(settings.model_path)
+                             % (output_dir, existing))
+    problem = model_path_problem(settings.model.model_path)
     if problem:
         raise ValueError("`model_path` %s" % problem)
 
@@ -413,11 +398,11 @@ def _check_existing(dataset, ids, settings, record):
     """``(ids to process, ids skipped, the run's started record)``, judged on the dataset;
     raises when a run would replace labels it was not asked to replace, or mix settings
     within one field."""
-    label_field = settings.label_field
+    label_field, write = settings.output.label_field, settings.write
     if label_field not in dataset.get_field_schema():
         return ids, [], record.started(None, False)
     labelled = set(existing_ids(dataset, ids, label_field))
-    if labelled and not (settings.overwrite or settings.skip_existing):
+    if labelled and write is WritePolicy.NEW:
         raise ValueError(
             "field '%s' already has labels on %d of these samples: pass overwrite=True to replace them or "
             "skip_existing=True to process only the others" % (label_field, len(labelled))
@@ -426,7 +411,7 @@ def _check_existing(dataset, ids, settings, record):
     differences = old.differences(record) if old is not None else {}
     if differences:
         kept = dataset._sample_collection.count_documents({label_field: {"$ne": None}})
-        if settings.overwrite:
+        if write is WritePolicy.OVERWRITE:
             kept -= len(labelled)
         if kept:
             diff = ", ".join("%s=%r (asked %r)" % (k, a, b) for k, (a, b) in differences.items())
@@ -434,20 +419,21 @@ def _check_existing(dataset, ids, settings, record):
                 "%d samples of '%s' were made with %s: use the same settings, write to a new label_field, or "
                 "overwrite every sample of the field" % (kept, label_field, diff)
             )
-    record = record.started(old, bool(settings.overwrite and labelled and differences))
-    if not settings.skip_existing or settings.overwrite:
+    record = record.started(old, bool(write is WritePolicy.OVERWRITE and labelled and differences))
+    if write is not WritePolicy.SKIP_EXISTING:
         return ids, [], record
     # a pending overwrite is finished: labels its run did not write yet are redone
     run_id = record.run_id if record.pending else None
-    complete = set(complete_ids(dataset, [i for i in ids if i in labelled], settings, run_id))
+    complete = set(complete_ids(dataset, [i for i in ids if i in labelled], settings.output, run_id))
     return [i for i in ids if i not in complete], [i for i in ids if i in complete], record
 
 
 def _check_kept(dataset, settings, names):
-    if not settings.keep_classes:
+    output = settings.output
+    if not output.keep_classes:
         return
-    known = set(names) | set(ftg.read_targets(dataset, settings.label_field).values())
-    unknown = [c for c in settings.keep_classes if c not in known]
+    known = set(names) | set(ftg.read_targets(dataset, output.label_field).values())
+    unknown = [c for c in output.keep_classes if c not in known]
     if unknown:
         raise ValueError("`keep_classes` %s are not classes of this run (%s): choose among those"
                          % (unknown, sorted(known)))
@@ -469,11 +455,12 @@ def existing_ids(dataset, ids, field_name):
     return found
 
 
-def complete_ids(dataset, ids, settings, run_id=None):
-    """The ids among ``ids`` whose sample has everything this run writes: the label
-    (made by the write ``run_id`` when given), its mask file when on disk, and the
-    stored scores and heatmap (with its file) it asks for."""
-    label_field = settings.label_field
+def complete_ids(dataset, ids, output, run_id=None):
+    """The ids among ``ids`` whose sample has everything a run writes with ``output`` (its
+    :class:`fiftyone_faseg.run.settings.OutputSpec`): the label (made by the write
+    ``run_id`` when given), its mask file when on disk, and the stored scores and heatmap
+    (with its file) it asks for."""
+    label_field = output.label_field
     heatmap = heatmap_field(label_field)
     projection = {label_field + ".mask_path": 1, label_field + "." + RUN_ATTR: 1, scores_field(label_field): 1,
                   heatmap + ".map_path": 1, heatmap + "._id": 1}
@@ -486,8 +473,8 @@ def complete_ids(dataset, ids, settings, run_id=None):
             scores = doc.get(scores_field(label_field))
             heat = doc.get(heatmap)
             ok = (mask_path is None or os.path.isfile(mask_path)) and (
-                not settings.store_scores or (scores and os.path.isfile(scores))) and (
-                not settings.heatmap or (heat is not None and (
+                not output.store_scores or (scores and os.path.isfile(scores))) and (
+                not output.heatmap or (heat is not None and (
                     not heat.get("map_path") or os.path.isfile(heat["map_path"])))) and (
                 run_id is None or label.get(RUN_ATTR) == run_id)
             if ok:

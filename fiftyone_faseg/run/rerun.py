@@ -20,9 +20,9 @@ import fiftyone.core.labels as fol
 
 from faseg_core.tokens import clean_classes
 
-from .classes import CANDIDATES
 from ..fields import candidates_field
 from .leases import FieldLease
+from .parts import CandidateClasses, ModelSpec, WritePolicy
 from .settings import RunRecord, RunSettings
 
 USER = "user"
@@ -99,20 +99,9 @@ def rerun_settings(samples, label_field="faseg", **overrides):
     record = RunRecord.read(samples._dataset, label_field)
     if record is None:
         raise ValueError("'%s' was not made by an FA-Seg run: nothing to rerun" % label_field)
-    settings = RunSettings(
-        label_field=label_field,
-        classes_from=CANDIDATES,
-        overwrite=True,
-        overrides=record.config or {},
-        threshold=record.threshold,
-        image_size=record.image_size,
-        output_dir=record.output_dir,
-        store_scores=record.store_scores,
-        heatmap=record.heatmap,
-        pamr=record.pamr,
-        model_path=record.model_path,
-        keep_classes=record.classes,
-    )
+    settings = RunSettings(output=record.output_spec(label_field), classes=CandidateClasses(),
+                           model=ModelSpec(model_path=record.model_path), overrides=record.overrides(),
+                           write=WritePolicy.OVERWRITE)
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 

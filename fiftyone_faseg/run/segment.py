@@ -75,10 +75,11 @@ def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=
         settings = settings.replace(**changes) if changes else settings
     if segmenter is not None:
         config = config or segmenter.config
-        settings = settings.replace(model_path=_model_path(segmenter, settings.model_path))
+        settings = settings.replace(model_path=_model_path(segmenter, settings.model.model_path))
+    label_field = settings.output.label_field
     _check_collection(samples)
-    check_field_name(settings.label_field)
-    lease = FieldLease(samples._dataset, settings.label_field, operation).acquire()
+    check_field_name(label_field)
+    lease = FieldLease(samples._dataset, label_field, operation).acquire()
     try:
         plan = plan_run(samples, settings, config=config, vocabulary=vocabulary)
     except BaseException:
@@ -88,7 +89,7 @@ def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=
     weakref.finalize(plan, lease.release)  # a caller that drops the plan (e.g. a Ray run that failed) frees the field
     if not plan.ids:
         lease.release()
-    return plan, RunSummary(settings.label_field, skipped=list(plan.skipped), root=plan.root)
+    return plan, RunSummary(label_field, skipped=list(plan.skipped), root=plan.root)
 
 
 def segment_samples(samples, label_field=None, progress=None, settings=None, **kwargs):
@@ -106,7 +107,7 @@ def segment_samples(samples, label_field=None, progress=None, settings=None, **k
         label_field ("faseg"): the field to store masks in
         progress (None): True for a progress bar, or ``callable(done, total)``
         settings (None): a :class:`fiftyone_faseg.run.settings.RunSettings`; keywords override it
-        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields, and ``config``,
+        **kwargs: flat keywords of :meth:`fiftyone_faseg.run.settings.RunSettings.from_kwargs`, and ``config``,
             ``vocabulary``, ``segmenter``, ``proposer`` (see :func:`iter_segment_samples`)
 
     Returns:
@@ -170,7 +171,7 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
         vocabulary (None): a :class:`faseg_core.candidates.Vocabulary` for the tagger
         segmenter (None): a loaded :class:`faseg_core.FASeg` to use instead of loading
         proposer (None): a loaded ``(Captioner, Tagger)`` for the tagger or captioner
-        **kwargs: :class:`fiftyone_faseg.run.settings.RunSettings` fields
+        **kwargs: flat keywords of :meth:`fiftyone_faseg.run.settings.RunSettings.from_kwargs`
 
     Yields:
         ``(done, total, summary)``: samples done, samples to do, a :class:`RunSummary`
@@ -186,17 +187,17 @@ def iter_segment_samples(samples, label_field=None, settings=None, config=None, 
 
 
 def _segment(dataset, plan, summary, segmenter, proposer):
-    settings = plan.settings
+    model = plan.settings.model
     total = len(plan.ids)
     if not total:
-        summary.mask_targets = dict(dataset.mask_targets.get(settings.label_field) or {})
+        summary.mask_targets = dict(dataset.mask_targets.get(plan.label_field) or {})
         yield 0, 0, summary
         return
 
-    seg = segmenter or load_segmenter(settings.model_path, device=settings.device, dtype=settings.dtype)
+    seg = segmenter or load_segmenter(model.model_path, device=model.device, dtype=model.dtype)
     check_model(plan, seg)
     if plan.captioning and proposer is None:
-        proposer = load_proposer(settings.captioner_path, settings.tagger_model, device=settings.device)
+        proposer = load_proposer(model.captioner_path, model.tagger_model, device=model.device)
 
     batch_size = plan.config.batch_size
     batches = _batches(iter_rows(dataset, plan), batch_size)
@@ -220,7 +221,7 @@ def _segment(dataset, plan, summary, segmenter, proposer):
             writing = writer.submit(_write, dataset, plan, jobs, unreadable + failed, summary)
         if writing is not None:
             done += writing.result()
-    summary.mask_targets = dict(dataset.mask_targets.get(settings.label_field) or {})
+    summary.mask_targets = dict(dataset.mask_targets.get(plan.label_field) or {})
     yield done, total, summary
 
 

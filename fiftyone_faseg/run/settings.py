@@ -6,191 +6,217 @@ the operators (:meth:`RunSettings.from_params` of a form's ``ctx.params``), queu
 delegated runs and Ray workers (:meth:`RunSettings.to_params`), the way FiftyOne gives
 each method one config class.
 
-A run writes a :class:`RunRecord` into its label field's ``info["faseg"]``: the settings
-its masks were made with (re-threshold and rerun read them back) and a ``revision``
-that changes whenever anything writes the field, so an evaluation can tell it is stale.
-Importing this module loads neither torch nor FiftyOne.
+:class:`RunSettings` is made of typed parts (:mod:`fiftyone_faseg.run.parts`), each a small
+frozen dataclass that checks itself when built:
 
-Adding a setting. FA-Seg's own settings are the fields of :class:`faseg_core.FASegConfig`,
-listed nowhere else: :attr:`RunSettings.overrides` takes any of them (also as a keyword
-and attribute), and :func:`fiftyone_faseg.run.plan.run_config` applies them for runs, reruns,
-:class:`fiftyone_faseg.FASegModel`, the protocol harness and the Ray command line (one flag
-per scalar field). A new FASegConfig knob therefore takes one edit (the field) plus its
-form widget in ``operators/run.py`` (and its range in ``fiftyone_faseg/limits.py`` if it
-has one); before this, it took about eleven edits in seven files (``RunSettings`` field and
-docstring, ``run_config``'s list, ``RunRecord`` field and ``CONSISTENT``, the record built in
-``plan.py``, ``rerun.py``, the harness's ``make_config`` and ``run_protocol``, the protocol
-CLI, the form). A knob that changes what a pixel means is recorded, compared and rerun
-with (:attr:`RunRecord.config`, :func:`recorded_config`) unless it only changes how a run
-runs: then add it to :data:`NOT_RECORDED`. The protocol CLI (``faseg-protocol``) still
-has flags only for ``--threshold``, ``--image-size`` and ``--batch-size``
-(:func:`fiftyone_faseg.protocol.run_protocol` takes any field as a keyword).
+-   :class:`ModelSpec`: which checkpoints run, where and how (``model_path``, ``device``,
+    ``dtype``, ``captioner_path``, ``tagger_model``)
+-   the class source (``settings.classes``), one kind per way of choosing classes
+    (:class:`ClassList`, :class:`MaskTargetClasses`, :class:`GroundTruthClasses`,
+    :class:`TaggerClasses`, :class:`CandidateClasses`; ``kind`` names it), each holding
+    only what it uses, so an incomplete or contradictory choice cannot be built
+-   :class:`PromptSpec`: where each sample's caption comes from
+-   :class:`Overrides`: the :class:`faseg_core.FASegConfig` fields the run changes
+-   :class:`OutputSpec`: what the run writes, and where
+-   :class:`WritePolicy`: what happens to labels already there (one value: a run cannot
+    both skip and overwrite them)
+
+Users pass flat keywords (``segment_samples(dataset, classes=[...], overwrite=True,
+threshold=0.5)``); :meth:`RunSettings.from_kwargs` is the one place that sorts them into
+parts, and :meth:`RunSettings.to_kwargs` the one place that flattens them back (form
+params, JSON, :meth:`RunSettings.replace`). Code reads the parts
+(``settings.output.label_field``, ``settings.classes.kind``).
+
+A run writes a :class:`RunRecord` into its label field's ``info["faseg"]``: a snapshot of
+its settings' parts and of the config it built (:meth:`RunRecord.snapshot`; re-threshold
+and rerun read it back) and a ``revision`` that changes whenever anything writes the
+field, so an evaluation can tell it is stale. Importing this module loads neither torch
+nor FiftyOne.
+
+Adding a setting. Each flat keyword is a field of one part, listed nowhere else:
+:meth:`RunSettings.fields`, :meth:`RunSettings.from_kwargs`, :meth:`RunSettings.to_params`,
+the operators' SDK call and both command lines (:func:`add_flags`) read the parts.
+
+-   A FASegConfig knob (say ``edge_sigma: float``) is one edit: the field of
+    :class:`faseg_core.FASegConfig` (with its check). It is then a keyword of
+    ``segment_samples``, ``RunSettings.from_kwargs``, :class:`fiftyone_faseg.FASegModel`
+    and ``run_protocol``, a form param, a flag of ``faseg-ray`` and ``faseg-protocol``
+    (scalar fields), applied by :meth:`Overrides.apply`, recorded in
+    :attr:`RunRecord.config`, compared and rerun with. Add its form widget in
+    ``operators/run.py`` for the App (and its range in ``fiftyone_faseg/limits.py`` if it
+    has one); put it in :data:`NOT_RECORDED` if it only changes how a run runs. Two edits
+    in two files; before the parts, four in three (``faseg-protocol`` had three hand-made
+    flags: a flag and its pass-through in ``protocol/cli.py``).
+-   An output option (say ``overlay: bool``, a colour overlay per sample) is a field (and
+    its ``Args`` line) of :class:`fiftyone_faseg.run.parts.OutputSpec`; to record it and
+    have reruns keep it, a field of the same name in :class:`RunRecord`
+    (:meth:`RunRecord.snapshot` and :meth:`RunRecord.output_spec` copy same-named
+    fields). Then what it does: its effect in ``outputs.finish_outputs``, its side field
+    in ``plan.side_fields`` and its check in ``plan.complete_ids`` (so ``skip_existing``
+    completes it), and its form widget. Plumbing: two edits in two files (six in all, in
+    five files); before the parts: four in three files (the flat field, the record field,
+    the record built field by field in ``plan.py``, the settings rebuilt field by field
+    in ``rerun.py``), eight in all.
+
+A knob that changes what a pixel means must mean the same for every label of a field:
+:meth:`RunRecord.differences` compares the recorded values (add a recorded output
+option to :attr:`RunRecord.CONSISTENT` when it must match too).
 """
 
+import argparse
 import dataclasses
-import os
 import uuid
 from dataclasses import dataclass, field
 
-from ..constants import DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_TAGGER
+from ..constants import DEFAULT_TAGGER
+from .parts import (CLASS_KEYWORDS, CLASS_SOURCES, ClassSource, ModelSpec, OutputSpec, Overrides, PromptSpec,
+                    WritePolicy, class_keyword, class_source, fa_seg_settings)
 
 INFO_KEY = "faseg"
 
 
-def folder_param(value):
-    """A folder parameter: the App's file picker gives ``{"absolute_path": ...}``, the SDK a path."""
-    if isinstance(value, dict):
-        value = value.get("absolute_path") or value.get("path")
-    return os.fspath(value) if value else None
-
-
 @dataclass(frozen=True)
 class RunSettings:
-    """Settings of one FA-Seg run over a collection (FA-Seg's own settings: ``config``).
+    """Settings of one FA-Seg run over a collection, made of typed parts.
+
+    Build it from the flat keywords every entry point takes with :meth:`from_kwargs`
+    (``RunSettings.from_kwargs(classes=["cat"], overwrite=True, threshold=0.5)``), from
+    form params with :meth:`from_params`, or from its parts.
 
     Args:
-        label_field ("faseg"): the Segmentation field to write (plus ``_candidates``,
-            ``_caption``, ``_error`` and, when asked, ``_scores`` and ``_heatmap``)
-        classes (()): class names (``classes_from="list"``), or the tagger's vocabulary
-        classes_from (None): ``"list"``, ``"mask_targets"``, ``"gt_field"``, ``"tagger"``
-            or ``"candidates"``; ``"list"`` when ``classes`` are given
-        classes_field (None): with ``classes_from="candidates"``, each sample's classes
-            (Classifications or a list of names) instead of ``<label_field>_candidates``
-        gt_field (None): a ground truth Segmentation field with ``mask_targets``
-        caption_field (None): a string field holding each sample's caption
-        use_captioner (False): caption images with BLIP (always on with the tagger)
-        captioner_path (DEFAULT_CAPTIONER): a BLIP Hub id or local folder
-        tagger_model (DEFAULT_TAGGER): ``(open_clip model name or folder, pretrained tag or file)``
-        model_path (DEFAULT_MODEL): a Hugging Face Hub id or a local SD-1.x folder
-        overrides ({}): ``{field: value}`` of :class:`faseg_core.FASegConfig` (paper
-            defaults) this run changes; any FASegConfig field is also a keyword of its
-            own (``RunSettings(threshold=0.5, pamr=True)``) and an attribute
-            (``settings.threshold``: None when not overridden)
-        skip_existing (False): process only samples of the dataset without ``label_field``
-        overwrite (False): replace existing labels of this run's field
-        output_dir (None): write masks (and score maps, heatmaps) under this folder
-        store_scores (False): keep each sample's refined score maps (float16 files)
-        heatmap (False): store the top class's score as ``<label_field>_heatmap``
-        keep_classes (None): only these classes' scores label pixels (the others become
-            background or lose to the kept ones), as a re-threshold with ``classes``
-            does; a rerun keeps its field's recorded subset
-        device (None), dtype (None): where and how the model runs
+        output (OutputSpec()): an :class:`OutputSpec`
+        classes (None): a :class:`ClassSource` (None: no classes chosen; a run refuses it)
+        model (ModelSpec()): a :class:`ModelSpec`
+        prompt (PromptSpec()): a :class:`PromptSpec`
+        overrides (Overrides()): :class:`Overrides` (or a dict) of FASegConfig fields
+        write (WritePolicy.NEW): a :class:`WritePolicy` (or its value)
     """
 
-    label_field: str = "faseg"
-    classes: tuple = ()
-    classes_from: str = None
-    classes_field: str = None
-    gt_field: str = None
-    caption_field: str = None
-    use_captioner: bool = False
-    captioner_path: str = DEFAULT_CAPTIONER
-    tagger_model: tuple = DEFAULT_TAGGER
-    model_path: str = DEFAULT_MODEL
-    overrides: dict = field(default_factory=dict)
-    skip_existing: bool = False
-    overwrite: bool = False
-    output_dir: str = None
-    store_scores: bool = False
-    heatmap: bool = False
-    keep_classes: tuple = None
-    device: str = None
-    dtype: str = None
+    output: OutputSpec = field(default_factory=OutputSpec)
+    classes: ClassSource = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    overrides: Overrides = field(default_factory=Overrides)
+    write: WritePolicy = WritePolicy.NEW
 
     def __post_init__(self):
-        # normalise what arrives from forms, JSON and keywords, so equal settings compare equal
-        object.__setattr__(self, "overrides", check_overrides(self.overrides))
-        if isinstance(self.classes, str):
-            raise TypeError("`classes` must be a list of names, not the string %r" % self.classes)
-        fix = object.__setattr__
-        fix(self, "classes", tuple(str(c).strip() for c in (self.classes or ()) if c is not None and str(c).strip()))
-        fix(self, "tagger_model", tuple(self.tagger_model))
-        fix(self, "label_field", self.label_field or "faseg")
-        fix(self, "output_dir", folder_param(self.output_dir))
-        fix(self, "model_path", os.fspath(self.model_path) if self.model_path else DEFAULT_MODEL)
-        for name in ("classes_from", "classes_field", "gt_field", "caption_field"):
-            fix(self, name, getattr(self, name) or None)
-        if self.dtype is not None and not isinstance(self.dtype, str):
-            fix(self, "dtype", str(self.dtype).replace("torch.", ""))
-        if self.classes_from is None and self.classes:
-            fix(self, "classes_from", "list")
-        if isinstance(self.keep_classes, str):
-            raise TypeError("`keep_classes` must be a list of names, not the string %r" % self.keep_classes)
-        fix(self, "keep_classes", tuple(sorted({str(c) for c in self.keep_classes})) if self.keep_classes else None)
+        for name, kind in (("output", OutputSpec), ("model", ModelSpec), ("prompt", PromptSpec)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError("`%s` must be a %s, not %r: pass flat keywords to RunSettings.from_kwargs()"
+                                % (name, kind.__name__, getattr(self, name)))
+        if self.classes is not None and not isinstance(self.classes, ClassSource):
+            raise TypeError("`classes` must be a ClassSource (e.g. ClassList(names=[...])), not %r: pass flat "
+                            "keywords (classes=[...]) to RunSettings.from_kwargs()" % (self.classes,))
+        if not isinstance(self.overrides, Overrides):
+            object.__setattr__(self, "overrides", Overrides(self.overrides))
+        object.__setattr__(self, "write", WritePolicy(self.write))
 
-    def __getattr__(self, name):
-        # FA-Seg's own settings read as attributes (None: not overridden)
-        if name in fa_seg_settings() and name not in _OWN:
-            return self.__dict__.get("overrides", {}).get(name)
-        raise AttributeError("%r object has no attribute %r" % (type(self).__name__, name))
+    # ------------------------------------------------------------------ flat keywords
 
     @classmethod
     def fields(cls):
-        """Every keyword the settings take: their own fields and FASegConfig's."""
-        return list(_OWN) + [n for n in fa_seg_settings() if n not in _OWN]
+        """Every flat keyword the settings take: their parts' and every FASegConfig field."""
+        return list(_OWN_KEYWORDS) + [n for n in fa_seg_settings() if n not in _OWN_KEYWORDS]
 
     @classmethod
     def from_kwargs(cls, **kwargs):
-        """Settings from keywords, with a clear error for an unknown one."""
-        unknown = sorted(set(kwargs) - set(cls.fields()))
-        if unknown:
-            raise TypeError("unknown run settings %s: choose among %s" % (unknown, cls.fields()))
-        return cls(**kwargs)
+        """Settings from the flat keywords users pass (:meth:`fields`; None: the default),
+        with a clear error for an unknown one. Any FASegConfig field is a keyword of its
+        own and joins ``overrides`` (a dict of them is also taken)."""
+        return cls._from_keywords(kwargs, strict=True)
 
     @classmethod
     def from_params(cls, params):
         """Settings from an operator's ``ctx.params`` (unknown keys, e.g. ``view_target``, are ignored;
-        empty values mean the default)."""
-        known = set(cls.fields())
-        kwargs = {k: v for k, v in (params or {}).items() if k in known and v not in (None, "")}
-        kwargs.update((params or {}).get("overrides") or {})
+        empty values mean the default; class keywords the chosen class source does not use are dropped)."""
+        params = dict(params or {})
+        kwargs = {k: v for k, v in params.items() if k in cls.fields() and v not in (None, "")}
         tagger = params.get("tagger_model"), params.get("tagger_pretrained")
         if isinstance(tagger[0], str):
             kwargs["tagger_model"] = (tagger[0] or DEFAULT_TAGGER[0], tagger[1] or DEFAULT_TAGGER[1])
-        return cls(**kwargs)
+        return cls._from_keywords(kwargs, strict=False)
+
+    @classmethod
+    def _from_keywords(cls, kwargs, strict):
+        unknown = sorted(set(kwargs) - set(cls.fields()))
+        if unknown:
+            raise TypeError("unknown run settings %s: choose among %s" % (unknown, cls.fields()))
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        overrides = dict(given.pop("overrides", None) or {})
+        overrides.update((k, given.pop(k)) for k in list(given) if k not in _OWN_KEYWORDS)
+
+        def part(kind):
+            return kind(**{f.name: given.pop(f.name) for f in dataclasses.fields(kind) if f.name in given})
+
+        return cls(output=part(OutputSpec), model=part(ModelSpec), prompt=part(PromptSpec),
+                   overrides=Overrides(overrides),
+                   write=WritePolicy.of(given.pop("skip_existing", False), given.pop("overwrite", False)),
+                   classes=class_source(strict=strict, **given))
+
+    def to_kwargs(self):
+        """The flat keywords that :meth:`from_kwargs` turns back into these settings."""
+        kwargs = {}
+        for part in (self.output, self.model, self.prompt):
+            kwargs.update((f.name, getattr(part, f.name)) for f in dataclasses.fields(part))
+        kwargs.update(self.write.keywords())
+        if self.classes is not None:
+            kwargs.update(self.classes.keywords())
+        own = {k: v for k, v in self.overrides.items() if k not in kwargs}
+        kwargs.update(own)
+        if len(own) < len(self.overrides):  # a FASegConfig field named like a part's (dtype)
+            kwargs["overrides"] = {k: v for k, v in self.overrides.items() if k not in own}
+        return kwargs
 
     def to_params(self):
         """JSON-ready parameters that :meth:`from_params` turns back into these settings."""
-        params = dataclasses.asdict(self)
-        params.update(params.pop("overrides"))  # flat, as the form gives them
-        params["classes"] = list(self.classes)
-        params["keep_classes"] = list(self.keep_classes) if self.keep_classes else None
-        params["tagger_model"], params["tagger_pretrained"] = self.tagger_model
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.to_kwargs().items()}
+        params["tagger_model"], params["tagger_pretrained"] = self.model.tagger_model
         return params
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """These settings with some flat keywords (:meth:`fields`) changed."""
+        return type(self).from_kwargs(**{**self.to_kwargs(), **changes}) if changes else self
 
 
-_OWN = tuple(f.name for f in dataclasses.fields(RunSettings))
-_dataclass_init = RunSettings.__init__
+_OWN_KEYWORDS = tuple(dict.fromkeys(
+    [f.name for f in dataclasses.fields(OutputSpec)] + list(CLASS_KEYWORDS)
+    + [f.name for f in dataclasses.fields(PromptSpec)] + [f.name for f in dataclasses.fields(ModelSpec)]
+    + ["overrides", "skip_existing", "overwrite"]))
 
 
-def _init(self, *args, overrides=None, **kwargs):
-    # FASegConfig fields given as keywords join ``overrides`` (the one list of FA-Seg's settings)
-    fa_seg = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN and k in fa_seg_settings()}
-    _dataclass_init(self, *args, overrides={**(overrides or {}), **fa_seg}, **kwargs)
+def keyword_types():
+    """``{flat keyword: type}`` of the settings' own keywords (FASegConfig's are
+    :func:`scalar_config_fields`): what a command line makes flags of."""
+    types = {f.name: f.type for kind in (OutputSpec, PromptSpec, ModelSpec) for f in dataclasses.fields(kind)}
+    types.update((class_keyword(f), f.type) for c in CLASS_SOURCES.values() for f in dataclasses.fields(c))
+    return {**types, "classes_from": str, "skip_existing": bool, "overwrite": bool}
 
 
-_init.__doc__ = _dataclass_init.__doc__
-RunSettings.__init__ = _init
-
-
-def fa_seg_settings():
-    """Every knob of FA-Seg itself: the fields of :class:`faseg_core.FASegConfig`."""
+def scalar_config_fields(skip=()):
+    """``{name: type}`` of each :class:`faseg_core.FASegConfig` field with a scalar type
+    (int, float, bool, str; optional ones too), less ``skip``: the knobs a command line
+    takes as flags of their own."""
     from faseg_core.config import FASegConfig
 
-    return tuple(f.name for f in dataclasses.fields(FASegConfig))
+    scalar = {"int": int, "float": float, "bool": bool, "str": str}
+    found = {f.name: scalar.get(getattr(f.type, "__name__", str(f.type)).replace(" | None", ""))
+             for f in dataclasses.fields(FASegConfig)}
+    return {n: t for n, t in found.items() if t is not None and n not in skip}
 
 
-def check_overrides(overrides):
-    """``overrides`` as a new dict without None values, each key a FASegConfig field."""
-    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
-    unknown = sorted(set(overrides) - set(fa_seg_settings()))
-    if unknown:
-        raise TypeError("unknown FA-Seg settings %s: choose among the fields of faseg_core.FASegConfig %s"
-                        % (unknown, list(fa_seg_settings())))
-    return overrides
+def add_flags(group, types, help=None):
+    """Adds one flag per ``{name: type}`` to an argparse parser or group (``--image-size``
+    for ``image_size``), each None when not given: a bool is ``--x/--no-x``. The one
+    helper of the ``faseg-ray`` and ``faseg-protocol`` command lines."""
+    for name, kind in types.items():
+        flag, text = "--" + name.replace("_", "-"), (help or {}).get(name)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind is tuple:
+            group.add_argument(flag, nargs="+", default=None, help=text)
+        else:
+            group.add_argument(flag, type=kind, default=None, help=text)
+    return group
 
 
 @dataclass(frozen=True)
@@ -244,6 +270,31 @@ class RunRecord:
     in_progress: bool = False
     pending: bool = False
     revision: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def snapshot(cls, settings, config, root):
+        """The record of a run with ``settings`` (a :class:`RunSettings`) and the
+        :class:`faseg_core.FASegConfig` it built, its files under ``root``: the one place
+        a record is made from settings (re-threshold and rerun read it back)."""
+        source, output = settings.classes, settings.output
+        # the output options recorded are those named alike in both (output_dir, store_scores, heatmap)
+        same = {f.name: getattr(output, f.name) for f in dataclasses.fields(output) if f.name in _RECORD_FIELDS}
+        return cls(threshold=config.threshold, image_size=config.image_size, model_path=settings.model.model_path,
+                   pamr=bool(config.pamr), config=recorded_config(settings.overrides), root=root,
+                   classes=list(output.keep_classes) if output.keep_classes else None,
+                   classes_from=source.kind if source is not None else None,
+                   class_list=list(source.names) or None if source is not None else None,
+                   scores_revision=uuid.uuid4().hex, **same)
+
+    def output_spec(self, label_field):
+        """The :class:`OutputSpec` of the run recorded, writing ``label_field`` (a rerun's)."""
+        same = {f.name: getattr(self, f.name) for f in dataclasses.fields(OutputSpec) if f.name in _RECORD_FIELDS}
+        return OutputSpec(label_field=label_field, keep_classes=self.classes, **same)
+
+    def overrides(self):
+        """The :class:`Overrides` of the run recorded (those that change what a pixel means)."""
+        own = {k: getattr(self, k) for k in OWN_RECORD_FIELDS}
+        return Overrides({**(self.config or {}), **own})
 
     @classmethod
     def read(cls, dataset, label_field):
@@ -312,6 +363,8 @@ class RunRecord:
         pending = bool(self.pending and stale)
         return self.replace(in_progress=pending, pending=pending).new_revision()
 
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RunRecord))
 
 # FASegConfig fields that change how a run runs, not what its masks mean (not recorded)
 NOT_RECORDED = ("batch_size", "dtype", "store_dtype", "attention_chunk", "attention_kernel", "compile")
