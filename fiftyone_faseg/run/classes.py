@@ -20,29 +20,12 @@ import fiftyone.core.labels as fol
 from faseg_core.labels import label_dtype
 from faseg_core.tokens import clean_classes
 
-from ..constants import BACKGROUND, CLASS_SOURCES, IGNORE_INDEX
+from ..constants import BACKGROUND, IGNORE_INDEX
 from ..fields import dataset_values, get_mask_targets, int_targets, label_mask
 from ..matching import normalize
 
 CANDIDATES = "candidates"
 _CHUNK = 10000
-
-
-def parse_classes_from(classes, classes_from, gt_field):
-    """The class source to use, or a clear error when there is nothing to use."""
-    if classes_from is None:
-        classes_from = "list" if classes else None
-    if classes_from not in CLASS_SOURCES + (CANDIDATES,):
-        raise ValueError(
-            "no candidate classes: pass classes=[...] or classes_from=one of %s" % (CLASS_SOURCES + (CANDIDATES,),)
-            if classes_from is None
-            else "unknown classes_from %r: choose one of %s" % (classes_from, CLASS_SOURCES + (CANDIDATES,))
-        )
-    if classes_from == "list" and not clean_classes(classes or []):
-        raise ValueError("classes_from='list' needs classes=['cat', 'dog', ...]")
-    if classes_from in ("mask_targets", "gt_field") and not gt_field:
-        raise ValueError("classes_from=%r needs gt_field=<a Segmentation field with mask_targets>" % classes_from)
-    return classes_from
 
 
 def gt_classes(samples, gt_field):
