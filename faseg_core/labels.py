@@ -205,9 +205,12 @@ def top_scores(scores, image_size: int, width: int, height: int, keep=None) -> t
     return top[rows[:, None], cols[None, :]], index[rows[:, None], cols[None, :]]
 
 
-def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int) -> np.ndarray:
+def labels_from_scores(scores, threshold: float, image_size: int, width: int, height: int,
+                       keep=None) -> np.ndarray:
     """`(K, h, w)` scores → the `(height, width)` label map: 0 background (best score below
-    `threshold`), `k + 1` class k; the smallest unsigned dtype that holds K."""
-    top, index, rows, cols = _best_on_kept_grid(scores, image_size, width, height)
+    `threshold`), `k + 1` class k; the smallest unsigned dtype that holds K. `keep`: indices
+    of the classes that may win (the others become background or lose to kept ones);
+    `None` keeps all."""
+    top, index, rows, cols = _best_on_kept_grid(scores, image_size, width, height, keep)
     labels = np.where(top >= np.float32(threshold), index + 1, 0).astype(label_dtype(len(scores)))
     return labels[rows[:, None], cols[None, :]]

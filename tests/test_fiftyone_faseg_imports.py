@@ -77,3 +77,34 @@ def test_only_fields_knows_the_side_field_suffixes():
     found = sorted("%s: %s" % (p.relative_to(ROOT.parent), m.group(0)) for p in sources if p.name != "fields.py"
                    for m in pattern.finditer(p.read_text(encoding="utf-8")))
     assert found == [], "side field names built outside fiftyone_faseg/fields.py: %s" % found
+
+
+# What each part of the package may import (besides itself and the leaf modules): the layout
+# shows the architecture, from the leaves up to the entry points.
+LEAVES = {"constants", "fields", "masks", "matching", "metrics", "store", "_lazy"}
+MAY_IMPORT = {
+    "leaf": set(),
+    "run": {"limits"},  # the model registry's bounds
+    "limits": {"run"},  # App input is checked by the run's own checks
+    "analysis": {"run"},
+    "evaluation": {"run", "analysis"},
+    "distributed": {"run"},
+    "protocol": {"run", "analysis", "evaluation"},
+    "demo": {"run", "evaluation"},
+}
+
+
+def _part(module):
+    name = module.split(".")[1]
+    return "leaf" if name in LEAVES else name
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    # the package itself (its public, lazily imported names) is left out: `from .. import store`
+    # names it too
+    graph = {m: deps - {"fiftyone_faseg"} for m, deps in _graph().items() if m != "fiftyone_faseg"}
+    crossing = sorted("%s -> %s" % (m, d) for m, deps in graph.items() for d in deps
+                      if _part(d) not in {_part(m), "leaf"} | MAY_IMPORT[_part(m)])
+    assert crossing == [], crossing
+    # the leaves import only leaves (class matching, masks and metrics serve every part)
+    assert not [m for m in graph if _part(m) == "leaf" and {_part(d) for d in graph[m]} - {"leaf"}]

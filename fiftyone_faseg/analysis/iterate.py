@@ -41,6 +41,7 @@ from faseg_core.labels import top_scores
 
 from .. import metrics as fm
 from .. import store
+from ..run import classes as fcl
 from ..run import storage
 from ..run.leases import FieldLease, Leases
 from ..matching import match_classes
@@ -167,8 +168,8 @@ def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, i
         values = {}
         for sample in todo[start : start + _CHUNK]:
             scores, names = _load(sample.id, sample.scores_path, label_field)
-            labels = kept_labels(scores, names, keep, threshold, image_size or LATENT_FACTOR * scores.shape[-1],
-                                 sample.width, sample.height)
+            labels = fcl.kept_labels(scores, names, keep, threshold,
+                                     image_size or LATENT_FACTOR * scores.shape[-1], sample.width, sample.height)
             mask = _lut(names, out_ids, label_field, sample.id)[labels]
             if sample.mask_path:
                 path = storage.write_mask(file_path(record.root, out_field, sample.id, "png"), mask)
@@ -182,18 +183,6 @@ def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, i
             progress(len(written), total)
     finish_record(dataset, out_field, record)
     return written
-
-
-def kept_labels(scores, names, keep, threshold, image_size, width, height):
-    """The ``(height, width)`` label map of ``(K, h, w)`` scores (0 background, ``k + 1``
-    class ``names[k]``) when only the classes ``keep`` (names; None: all) may win: what
-    a run with ``keep_classes`` and a re-threshold with ``classes`` both store."""
-    from faseg_core.labels import label_dtype, labels_from_scores
-
-    if not keep:
-        return labels_from_scores(scores, threshold, image_size, width, height)
-    top, index = top_scores(scores, image_size, width, height, _kept(names, set(keep)))
-    return np.where(top >= np.float32(threshold), index + 1, 0).astype(label_dtype(len(names)))
 
 
 def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
@@ -321,7 +310,7 @@ def sweep_confusions(samples, label_field, gt_field, thresholds, classes=None, i
         sample_id = sample.id
         scores, names = _load(sample_id, sample.scores_path, label_field)
         top, index = top_scores(scores, image_size or LATENT_FACTOR * scores.shape[-1], sample.width, sample.height,
-                                _kept(names, keep))
+                                fcl.kept_indices(names, keep))
         lut = _lut(names, ids_by_name, label_field, sample_id)
         to_class = np.array([pred_map.get(int(v), num) for v in lut], np.int64)
         if (to_class >= num).any():
@@ -343,11 +332,6 @@ def sweep_confusions(samples, label_field, gt_field, thresholds, classes=None, i
         conf[:, 0] += background[..., j].sum(axis=1)
         confusions[thresholds[i]] = conf
     return match, {t: confusions[t] for t in thresholds}
-
-
-def _kept(names, keep):
-    """Indices of the stored classes in ``keep`` (a set of names), or None for all."""
-    return None if keep is None else [k for k, name in enumerate(names) if name in keep]
 
 
 @dataclasses.dataclass

@@ -170,3 +170,20 @@ def to_mask(label_map, classes, ids):
     """A result's label map (i + 1 = classes[i]) in the run's pixel values."""
     lut = np.array([0] + [ids[name] for name in classes], dtype=np.int64)
     return lut.astype(label_dtype(lut.max()))[label_map]
+
+
+def kept_indices(names, keep):
+    """Indices of ``names`` (a sample's classes) in ``keep`` (names), or None for all."""
+    if keep is None:
+        return None
+    keep = set(keep)
+    return [k for k, name in enumerate(names) if name in keep]
+
+
+def kept_labels(scores, names, keep, threshold, image_size, width, height):
+    """The ``(height, width)`` label map of ``(K, h, w)`` scores (0 background, ``k + 1``
+    class ``names[k]``) when only the classes ``keep`` (names; None or empty: all) may win:
+    what a run with ``keep_classes`` and a re-threshold with ``classes`` both store."""
+    from faseg_core.labels import labels_from_scores
+
+    return labels_from_scores(scores, threshold, image_size, width, height, kept_indices(names, keep or None))

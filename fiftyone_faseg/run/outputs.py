@@ -195,7 +195,6 @@ def segment_loaded(loaded, plan, segmenter, proposer=None):
 def finish_outputs(jobs, plan):
     """Masks in the run's pixel values, and the sample's files written (atomically) under
     the run's root: ``[SampleOutput]``."""
-    from ..analysis.iterate import kept_labels
 
     output, config = plan.settings.output, plan.config
     label_field = plan.label_field
@@ -207,8 +206,8 @@ def finish_outputs(jobs, plan):
         if output.store_scores or output.keep_classes:
             # the masks are those the stored float16 scores give back (re-thresholding reproduces them)
             scores = result.scores.astype(np.float16).astype(np.float32) if output.store_scores else result.scores
-            labels = kept_labels(scores, result.classes, output.keep_classes, config.threshold, config.image_size,
-                                 labels.shape[1], labels.shape[0])
+            labels = fcl.kept_labels(scores, result.classes, output.keep_classes, config.threshold,
+                                     config.image_size, labels.shape[1], labels.shape[0])
         if output.store_scores:
             out.scores_path = storage.save_scores(file_path(plan.root, scores_field(label_field), row["id"], "npz"),
                                                   scores, result.classes)
