@@ -71,3 +71,17 @@ def stub_faseg(tiny_sd_dir, tiny_config):
     from stubs import StubSegmenter
 
     return StubSegmenter.from_checkpoint(tiny_sd_dir, tiny_config)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip where CUDA is absent (every CI machine): they are the checks
+    a lent GPU runs (``pytest -m gpu``)."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in gpu:
+            item.add_marker(skip)
