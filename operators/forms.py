@@ -12,7 +12,9 @@ Operators import these helpers from here and never from each other.
     enforces when it executes).
 -   **Progress**, one convention: :func:`progress` drives an SDK generator of
     ``(done, total, ...)`` steps, as ``yield ctx.ops.set_progress(...)`` in the App
-    (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated).
+    (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated);
+    :func:`reporting` does the same for an SDK function that takes a
+    ``progress=callable(done, total)``, and keeps its result for the App and the SDK.
 -   **Outcomes**: :func:`shows_errors` (an exception in an immediate generator
     operator becomes an error notification in the App, and still fails the run),
     :func:`summary_results` / :func:`summary_outputs` / :func:`show_output` (what a run
@@ -241,6 +243,84 @@ def progress(ctx, steps, label="Segmented %d of %d samples"):
         else:
             yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
     return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+PROGRESS_APP_S = 0.25  # immediate runs in the App: at most one progress message per this many seconds
+
+
+def from_app(ctx):
+    """Whether this is an immediate run the App asked for: the App's requests name the
+    operator (``operator_uri``), the SDK's ``execute_operator`` never does, and it would
+    drop a generator's result (it exhausts generators and returns None)."""
+    return not ctx.delegated and "operator_uri" in (ctx.request_params or {})
+
+
+def reporting(ctx, run, label, title):
+    """Runs ``run(progress)``, ``progress`` a ``callable(done, total)`` (what SDK functions
+    take), with the counts shown where the user waits, e.g. ``"Evaluated 120 / 400 samples"``
+    for ``label="Evaluated %d / %d samples"``; ``title`` (the operator's label) names
+    the run in an error notification.
+
+    -   Delegated: the run's heartbeat (:func:`heartbeat`); returns ``run``'s result.
+    -   SDK (``execute_operator``): no progress; returns ``run``'s result.
+    -   From the App (:func:`from_app`): returns a generator (the operator must be
+        ``execute_as_generator``) that runs ``run`` in a thread and streams
+        ``set_progress`` messages while it works, then the App triggers ``run`` queued
+        (``ctx.trigger``, ``ctx.ops.notify``), then ``run``'s result as the App reads a
+        returned result (an ``ExecutionResult`` message: the operator's
+        ``resolve_output`` shows it as for a plain operator). An exception becomes an
+        error notification (the App shows nothing for a failed generator) and fails the run.
+    """
+    if not from_app(ctx):
+        return run(heartbeat(ctx, label))
+    return _streamed(ctx, run, label, title)
+
+
+def _streamed(ctx, run, label, title):
+    import queue
+    import threading
+
+    from fiftyone.operators.executor import ExecutionResult
+    from fiftyone.operators.message import GeneratedMessage, MessageType
+
+    steps, outcome = queue.Queue(), {}
+    queued = len(ctx.executor.to_json()["requests"])
+
+    def work():
+        try:
+            outcome["result"] = run(lambda done, total: steps.put((done, total)))
+        except Exception as e:
+            outcome["error"] = e
+        finally:
+            steps.put(None)
+
+    threading.Thread(target=work, name="faseg-" + ctx.operator_uri.split("/")[-1], daemon=True).start()
+    last = float("-inf")
+    while True:
+        step = steps.get()
+        if step is None:
+            break
+        done, total = step
+        if time.monotonic() - last >= PROGRESS_APP_S or done == total:
+            last = time.monotonic()
+            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
+    for request in ctx.executor.to_json()["requests"][queued:]:  # what run asked of the App
+        yield ctx.trigger(request["operator_uri"], request["params"])
+    if "error" in outcome:
+        yield ctx.ops.notify("%s failed: %s" % (title, outcome["error"]), variant="error")
+        raise outcome["error"]
+    yield GeneratedMessage(MessageType.SUCCESS, cls=ExecutionResult, body=_Returned(outcome["result"]))
+
+
+class _Returned(object):
+    """A generator operator's result, as the App reads it from an ``ExecutionResult``
+    message (the message's body is the result itself)."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def to_json(self):
+        return self.result
 
 
 # ---------------------------------------------------------------------- outcomes

@@ -28,6 +28,7 @@ class RethresholdFASeg(foo.Operator):
             label="FA-Seg: re-threshold from stored scores",
             description="New background threshold (or class subset) without re-running the model",
             dynamic=True,
+            execute_as_generator=True,  # the App shows "Re-thresholded 120 / 400 samples" as it runs
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=False,  # fast: no model, a matrix product per sample
@@ -62,6 +63,11 @@ class RethresholdFASeg(foo.Operator):
 
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
+        # counts while it runs: streamed to the App, a delegated run's heartbeat
+        return forms.reporting(ctx, lambda report: self._rethreshold(ctx, report),
+                               "Re-thresholded %d / %d samples", self.config.label)
+
+    def _rethreshold(self, ctx, progress):
         import time
 
         from fiftyone_faseg.analysis.iterate import rethreshold
@@ -76,7 +82,7 @@ class RethresholdFASeg(foo.Operator):
             classes=ctx.params.get("classes") or None,
             out_field=out_field,
             overwrite=bool(ctx.params.get("overwrite", False)),
-            progress=forms.heartbeat(ctx, "Re-thresholded %d of %d samples"),
+            progress=progress,
         )
         if not ctx.delegated:
             ctx.trigger("reload_dataset")
