@@ -97,8 +97,7 @@ class EvaluateFASeg(foo.Operator):
 
     def execute(self, ctx):
         # counts while it runs: streamed to the App, a delegated run's heartbeat
-        return forms.reporting(ctx, lambda report: self._evaluate(ctx, report),
-                               "Evaluated %d / %d samples", self.config.label)
+        return forms.reporting(ctx, self, lambda report: self._evaluate(ctx, report), "Evaluated %d / %d samples")
 
     def _evaluate(self, ctx, report):
         progress = None if report is None else (lambda pb: report(pb.iteration, pb.total))
@@ -125,8 +124,10 @@ class EvaluateFASeg(foo.Operator):
         return out
 
     def resolve_output(self, ctx):
+        if not ctx.results:
+            return None  # an App run showed its results as it ended (forms.reporting)
         outputs = types.Object()
-        warning = (ctx.results or {}).get("warning")
+        warning = ctx.results.get("warning")
         if warning:
             outputs.view("warning_notice", types.Warning(label="Samples left out", description=warning))
         outputs.str("miou", label="mIoU")

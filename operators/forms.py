@@ -14,7 +14,8 @@ Operators import these helpers from here and never from each other.
     ``(done, total, ...)`` steps, as ``yield ctx.ops.set_progress(...)`` in the App
     (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated);
     :func:`reporting` does the same for an SDK function that takes a
-    ``progress=callable(done, total)``, and keeps its result for the App and the SDK.
+    ``progress=callable(done, total)``, and keeps its result (returned to the SDK and
+    delegated runs, shown in the App).
 -   **Outcomes**: :func:`shows_errors` (an exception in an immediate generator
     operator becomes an error notification in the App, and still fails the run),
     :func:`summary_results` / :func:`summary_outputs` / :func:`show_output` (what a run
@@ -255,33 +256,31 @@ def from_app(ctx):
     return not ctx.delegated and "operator_uri" in (ctx.request_params or {})
 
 
-def reporting(ctx, run, label, title):
+def reporting(ctx, operator, run, label):
     """Runs ``run(progress)``, ``progress`` a ``callable(done, total)`` (what SDK functions
     take), with the counts shown where the user waits, e.g. ``"Evaluated 120 / 400 samples"``
-    for ``label="Evaluated %d / %d samples"``; ``title`` (the operator's label) names
-    the run in an error notification.
+    for ``label="Evaluated %d / %d samples"``.
 
     -   Delegated: the run's heartbeat (:func:`heartbeat`); returns ``run``'s result.
     -   SDK (``execute_operator``): no progress; returns ``run``'s result.
-    -   From the App (:func:`from_app`): returns a generator (the operator must be
+    -   From the App (:func:`from_app`): returns a generator (``operator`` must be
         ``execute_as_generator``) that runs ``run`` in a thread and streams
-        ``set_progress`` messages while it works, then the App triggers ``run`` queued
-        (``ctx.trigger``, ``ctx.ops.notify``), then ``run``'s result as the App reads a
-        returned result (an ``ExecutionResult`` message: the operator's
-        ``resolve_output`` shows it as for a plain operator). An exception becomes an
-        error notification (the App shows nothing for a failed generator) and fails the run.
+        ``set_progress`` messages while it works (the App shows them in its output
+        dialog), then the App triggers ``run`` queued (``ctx.trigger``,
+        ``ctx.ops.notify``), then ``run``'s result in that same dialog through
+        ``operator.resolve_output`` (which should return None without results, so that
+        the form closes rather than show an empty summary beside it). An exception becomes
+        an error notification (the App shows nothing for a failed generator) and fails
+        the run.
     """
     if not from_app(ctx):
         return run(heartbeat(ctx, label))
-    return _streamed(ctx, run, label, title)
+    return _streamed(ctx, operator, run, label)
 
 
-def _streamed(ctx, run, label, title):
+def _streamed(ctx, operator, run, label):
     import queue
     import threading
-
-    from fiftyone.operators.executor import ExecutionResult
-    from fiftyone.operators.message import GeneratedMessage, MessageType
 
     steps, outcome = queue.Queue(), {}
     queued = len(ctx.executor.to_json()["requests"])
@@ -294,7 +293,7 @@ def _streamed(ctx, run, label, title):
         finally:
             steps.put(None)
 
-    threading.Thread(target=work, name="faseg-" + ctx.operator_uri.split("/")[-1], daemon=True).start()
+    threading.Thread(target=work, name="faseg-" + operator.config.name, daemon=True).start()
     last = float("-inf")
     while True:
         step = steps.get()
@@ -307,20 +306,13 @@ def _streamed(ctx, run, label, title):
     for request in ctx.executor.to_json()["requests"][queued:]:  # what run asked of the App
         yield ctx.trigger(request["operator_uri"], request["params"])
     if "error" in outcome:
-        yield ctx.ops.notify("%s failed: %s" % (title, outcome["error"]), variant="error")
+        yield ctx.ops.notify("%s failed: %s" % (operator.config.label, outcome["error"]), variant="error")
         raise outcome["error"]
-    yield GeneratedMessage(MessageType.SUCCESS, cls=ExecutionResult, body=_Returned(outcome["result"]))
-
-
-class _Returned(object):
-    """A generator operator's result, as the App reads it from an ``ExecutionResult``
-    message (the message's body is the result itself)."""
-
-    def __init__(self, result):
-        self.result = result
-
-    def to_json(self):
-        return self.result
+    result = outcome["result"]
+    ctx.request_params["results"] = result  # what resolve_output reads (as FiftyOne does for delegated runs)
+    outputs = operator.resolve_output(ctx)
+    if outputs is not None:
+        yield ctx.ops.show_output(outputs.to_json(), result)
 
 
 # ---------------------------------------------------------------------- outcomes

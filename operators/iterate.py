@@ -64,8 +64,8 @@ class RethresholdFASeg(foo.Operator):
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
         # counts while it runs: streamed to the App, a delegated run's heartbeat
-        return forms.reporting(ctx, lambda report: self._rethreshold(ctx, report),
-                               "Re-thresholded %d / %d samples", self.config.label)
+        return forms.reporting(ctx, self, lambda report: self._rethreshold(ctx, report),
+                               "Re-thresholded %d / %d samples")
 
     def _rethreshold(self, ctx, progress):
         import time
@@ -90,6 +90,8 @@ class RethresholdFASeg(foo.Operator):
                     stale=forms.stale_message(ctx.dataset, out_field) if written else None)
 
     def resolve_output(self, ctx):
+        if not ctx.results:
+            return None  # an App run showed its results as it ended (forms.reporting)
         outputs = types.Object()
         outputs.int("written", label="Masks written")
         outputs.str("field", label="Into field")

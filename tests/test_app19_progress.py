@@ -1,7 +1,8 @@
 """Progress with counts on immediate runs, without losing the result: ``evaluate_faseg`` and
 ``rethreshold_faseg`` driven as the App server drives them (its requests name the
-operator; it streams a generator's messages), as the SDK's ``execute_operator`` drives them
-(the result comes back), and delegated (the counts are the run's heartbeat)."""
+operator; it streams a generator's messages: counts, then the results shown in the same
+dialog), as the SDK's ``execute_operator`` drives them (the result comes back), and
+delegated (the counts are the run's heartbeat, the result is kept)."""
 
 import sys
 
@@ -78,6 +79,16 @@ def _triggered(lines):
     return [b["operator_uri"] for c, b in lines if c == "InvocationRequest" and b["operator_uri"] != "set_progress"]
 
 
+def _shown(lines):
+    """The results the run's last message shows in the App's output dialog, checked
+    against the operator's summary view of them."""
+    cls, body = lines[-1]
+    assert cls == "InvocationRequest" and body["operator_uri"] == "show_output", lines[-1]
+    outputs = body["params"]["outputs"]
+    assert outputs["view"]["label"].endswith("complete") and outputs["type"]["properties"]
+    return body["params"]["results"]
+
+
 def test_evaluate_streams_counts_then_its_result(scored, monkeypatch):
     params = dict(pred_field="faseg", gt_field="ground_truth", eval_key="ev", view_target="DATASET")
     monkeypatch.setattr(_forms(), "PROGRESS_APP_S", 0.0)  # every step, to see each count
@@ -87,8 +98,7 @@ def test_evaluate_streams_counts_then_its_result(scored, monkeypatch):
     assert counts[-N:] == ["Evaluated %d / %d samples" % (k, N) for k in range(1, N + 1)], counts
     assert [p for _, p in steps[-N:]] == pytest.approx([k / N for k in range(1, N + 1)])
     assert "reload_dataset" in _triggered(lines)
-    assert lines[-1][0] == "ExecutionResult"  # what the App reads as the returned result
-    streamed = lines[-1][1]
+    streamed = _shown(lines)
     assert streamed["samples"] == "%d of %d" % (N, N) and streamed["eval_key"] == "ev"
 
     # the SDK gets the same result back (it exhausts generators: a streamed one would be lost)
@@ -120,8 +130,7 @@ def test_rethreshold_streams_counts_then_its_result(scored):
     lines = _stream(scored, RETHRESHOLD, params)
     assert _progress(lines)[-1] == ("Re-thresholded %d / %d samples" % (N, N), 1.0)
     assert "reload_dataset" in _triggered(lines)
-    assert lines[-1][0] == "ExecutionResult"
-    streamed = lines[-1][1]
+    streamed = _shown(lines)
     assert streamed["written"] == N and streamed["field"] == "faseg_07"
     assert scored.count("faseg_07") == N
 
