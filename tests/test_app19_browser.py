@@ -1,7 +1,7 @@
 """The analysis in the App, driven in a headless Chromium as a curator drives it:
 
 -   FiftyOne's own Model Evaluation panel shows the mIoU in percent, and a confusion-matrix
-    cell or a class of an FA-Seg evaluation opens exactly its samples;
+    cell of an FA-Seg evaluation opens exactly its samples;
 -   the FA-Seg panel's chart after "Apply this threshold" (a re-threshold from stored
     scores, with its counts streamed to the form) and Re-evaluate draws exactly
     ``results.class_iou``, although the re-threshold removed a class from the chart (the
@@ -31,19 +31,16 @@ import fiftyone_faseg.evaluation as ffe  # noqa: E402
 # the traces the App's Plotly charts draw, by chart
 PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
     gd => (gd.data || []).map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, text: t.text})))"""
-# the page position of one heatmap cell or bar, by its x (and y) category
-CELL = """([kind, x, y]) => {
+# the page position of one confusion-matrix cell, by its x (predicted) and y (ground truth)
+# class, once its chart has stopped moving (a section expands with an animation)
+CELL = """([x, y]) => {
     for (const gd of document.querySelectorAll('.js-plotly-plot')) {
         const t = (gd.data || [])[0];
-        if (!t || t.type !== kind || (y === null) !== (kind !== 'heatmap')) continue;
-        if (kind !== 'heatmap' && !String(t.name || '').startsWith('Precision')) continue;
+        if (!t || t.type !== 'heatmap' || !gd.getBoundingClientRect().width) continue;
         gd.scrollIntoView({block: 'center'});
-        if (!gd.getBoundingClientRect().width) continue;  // a collapsed section's
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        const xi = Array.from(t.x).indexOf(x);
-        const py = y === null ? ya.l2p(t.y[xi] / 2) : ya.l2p(Array.from(t.y).indexOf(y));
-        const pos = {x: r.left + xa._offset + xa.l2p(xi), y: r.top + ya._offset + py};
-        // only once the section has stopped moving (it expands with an animation)
+        const pos = {x: r.left + xa._offset + xa.l2p(Array.from(t.x).indexOf(x)),
+                     y: r.top + ya._offset + ya.l2p(Array.from(t.y).indexOf(y))};
         const last = window.__cell;
         window.__cell = pos;
         return last && last.x === pos.x && last.y === pos.y ? pos : null;
@@ -122,13 +119,11 @@ def _wait_for_chart(page, class_iou, timeout=60000):
     return handle.json_value()
 
 
-def _click(page, kind, x, y=None):
+def _click_cell(page, x, y):
     page.evaluate("() => { window.__cell = null; }")
-    handle = page.wait_for_function(CELL, arg=[kind, x, y], polling=300, timeout=30000)
-    pos = handle.json_value()
+    pos = page.wait_for_function(CELL, arg=[x, y], polling=300, timeout=30000).json_value()
     page.mouse.move(pos["x"], pos["y"])
     page.mouse.click(pos["x"], pos["y"])
-
 
 
 def _wait_for_count(page, count, timeout=60000):
@@ -153,20 +148,20 @@ def _masks(ds):
     return out
 
 
-def _shown_trace(page, kind):
-    """The first trace of this kind in a drawn (visible) chart with values: x and y."""
-    return page.wait_for_function("""kind => {
+def _heatmap(page):
+    """The confusion matrix the Model Evaluation panel draws: its x and y classes."""
+    return page.wait_for_function("""() => {
         for (const gd of document.querySelectorAll('.js-plotly-plot')) {
             const t = (gd.data || [])[0];
-            if (t && t.type === kind && gd.getBoundingClientRect().width && t.y && t.y[0] !== null) {
+            if (t && t.type === 'heatmap' && gd.getBoundingClientRect().width) {
                 return {x: Array.from(t.x), y: Array.from(t.y)};
             }
         }
         return null;
-    }""", arg=kind, timeout=30000).json_value()
+    }""", timeout=30000).json_value()
 
 
-def test_model_evaluation_panel_opens_a_cells_and_a_class_samples(scored, app_server, tmp_path):
+def test_model_evaluation_panel_opens_a_confusion_cells_samples(scored, app_server, tmp_path):
     ds = scored
     results = ds.load_evaluation_results("ev")
     masks = _masks(ds)
@@ -183,23 +178,14 @@ def test_model_evaluation_panel_opens_a_cells_and_a_class_samples(scored, app_se
 
             # a cell it draws (x: predicted, y: ground truth) whose samples are some but not all
             page.get_by_text("Confusion Matrices").click()
-            heat = _shown_trace(page, "heatmap")
+            heat = _heatmap(page)
             cells = [(g, p, sum(bool(((gt == g) & (pred == p)).any()) for gt, pred in masks))
                      for g in heat["y"] for p in heat["x"]]
             gt, pred, in_cell = next((c for c in cells if 0 < c[2] < N), (None, None, None))
             assert gt is not None, cells
-            _click(page, "heatmap", pred, gt)
+            _click_cell(page, pred, gt)
             _wait_for_count(page, in_cell)
 
-            # a class it draws a bar for, whose samples (in the ground truth or the prediction) differ
-            page.get_by_text("Class Performance").click()
-            bars = _shown_trace(page, "histogram")
-            counts = {c: sum(bool((gt == c).any() or (pred == c).any()) for gt, pred in masks)
-                      for c, v in zip(bars["x"], bars["y"]) if v}
-            name, of_class = next(((c, n) for c, n in counts.items() if n != in_cell), (None, None))
-            assert name is not None, (counts, in_cell)
-            _click(page, "histogram", name)
-            _wait_for_count(page, of_class)
         finally:
             page.screenshot(path=str(tmp_path / "app19-model-evaluation.png"), full_page=True)
 
@@ -243,6 +229,7 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
             page.get_by_role("button", name="Re-evaluate").click()
             page.get_by_text("Stale: the prediction changed").wait_for(state="detached", timeout=SLOW)
             ds.reload()
+            ds.clear_cache()
             after = ds.load_evaluation_results("ev")
             assert "boat" not in after.class_iou and after.class_iou != before.class_iou
             trace = _wait_for_chart(page, after.class_iou)
