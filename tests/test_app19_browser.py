@@ -213,9 +213,14 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
 
             # stale at once (the panel reads the evaluation again when the re-threshold succeeds)
             page.get_by_text("Stale: the prediction changed").wait_for(timeout=60000)
+            stamp = ds.get_evaluation_info("ev").timestamp
             page.get_by_role("button", name="Re-evaluate").click()
             page.get_by_text("Stale: the prediction changed").wait_for(state="detached", timeout=SLOW)
-            ds.reload()
+            for _ in range(240):  # the evaluation stored again (the warning also goes while the panel reloads)
+                ds.reload()
+                if ds.get_evaluation_info("ev").timestamp != stamp:
+                    break
+                page.wait_for_timeout(500)
             ds.clear_cache()
             after = ds.load_evaluation_results("ev")
             assert "boat" not in after.class_iou and after.class_iou != before.class_iou
@@ -233,3 +238,4 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
               if m.get("cls") == "InvocationRequest" and m["body"]["operator_uri"] == "set_progress"]
     assert labels and labels[-1] == "Re-thresholded %d / %d samples" % (N, N), lines
     assert lines[-1]["body"]["operator_uri"] == "show_output" and lines[-1]["body"]["params"]["results"]["written"] == N
+
