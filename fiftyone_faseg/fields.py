@@ -111,11 +111,25 @@ def written_by_faseg(dataset, field_name):
     return any(key in info for key in WRITER_INFO_KEYS)
 
 
+# The attribute of each label :class:`fiftyone_faseg.FASegModel` makes (through
+# ``apply_model``, which creates the field without FA-Seg's ``info``): its model path
+MODEL_ATTR = "faseg_model"
+
+
+def made_by_faseg_model(dataset, field_name):
+    """Whether ``FASegModel`` (``apply_model``) wrote the labels of ``field_name``, judged on
+    the first sample that has one (a query that stops there, whatever the dataset's size)."""
+    doc = dataset._sample_collection.find_one({field_name: {"$ne": None}}, {field_name + "." + MODEL_ATTR: 1})
+    label = (doc or {}).get(field_name)
+    return isinstance(label, dict) and MODEL_ATTR in label
+
+
 def ground_truth_fields(dataset):
-    """Segmentation fields FA-Seg did not write, the likeliest ground truth first: those with
-    ``mask_targets``, then those named like ``ground_truth`` / ``gt``, then by name."""
+    """Segmentation fields FA-Seg did not write (a run, re-threshold, evaluation or
+    ``FASegModel``), the likeliest ground truth first: those with ``mask_targets``, then
+    those named like ``ground_truth`` / ``gt``, then by name."""
     names = [n for n in dataset.get_field_schema(embedded_doc_type=fol.Segmentation)
-             if not written_by_faseg(dataset, n)]
+             if not written_by_faseg(dataset, n) and not made_by_faseg_model(dataset, n)]
 
     def rank(name):
         lower = name.lower()

@@ -6,7 +6,6 @@ the prediction has stored scores for the threshold curve).
 
 import numpy as np
 
-import fiftyone as fo
 import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -16,6 +15,7 @@ from fiftyone_faseg.evaluation.outputs import check_free, output_names
 from fiftyone_faseg.fields import written_by_faseg
 from fiftyone_faseg.run.settings import INFO_KEY as RUN_INFO_KEY
 
+from . import forms
 from .forms import dropdown, ground_truth_input, percent
 
 DEFAULT_EVAL_KEY = "faseg_eval"
@@ -32,6 +32,7 @@ class EvaluateFASeg(foo.Operator):
                 "truth, classes matched by name; per-sample IoU fields and an error overlay"
             ),
             dynamic=True,
+            execute_as_generator=True,  # the App shows "Evaluated 120 / 400 samples" as it runs
             allow_immediate_execution=True,
             allow_delegated_execution=True,
         )
@@ -95,12 +96,11 @@ class EvaluateFASeg(foo.Operator):
         return types.Property(inputs, view=types.View(label="FA-Seg: evaluate segmentations (mIoU)"))
 
     def execute(self, ctx):
-        if ctx.delegated:
-            progress = fo.report_progress(
-                lambda pb: ctx.set_progress(progress=pb.progress, label=_progress_label(pb)), dt=5.0)
-        else:
-            progress = None
+        # counts while it runs: streamed to the App, a delegated run's heartbeat
+        return forms.reporting(ctx, self, lambda report: self._evaluate(ctx, report), "Evaluated %d / %d samples")
 
+    def _evaluate(self, ctx, report):
+        progress = None if report is None else (lambda pb: report(pb.iteration, pb.total))
         if ctx.params.get("reevaluate"):
             eval_key = ctx.params["reevaluate"]
             results = ffe.reevaluate_faseg(ctx.dataset, eval_key, progress=progress)
@@ -124,8 +124,10 @@ class EvaluateFASeg(foo.Operator):
         return out
 
     def resolve_output(self, ctx):
+        if not ctx.results:
+            return None  # an App run showed its results as it ended (forms.reporting)
         outputs = types.Object()
-        warning = (ctx.results or {}).get("warning")
+        warning = ctx.results.get("warning")
         if warning:
             outputs.view("warning_notice", types.Warning(label="Samples left out", description=warning))
         outputs.str("miou", label="mIoU")
@@ -133,11 +135,6 @@ class EvaluateFASeg(foo.Operator):
         outputs.str("worst_view", label="Saved view of the worst samples")
         outputs.str("report", label="Per-class IoU", view=types.MarkdownView())
         return types.Property(outputs, view=types.View(label="FA-Seg evaluation complete"))
-
-
-def _progress_label(pb, what="Evaluated %d of %d samples"):
-    done, total = getattr(pb, "iteration", None), getattr(pb, "total", None)
-    return what % (done, total) if done is not None and total else "Evaluating segmentations"
 
 
 def evaluation_outputs(results, eval_key):
@@ -170,7 +167,7 @@ def evaluation_outputs(results, eval_key):
 
 
 class MIoU(foo.EvaluationMetric):
-    """The dataset mIoU of a segmentation evaluation's pixel confusion matrix, for
+    """The dataset mIoU (in percent) of a segmentation evaluation's pixel confusion matrix, for
     FiftyOne's own methods (``custom_metrics=["@faseg/fiftyone-faseg/miou"]``).
     :func:`fiftyone_faseg.evaluation.evaluate_faseg` stores the same value itself."""
 
@@ -178,10 +175,10 @@ class MIoU(foo.EvaluationMetric):
     def config(self):
         config = foo.EvaluationMetricConfig(
             name="miou",
-            label="mIoU",
+            label=ffe.MIOU_LABEL,
             description=(
-                "Mean intersection over union over the ground truth classes present "
-                "(FA-Seg / MMSegmentation protocol)"
+                "Mean intersection over union over the ground truth classes present, in "
+                "percent (FA-Seg / MMSegmentation protocol)"
             ),
             eval_types=["segmentation"],
             aggregate_key="miou",
@@ -194,8 +191,7 @@ class MIoU(foo.EvaluationMetric):
         return config
 
     def compute(self, samples, results, **kwargs):
-        value = ffe.miou_of(results)
-        return None if np.isnan(value) else value
+        return ffe.as_percent(ffe.miou_of(results))  # in percent, as FA-Seg's own runs store it
 
     def get_fields(self, samples, config, eval_key):
         return []

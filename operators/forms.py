@@ -12,7 +12,10 @@ Operators import these helpers from here and never from each other.
     enforces when it executes).
 -   **Progress**, one convention: :func:`progress` drives an SDK generator of
     ``(done, total, ...)`` steps, as ``yield ctx.ops.set_progress(...)`` in the App
-    (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated).
+    (immediate) or ``ctx.set_progress(...)``, the run's heartbeat (delegated);
+    :func:`reporting` does the same for an SDK function that takes a
+    ``progress=callable(done, total)``, and keeps its result (returned to the SDK and
+    delegated runs, shown in the App).
 -   **Outcomes**: :func:`shows_errors` (an exception in an immediate generator
     operator becomes an error notification in the App, and still fails the run),
     :func:`summary_results` / :func:`summary_outputs` / :func:`show_output` (what a run
@@ -241,6 +244,75 @@ def progress(ctx, steps, label="Segmented %d of %d samples"):
         else:
             yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
     return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+PROGRESS_APP_S = 0.25  # immediate runs in the App: at most one progress message per this many seconds
+
+
+def from_app(ctx):
+    """Whether this is an immediate run the App asked for: the App's requests name the
+    operator (``operator_uri``), the SDK's ``execute_operator`` never does, and it would
+    drop a generator's result (it exhausts generators and returns None)."""
+    return not ctx.delegated and "operator_uri" in (ctx.request_params or {})
+
+
+def reporting(ctx, operator, run, label):
+    """Runs ``run(progress)``, ``progress`` a ``callable(done, total)`` (what SDK functions
+    take), with the counts shown where the user waits, e.g. ``"Evaluated 120 / 400 samples"``
+    for ``label="Evaluated %d / %d samples"``.
+
+    -   Delegated: the run's heartbeat (:func:`heartbeat`); returns ``run``'s result.
+    -   SDK (``execute_operator``): no progress; returns ``run``'s result.
+    -   From the App (:func:`from_app`): returns a generator (``operator`` must be
+        ``execute_as_generator``) that runs ``run`` in a thread and streams
+        ``set_progress`` messages while it works (the App shows them in its output
+        dialog), then the App triggers ``run`` queued (``ctx.trigger``,
+        ``ctx.ops.notify``), then ``run``'s result in that same dialog through
+        ``operator.resolve_output`` (which should return None without results, so that
+        the form closes rather than show an empty summary beside it). An exception becomes
+        an error notification (the App shows nothing for a failed generator) and fails
+        the run.
+    """
+    if not from_app(ctx):
+        return run(heartbeat(ctx, label))
+    return _streamed(ctx, operator, run, label)
+
+
+def _streamed(ctx, operator, run, label):
+    import queue
+    import threading
+
+    steps, outcome = queue.Queue(), {}
+    queued = len(ctx.executor.to_json()["requests"])
+
+    def work():
+        try:
+            outcome["result"] = run(lambda done, total: steps.put((done, total)))
+        except Exception as e:
+            outcome["error"] = e
+        finally:
+            steps.put(None)
+
+    threading.Thread(target=work, name="faseg-" + operator.config.name, daemon=True).start()
+    last = float("-inf")
+    while True:
+        step = steps.get()
+        if step is None:
+            break
+        done, total = step
+        if time.monotonic() - last >= PROGRESS_APP_S or done == total:
+            last = time.monotonic()
+            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=label % (done, total))
+    for request in ctx.executor.to_json()["requests"][queued:]:  # what run asked of the App
+        yield ctx.trigger(request["operator_uri"], request["params"])
+    if "error" in outcome:
+        yield ctx.ops.notify("%s failed: %s" % (operator.config.label, outcome["error"]), variant="error")
+        raise outcome["error"]
+    result = outcome["result"]
+    ctx.request_params["results"] = result  # what resolve_output reads (as FiftyOne does for delegated runs)
+    outputs = operator.resolve_output(ctx)
+    if outputs is not None:
+        yield ctx.ops.show_output(outputs.to_json(), result)
 
 
 # ---------------------------------------------------------------------- outcomes

@@ -28,6 +28,7 @@ class RethresholdFASeg(foo.Operator):
             label="FA-Seg: re-threshold from stored scores",
             description="New background threshold (or class subset) without re-running the model",
             dynamic=True,
+            execute_as_generator=True,  # the App shows "Re-thresholded 120 / 400 samples" as it runs
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=False,  # fast: no model, a matrix product per sample
@@ -62,6 +63,11 @@ class RethresholdFASeg(foo.Operator):
 
     def execute(self, ctx):
         limits.check(ctx.params, ctx.dataset)  # App input: refused however the operator was called
+        # counts while it runs: streamed to the App, a delegated run's heartbeat
+        return forms.reporting(ctx, self, lambda report: self._rethreshold(ctx, report),
+                               "Re-thresholded %d / %d samples")
+
+    def _rethreshold(self, ctx, progress):
         import time
 
         from fiftyone_faseg.analysis.iterate import rethreshold
@@ -76,7 +82,7 @@ class RethresholdFASeg(foo.Operator):
             classes=ctx.params.get("classes") or None,
             out_field=out_field,
             overwrite=bool(ctx.params.get("overwrite", False)),
-            progress=forms.heartbeat(ctx, "Re-thresholded %d of %d samples"),
+            progress=progress,
         )
         if not ctx.delegated:
             ctx.trigger("reload_dataset")
@@ -84,6 +90,8 @@ class RethresholdFASeg(foo.Operator):
                     stale=forms.stale_message(ctx.dataset, out_field) if written else None)
 
     def resolve_output(self, ctx):
+        if not ctx.results:
+            return None  # an App run showed its results as it ended (forms.reporting)
         outputs = types.Object()
         outputs.int("written", label="Masks written")
         outputs.str("field", label="Into field")

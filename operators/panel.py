@@ -316,9 +316,11 @@ class FASegPanel(foo.Panel):
         threshold = ctx.panel.get_state("threshold")
         if threshold is None or not curve.get("scores_field"):
             return
-        # the whole field: a field's masks all come from one threshold
+        # the whole field: a field's masks all come from one threshold; once it is written,
+        # the panel reads the evaluation again (stale at once, without a reload)
         ctx.prompt(operator_uri("rethreshold_faseg"),
-                   params={"label_field": curve["scores_field"], "threshold": threshold, "view_target": "DATASET"})
+                   params={"label_field": curve["scores_field"], "threshold": threshold, "view_target": "DATASET"},
+                   on_success=self.refresh)
 
     def reevaluate(self, ctx):
         key = ctx.panel.get_state("eval_key")

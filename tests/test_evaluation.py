@@ -199,8 +199,8 @@ def _check_run(ds, pairs, eval_key):
     # the custom metric stored with the run
     stored = results.custom_metrics[MIOU_METRIC_URI]
     assert stored["key"] == "miou" and stored["lower_is_better"] is False
-    assert stored["value"] == pytest.approx(expected_miou)
-    assert results.metrics()["miou"] == pytest.approx(expected_miou)
+    assert stored["value"] == pytest.approx(100 * expected_miou)  # in percent, as people read it
+    assert results.metrics()["miou"] == pytest.approx(100 * expected_miou)
 
     # results API
     assert results.miou == pytest.approx(expected_miou)
@@ -217,14 +217,14 @@ def _check_run(ds, pairs, eval_key):
     # per-sample field, in sample order; the sample without prediction has none
     values = ds.values("%s_miou" % eval_key)
     assert values[-1] is None
-    np.testing.assert_allclose(values[:-1], per_sample)
+    np.testing.assert_allclose(values[:-1], 100 * np.asarray(per_sample))  # in percent
 
     # saved view of the worst samples, worst first
     worst = ds.load_saved_view("%s_worst" % eval_key)
     ids = ds.values("id")
     order = np.argsort(per_sample, kind="stable")
     assert worst.values("id") == [ids[i] for i in order]
-    assert worst.values("%s_miou" % eval_key) == sorted(per_sample)
+    np.testing.assert_allclose(worst.values("%s_miou" % eval_key), 100 * np.sort(per_sample))
     return results
 
 
@@ -373,9 +373,9 @@ def test_voc_sample_perturbed(tmp_path, plugin_ready):
         assert 0.2 < expected < 0.95
         assert results.miou == pytest.approx(expected)
         stored = ds.load_evaluation_results("voc").custom_metrics[MIOU_METRIC_URI]
-        assert stored["value"] == pytest.approx(expected)
+        assert stored["value"] == pytest.approx(100 * expected)
         per_sample = [_count(g, p, to_class, 21) for g, p in pairs]
-        np.testing.assert_allclose(ds.values("voc_miou"), [_miou(c, 21) for c in per_sample])
+        np.testing.assert_allclose(ds.values("voc_miou"), [100 * _miou(c, 21) for c in per_sample])
 
         # per-class IoU per sample and the error overlay, against the independent counts
         for sample, conf, (gt, pred) in zip(ds.iter_samples(), per_sample, pairs):

@@ -80,7 +80,7 @@ def test_known_answers_per_class_pairs_and_overlay(known):
     results = ffe.evaluate_faseg(known, "faseg", eval_key="ev")
     sample = known.first()
 
-    assert sample.ev_miou == pytest.approx((8 / 14 + 4 / 7 + 0) / 3)
+    assert sample.ev_miou == pytest.approx(100 * (8 / 14 + 4 / 7 + 0) / 3)  # in percent
     stored = {c.label: (c.confidence, c.gt_pixels, c.pred_pixels, c.tp_pixels, c.in_mean)
               for c in sample.ev_classes.classifications}
     assert stored == {k: (pytest.approx(v[0]),) + v[1:] for k, v in CLASSES.items()}
@@ -97,7 +97,7 @@ def test_known_answers_per_class_pairs_and_overlay(known):
     assert known.mask_targets["ev_errors"] == {1: "correct", 2: "wrong class", 3: "missed", 4: "false alarm"}
 
     # the dataset matrix agrees, and nothing was written into the ground truth or the prediction
-    assert results.miou == pytest.approx(sample.ev_miou)
+    assert 100 * results.miou == pytest.approx(sample.ev_miou)
     assert (sample.ground_truth.to_dict(), sample.faseg.to_dict()) == before
     assert known.mask_targets["ground_truth"] == GT_TARGETS and known.mask_targets["faseg"] == PRED_TARGETS
 
@@ -121,8 +121,8 @@ def test_per_sample_miou_is_keyed_by_sample_not_by_gt_label(tmp_path):
         ds.save()
         ffe.evaluate_faseg(ds, "faseg", eval_key="ev")
         perfect, empty = ds.values("ev_miou")
-        assert perfect == pytest.approx(1.0)
-        assert empty == pytest.approx((11 / 22 + 0 + 0) / 3)  # all 22 counted pixels predicted background
+        assert perfect == pytest.approx(100.0)
+        assert empty == pytest.approx(100 * (11 / 22 + 0 + 0) / 3)  # all 22 counted pixels predicted background
     finally:
         ds.delete()
 
@@ -342,7 +342,7 @@ def test_sdk_needs_no_plugin(known, tmp_path, monkeypatch):
         foo.get_operator(ffe.MIOU_METRIC_URI)
     results = ffe.evaluate_faseg(known, "faseg", eval_key="alone")
     stored = known.load_evaluation_results("alone").custom_metrics[ffe.MIOU_METRIC_URI]
-    assert stored == {"key": "miou", "value": pytest.approx(results.miou), "label": "mIoU",
+    assert stored == {"key": "miou", "value": pytest.approx(100 * results.miou), "label": "mIoU (%)",
                       "lower_is_better": False}
     known.delete_evaluation("alone")
     assert not any(f.startswith("alone") for f in known.get_field_schema())
@@ -358,7 +358,7 @@ def test_miou_metric_operator_on_fiftyones_own_method(known):
     conf = results.pixel_confusion_matrix
     ious = [conf[c, c] / (conf[c].sum() + conf[:, c].sum() - conf[c, c]) for c in range(3)
             if conf[c].sum() + conf[:, c].sum()]
-    assert results.metrics()["miou"] == pytest.approx(np.mean(ious))
+    assert results.metrics()["miou"] == pytest.approx(100 * np.mean(ious))  # in percent
     assert not known.has_sample_field("simple_miou")
 
 

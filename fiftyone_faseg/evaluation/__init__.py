@@ -23,7 +23,7 @@ from ..constants import MIOU_METRIC_URI
 from .api import evaluate_faseg, reevaluate_faseg
 from ..matching import UNNAMED, Aliases, match_classes
 from .method import FASegEvaluation, FASegEvaluationConfig, accuracy_precision_recall, mask_format_problem
-from .results import FASegResults, miou_of
+from .results import MIOU_LABEL, FASegResults, as_percent, miou_of
 from .outputs import DEFAULT_WORST_K, field_names
 from .per_sample import ERROR_TARGETS
 from .summary import (

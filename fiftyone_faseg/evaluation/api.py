@@ -40,7 +40,7 @@ def evaluate_faseg(
     and these sample fields are written, each marked
     ``field.info["faseg_eval"] = {"eval_key": eval_key}``::
 
-        mIoU of each sample (indexed):      sample.<eval_key>_miou
+        mIoU of each sample (%, indexed):   sample.<eval_key>_miou
         per-class IoU (per_class=True):     sample.<eval_key>_classes
         confusion pairs (per_class=True):   sample.<eval_key>_confusions
         error overlay (error_masks=True):   sample.<eval_key>_errors

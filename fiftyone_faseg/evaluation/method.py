@@ -38,7 +38,7 @@ from .colors import set_error_colors
 from ..matching import UNNAMED, Aliases, is_rgb, match_classes, normalize
 from ..masks import MaskError, read_mask
 from .reading import iter_docs
-from .results import FASegResults, miou_metric
+from .results import FASegResults, as_percent, miou_metric
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def _sample_values(fields, conf, gt, pred, labels, num_gt_classes, config):
         fields["accuracy"]: acc,
         fields["precision"]: pre,
         fields["recall"]: rec,
-        fields["miou"]: per_sample.sample_miou(conf, num_gt_classes),
+        fields["miou"]: as_percent(per_sample.sample_miou(conf, num_gt_classes)),  # percent, as people read it
     }
     if "dice" in fields:
         values[fields["dice"]] = dice_score(conf)

@@ -140,6 +140,17 @@ def owner(field):
     return info.get("eval_key") if isinstance(info, dict) else None
 
 
+# What the App shows for a per-sample number: mIoU in percent, as every FA-Seg view shows
+# it; FiftyOne's own accuracy/precision/recall as FiftyOne defines them
+FIELD_DESCRIPTIONS = {
+    "miou": "The sample's mIoU in percent (0-100), as the FA-Seg panel shows mIoU",
+    "accuracy": "FiftyOne's per-sample pixel accuracy (0-1)",
+    "precision": "FiftyOne's per-sample precision (0-1)",
+    "recall": "FiftyOne's per-sample recall (0-1)",
+    "dice": "FiftyOne's per-sample Dice coefficient (0-1)",
+}
+
+
 def declare_fields(dataset, eval_key, config):
     """Adds every output field (marked as this evaluation's, with the attributes of its
     labels, so the App's sidebar filters them) and the error overlay's mask_targets,
@@ -157,7 +168,7 @@ def declare_fields(dataset, eval_key, config):
         elif role == "confusions":
             schema[name] = fof.ListField(fof.EmbeddedDocumentField(fod.DynamicEmbeddedDocument), info=info)
         else:
-            schema[name] = fof.FloatField(info=info)
+            schema[name] = fof.FloatField(info=info, description=FIELD_DESCRIPTIONS.get(role))
         if role in attributes:
             schema.update({name + prefixes[role] + a: types[t]() for a, t in attributes[role].items()})
         if dataset.has_sample_field(name):

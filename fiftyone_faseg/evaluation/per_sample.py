@@ -1,7 +1,7 @@
 """What an FA-Seg evaluation writes on each sample, computed from that sample's masks alone.
 
--   ``<eval_key>_miou``: the sample's mIoU (ground truth classes present), indexed so the
-    App's grid can sort by it;
+-   ``<eval_key>_miou``: the sample's mIoU (ground truth classes present) in percent (the
+    evaluation converts :func:`sample_miou`), indexed so the App's grid can sort by it;
 -   ``<eval_key>_classes``: :class:`fiftyone.core.labels.Classifications`, one per class
     present in the ground truth or the prediction, ``confidence`` = the sample's IoU of
     that class, with ``gt_pixels``, ``pred_pixels``, ``tp_pixels`` and ``in_mean``

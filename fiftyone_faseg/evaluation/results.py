@@ -19,9 +19,23 @@ from . import outputs
 _MATCH_ATTRIBUTES = ("ytrue", "ypred", "weights", "ytrue_ids", "ypred_ids")
 
 
+MIOU_LABEL = "mIoU (%)"  # how FA-Seg names the mIoU wherever a person reads it
+
+
+def as_percent(value):
+    """A ratio in ``[0, 1]`` as the percent a person reads (``0.2913`` -> ``29.13``): the
+    unit of every mIoU FA-Seg shows or stores for people (the per-sample
+    ``<eval_key>_miou`` field, the ``miou`` metric of the Model Evaluation panel, the
+    panels' and operators' numbers). ``None`` for None or ``nan``."""
+    if value is None or value != value:
+        return None
+    return 100.0 * float(value)
+
+
 def miou_metric(value):
-    """The mIoU as FiftyOne stores a custom metric (the Model Evaluation panel shows it)."""
-    return {"key": "miou", "value": float(value), "label": "mIoU", "lower_is_better": False}
+    """The mIoU (a ratio) as FiftyOne stores a custom metric, in percent (the Model
+    Evaluation panel shows it as stored)."""
+    return {"key": "miou", "value": as_percent(value), "label": MIOU_LABEL, "lower_is_better": False}
 
 
 def miou_of(results):
@@ -142,7 +156,9 @@ class FASegResults(fous.SegmentationResults):
 
     @property
     def miou(self):
-        """The dataset mIoU in ``[0, 1]`` (``nan`` if no pixel was counted)."""
+        """The dataset mIoU in ``[0, 1]`` (``nan`` if no pixel was counted), for code; what
+        people read is :func:`as_percent` of it (``results.metrics()["miou"]``, the
+        per-sample ``<eval_key>_miou`` field and the panels are in percent)."""
         return miou_of(self)
 
     def top_confusions(self, k=10, include_background=True):

@@ -11,6 +11,7 @@ import fiftyone.core.models as fom
 from . import classes as fcl
 from . import targets as ftg
 from ..constants import DEFAULT_MODEL
+from ..fields import MODEL_ATTR
 from .models import load_segmenter
 from .parts import Overrides, fa_seg_settings
 
@@ -208,7 +209,9 @@ class FASegModel(fom.Model, fom.SamplesMixin):
         captions = [self._caption_of(s) for s in (samples or [None] * len(images))]
         results = self.segmenter(images, classes, captions, config=self._config or self.run_config)
         self._claim([n for r in results for n in r.classes], samples)
-        return [fol.Segmentation(mask=fcl.to_mask(r.label_map, r.classes, self._class_ids)) for r in results]
+        # each label says FA-Seg made it (apply_model's field carries no FA-Seg info): never offered as ground truth
+        return [fol.Segmentation(mask=fcl.to_mask(r.label_map, r.classes, self._class_ids),
+                                 **{MODEL_ATTR: self.config.model_path}) for r in results]
 
     def _claim(self, names, samples):
         """Gives each class name its pixel value: claimed in ``label_field``'s stored
