@@ -5,12 +5,48 @@ before any test module imports it: a private database directory for this test se
 (the real embedded MongoDB, never a mock), no tracking, no version nagging.
 """
 
+import atexit
 import os
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 _DB_DIR = tempfile.mkdtemp(prefix="faseg-test-db-")
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", _DB_DIR)
+
+
+def _start_session_database():
+    """This test session's own ``mongod`` (FiftyOne's bundled binary) on a free loopback port,
+    stopped when the session ends: FiftyOne would otherwise attach to any database service
+    already running on the machine, and a concurrent session ending could stop a shared one.
+    Subprocesses of the tests inherit its address."""
+    if os.environ.get("FIFTYONE_DATABASE_URI"):
+        return  # given by the caller, or by the session that started these workers
+    import importlib.util
+
+    spec = importlib.util.find_spec("fiftyone")  # found, not imported: FiftyOne reads its config on import
+    mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod" if spec else None
+    if mongod is None or not mongod.is_file():
+        return  # FiftyOne's own service then
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(mongod), "--dbpath", _DB_DIR, "--port", str(port), "--bind_ip", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(lambda: (proc.terminate(), proc.wait(30)))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                os.environ["FIFTYONE_DATABASE_URI"] = "mongodb://127.0.0.1:%d" % port
+                return
+        if proc.poll() is not None:
+            raise RuntimeError("the test database (%s) exited with code %s" % (mongod, proc.returncode))
+        time.sleep(0.05)
+    raise RuntimeError("the test database (%s) did not start within 60 s" % mongod)
+
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +61,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FASEG_MODEL_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("FASEG_OUTPUT_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_start_session_database()
 
 import pytest  # noqa: E402
 
