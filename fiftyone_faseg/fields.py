@@ -22,6 +22,19 @@ def side_field_names(label_field):
     return {kind: label_field + suffix for kind, suffix in SIDE_SUFFIXES.items()}
 
 
+def side_fields(label_field):
+    """``{field name: (kind, document type)}`` of everything a run of ``label_field``
+    writes, the label field first."""
+    return {
+        label_field: (fof.EmbeddedDocumentField, fol.Segmentation),
+        candidates_field(label_field): (fof.EmbeddedDocumentField, fol.Classifications),
+        caption_field(label_field): (fof.StringField, None),
+        error_field(label_field): (fof.StringField, None),
+        scores_field(label_field): (fof.StringField, None),
+        heatmap_field(label_field): (fof.EmbeddedDocumentField, fol.Heatmap),
+    }
+
+
 def candidates_field(label_field):
     """The field holding a run's per-sample candidate classes."""
     return label_field + SIDE_SUFFIXES["candidates"]

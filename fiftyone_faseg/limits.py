@@ -281,7 +281,7 @@ def model_problem(value, name="model_path"):
         return ("'%s' is neither an existing folder nor a Hugging Face Hub id the App may load: give a Hub id "
                 "(owner/name) or a folder under %s" % (value, _roots_text(roots)))
     if name == "model_path":
-        from .run.plan import model_path_problem
+        from .run.checks import model_path_problem
 
         return model_path_problem(value)  # under an allowed root: the checkpoint's own problems may show
     return None

@@ -31,7 +31,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg import limits
 from fiftyone_faseg.fields import error_field, ground_truth_fields, written_by_faseg
-from fiftyone_faseg.run.plan import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
+from fiftyone_faseg.run.checks import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
 
 IMAGE_SIZES = limits.IMAGE_SIZES  # FASegConfig's grids scale from 512 px by powers of two
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds

@@ -64,7 +64,7 @@ def test_the_sdk_names_no_operator_but_the_stored_metric():
 
 def test_only_fields_knows_the_side_field_suffixes():
     from fiftyone_faseg.fields import SIDE_SUFFIXES, side_field_names
-    from fiftyone_faseg.run.plan import side_fields
+    from fiftyone_faseg.fields import side_fields
 
     names = side_field_names("seg")
     assert names == {"candidates": "seg_candidates", "caption": "seg_caption", "error": "seg_error",

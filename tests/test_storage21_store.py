@@ -10,7 +10,7 @@ import fiftyone_faseg as ff
 from fiftyone_faseg import store
 from fiftyone_faseg.fields import candidates_field, error_field
 from fiftyone_faseg.run.classes import ValueAllocator, assign_ids
-from fiftyone_faseg.run.plan import RUN_ATTR
+from fiftyone_faseg.run.settings import RUN_ATTR
 from fiftyone_faseg.run.settings import RunRecord
 from fiftyone_faseg.run.targets import claim_values
 from images import write_image

@@ -13,7 +13,7 @@ from fiftyone_faseg.analysis import iterate
 from fiftyone_faseg.run import rerun
 from fiftyone_faseg.evaluation import evaluate_faseg, is_stale
 from fiftyone_faseg.evaluation.summary import threshold_curve
-from fiftyone_faseg.run.plan import RUN_ATTR
+from fiftyone_faseg.run.settings import RUN_ATTR
 from fiftyone_faseg.run.settings import RunRecord
 
 KW = dict(classes=["cat", "dog"], threshold=0.3, batch_size=1)

@@ -117,7 +117,7 @@ def rethreshold(
     Returns:
         the list of the sample IDs written
     """
-    from ..run.plan import check_field_name
+    from ..run.checks import check_field_name
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError("threshold must be in [0, 1] but is %s" % threshold)
@@ -133,7 +133,8 @@ def rethreshold(
 
 def _rethreshold(samples, dataset, label_field, threshold, classes, out_field, image_size, output_dir, overwrite,
                  progress, leases):
-    from ..run.plan import RUN_ATTR, file_path, files_root, finish_record
+    from ..run.plan import file_path, files_root, finish_record
+    from ..run.settings import RUN_ATTR
 
     source = RunRecord.read(dataset, label_field)
     if source is None:
@@ -198,7 +199,7 @@ def _check_out_field(dataset, label_field, out_field, overwrite, record, todo):
     validate_segmentation_field(dataset, out_field)
     if out_field != label_field and not overwrite:
         raise ValueError("field '%s' exists: pass overwrite=True or choose a new out_field" % out_field)
-    from ..run.plan import labelled_ids
+    from ..run.checks import labelled_ids
 
     differences = old.differences(record)
     labelled = labelled_ids(dataset, out_field)

@@ -2,7 +2,8 @@
 
 - :mod:`.settings`: what a run is asked to do (:class:`RunSettings`, made of the typed parts
   of :mod:`.parts`) and what it recorded (:class:`RunRecord`).
-- :mod:`.plan`: every check before the first write, and what a run prepares.
+- :mod:`.checks`: every check before the first write (and what a field already holds).
+- :mod:`.plan`: what a run will do, and the writes that start and end it.
 - :mod:`.segment`: :func:`segment_samples` / :func:`iter_segment_samples`, the driver.
 - :mod:`.outputs`, :mod:`.storage`: from rows to stored labels and files.
 - :mod:`.classes`, :mod:`.targets`: classes per sample, pixel values per class.

@@ -24,7 +24,8 @@ from . import classes as fcl
 from . import storage
 from .. import store
 from ..fields import candidates_field, caption_field, dataset_values, error_field, heatmap_field, scores_field
-from .plan import RUN_ATTR, file_path, finish_run
+from .plan import file_path, finish_run
+from .settings import RUN_ATTR
 
 logger = logging.getLogger(__name__)
 

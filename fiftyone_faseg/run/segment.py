@@ -19,7 +19,8 @@ import fiftyone as fo
 from .models import load_proposer, load_segmenter
 from .outputs import finish_outputs, iter_rows, load_rows, segment_loaded, write_outputs
 from .leases import FieldLease
-from .plan import _check_collection, check_field_name, check_model, plan_run, prepare_run
+from .checks import check_collection, check_field_name
+from .plan import check_model, plan_run, prepare_run
 from .settings import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def begin_run(samples, label_field=None, settings=None, config=None, vocabulary=
         config = config or segmenter.config
         settings = settings.replace(model_path=_model_path(segmenter, settings.model.model_path))
     label_field = settings.output.label_field
-    _check_collection(samples)
+    check_collection(samples)
     check_field_name(label_field)
     lease = FieldLease(samples._dataset, label_field, operation).acquire()
     try:

@@ -52,7 +52,7 @@ the operators' SDK call and both command lines (:func:`add_flags`) read the part
     have reruns keep it, a field of the same name in :class:`RunRecord`
     (:meth:`RunRecord.snapshot` and :meth:`RunRecord.output_spec` copy same-named
     fields). Then what it does: its effect in ``outputs.finish_outputs``, its side field
-    in ``plan.side_fields`` and its check in ``plan.complete_ids`` (so ``skip_existing``
+    in ``fields.side_fields`` and its check in ``checks.complete_ids`` (so ``skip_existing``
     completes it), and its form widget. Plumbing: two edits in two files (six in all, in
     five files); before the parts: four in three files (the flat field, the record field,
     the record built field by field in ``plan.py``, the settings rebuilt field by field
@@ -73,6 +73,7 @@ from .parts import (CLASS_KEYWORDS, CLASS_SOURCES, ClassSource, ModelSpec, Outpu
                     WritePolicy, class_keyword, class_source, fa_seg_settings)
 
 INFO_KEY = "faseg"
+RUN_ATTR = "faseg_run"  # the attribute of each stored label naming the write that made it (RunRecord.run_id)
 
 
 @dataclass(frozen=True)
