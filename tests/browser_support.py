@@ -150,3 +150,41 @@ def gt_dataset(folder, name, count):
     ds.app_config.active_fields = fo.ActiveFields(paths=["ground_truth", "faseg"])
     ds.save()
     return ds
+
+
+# the traces the App's Plotly charts draw, by chart
+PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+    gd => (gd.data || []).map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, text: t.text})))"""
+
+
+def iou_trace(page):
+    """The drawn per-class IoU trace (x, y, text), or None before the chart draws."""
+    for plot in page.evaluate(PLOTS):
+        for trace in plot:
+            if trace["name"] == "IoU":
+                return trace
+    return None
+
+
+def wait_for_chart(page, class_iou, timeout=60000):
+    """Waits until a drawn IoU trace has exactly the bars ``class_iou`` (in %); returns it."""
+    from playwright import sync_api
+
+    expected = {str(c): 100 * v for c, v in class_iou.items()}
+    try:
+        handle = page.wait_for_function(
+            """expected => {
+                for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+                    for (const t of (gd.data || [])) {
+                        if (t.name === 'IoU' && t.x.length === Object.keys(expected).length &&
+                            t.x.every((c, i) => c in expected && Math.abs(t.y[i] - expected[c]) < 1e-9)) {
+                            return {x: Array.from(t.x), y: Array.from(t.y), text: Array.from(t.text || [])};
+                        }
+                    }
+                }
+                return null;
+            }""",
+            arg=expected, timeout=timeout)
+    except sync_api.TimeoutError:
+        raise AssertionError("the chart does not draw %s: it draws %s" % (expected, iou_trace(page)))
+    return handle.json_value()

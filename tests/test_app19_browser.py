@@ -20,7 +20,8 @@ N = 5
 SLOW = 180000  # ms: the App server imports torch on the first re-threshold
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
-from browser_support import CHROMIUM, app_server as _server, browser_page, gt_dataset  # noqa: E402
+from browser_support import (CHROMIUM, PLOTS, app_server as _server, browser_page, gt_dataset,  # noqa: E402
+                             wait_for_chart)
 
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium, or make browser)", allow_module_level=True)
@@ -28,9 +29,6 @@ if CHROMIUM is None:
 import fiftyone_faseg as ff  # noqa: E402
 import fiftyone_faseg.evaluation as ffe  # noqa: E402
 
-# the traces the App's Plotly charts draw, by chart
-PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-    gd => (gd.data || []).map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, text: t.text})))"""
 # the page position of one confusion-matrix cell, by its x (predicted) and y (ground truth)
 # class, once its chart has stopped moving (a section expands with an animation)
 CELL = """([x, y]) => {
@@ -83,29 +81,6 @@ def _new_panel(page, name):
 
 def _count(page):
     return page.locator("[data-cy=entry-counts]").inner_text()
-
-
-def _wait_for_chart(page, class_iou, timeout=60000):
-    """Waits until the drawn IoU trace has exactly the bars ``class_iou`` (in %); returns it."""
-    expected = {str(c): 100 * v for c, v in class_iou.items()}
-    try:
-        handle = page.wait_for_function(
-            """expected => {
-                for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-                    for (const t of (gd.data || [])) {
-                        if (t.name === 'IoU' && t.x.length === Object.keys(expected).length &&
-                            t.x.every((c, i) => c in expected && Math.abs(t.y[i] - expected[c]) < 1e-9)) {
-                            return {x: Array.from(t.x), y: Array.from(t.y), text: Array.from(t.text || [])};
-                        }
-                    }
-                }
-                return null;
-            }""",
-            arg=expected, timeout=timeout)
-    except sync_api.TimeoutError:
-        drawn = [t for plot in page.evaluate(PLOTS) for t in plot if t["name"] == "IoU"]
-        raise AssertionError("the chart does not draw %s: it draws %s" % (expected, drawn))
-    return handle.json_value()
 
 
 def _click_cell(page, x, y):
@@ -190,7 +165,7 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
                     if r.url.endswith("/operators/execute/generator") else None)
             _goto(page, app_server, ds)
             _new_panel(page, "faseg_panel")
-            _wait_for_chart(page, before.class_iou)
+            wait_for_chart(page, before.class_iou)
 
             # the threshold slider to 0.8 (5 steps of 0.05 from the run's 0.55), then Apply
             rail = page.locator(".MuiSlider-root", has=page.locator("input[type=range][min='0.05']"))  # the panel's
@@ -224,7 +199,7 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
             ds.clear_cache()
             after = ds.load_evaluation_results("ev")
             assert "boat" not in after.class_iou and after.class_iou != before.class_iou
-            trace = _wait_for_chart(page, after.class_iou)
+            trace = wait_for_chart(page, after.class_iou)
         finally:
             page.screenshot(path=str(tmp_path / "app19-chart.png"), full_page=True)
             print(json.dumps(page.evaluate(PLOTS))[:3000])

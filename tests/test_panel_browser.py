@@ -18,7 +18,7 @@ import pytest
 N = 6
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
-from browser_support import CHROMIUM, app_server as _server, browser_page  # noqa: E402
+from browser_support import CHROMIUM, PLOTS, app_server as _server, browser_page, wait_for_chart  # noqa: E402
 
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium, or make browser)", allow_module_level=True)
@@ -31,9 +31,6 @@ import fiftyone_faseg.evaluation as ffe  # noqa: E402
 from fiftyone_faseg.run.settings import RunRecord  # noqa: E402
 
 TARGETS = {1: "cat", 2: "dog", 3: "bird", 4: "cow"}
-# the traces the App's Plotly charts draw, by chart
-PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-    gd => (gd.data || []).map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, text: t.text})))"""
 
 
 @pytest.fixture(scope="module")
@@ -85,37 +82,6 @@ def _open_panel(page, port, dataset):
     page.locator("[data-cy=new-panel-option-faseg_panel]").click(timeout=30000)
 
 
-def _iou_trace(page):
-    """The drawn per-class IoU trace (x, y, text), or None before the chart draws."""
-    for plot in page.evaluate(PLOTS):
-        for trace in plot:
-            if trace["name"] == "IoU":
-                return trace
-    return None
-
-
-def _wait_for_chart(page, class_iou, timeout=60000):
-    """Waits until a drawn IoU trace has exactly the bars ``class_iou`` (in %); returns it."""
-    expected = {c: 100 * v for c, v in class_iou.items()}
-    try:
-        handle = page.wait_for_function(
-            """expected => {
-                for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-                    for (const t of (gd.data || [])) {
-                        if (t.name === 'IoU' && t.x.length === Object.keys(expected).length &&
-                            t.x.every((c, i) => c in expected && Math.abs(t.y[i] - expected[c]) < 1e-9)) {
-                            return {x: Array.from(t.x), y: Array.from(t.y), text: Array.from(t.text || [])};
-                        }
-                    }
-                }
-                return null;
-            }""",
-            arg=expected, timeout=timeout)
-    except sync_api.TimeoutError:
-        raise AssertionError("the chart does not draw %s: it draws %s" % (expected, _iou_trace(page)))
-    return handle.json_value()
-
-
 def _wait_count_changes(page, before, timeout=30000):
     page.wait_for_function("t => (document.querySelector('[data-cy=entry-counts]')?.textContent || t) !== t",
                            arg=before, timeout=timeout)
@@ -140,7 +106,7 @@ def test_failed_evaluation_and_zero_iou_class(panel_dataset, app_server, tmp_pat
             # the panel still works: choose the other evaluation
             page.get_by_role("combobox").filter(has_text=re.compile(r"^bad$")).click()
             page.get_by_role("option", name="ev", exact=True).click()
-            trace = _wait_for_chart(page, results.class_iou)
+            trace = wait_for_chart(page, results.class_iou)
             assert trace["text"] == ["%.1f %%" % (100 * results.class_iou[c]) for c in trace["x"]]
 
             # a class of IoU 0 opens its samples from the table
@@ -162,7 +128,7 @@ def test_stale_without_reload_and_chart_after_reevaluate(panel_dataset, app_serv
     with browser_page(tmp_path / "profile", viewport=(1600, 1400)) as page:
         try:
             _open_panel(page, app_server, ds)
-            _wait_for_chart(page, results.class_iou)
+            wait_for_chart(page, results.class_iou)
             assert page.get_by_text("Stale: the prediction changed").count() == 0
 
             # another process writes the prediction (a re-threshold at 0.8: nothing but background)
@@ -184,11 +150,11 @@ def test_stale_without_reload_and_chart_after_reevaluate(panel_dataset, app_serv
             ds.clear_cache()
             new = ds.load_evaluation_results("ev")
             assert [v for c, v in new.class_iou.items() if c != "background"] == [0.0] * 4
-            trace = _wait_for_chart(page, new.class_iou, timeout=30000)
+            trace = wait_for_chart(page, new.class_iou, timeout=30000)
 
             # and after a reload of the page: the panel reads the stored evaluation again
             page.reload(wait_until="domcontentloaded")
-            after_reload = _wait_for_chart(page, new.class_iou, timeout=60000)
+            after_reload = wait_for_chart(page, new.class_iou, timeout=60000)
             assert after_reload == trace
         finally:
             page.screenshot(path=str(tmp_path / "panel-reevaluated.png"), full_page=True)
