@@ -25,6 +25,16 @@ Bounds, and why:
     vocabulary (LVIS has 1203), each a string of at most ``MAX_CLASS_CHARS`` characters
     (CLIP reads 77 tokens; 300-character names must keep working).
 -   ``device`` and ``dtype`` from fixed lists; yes/no parameters must be booleans.
+-   Every other :class:`faseg_core.FASegConfig` field a form or a queued run may send
+    (flat, or inside ``overrides``) has a range here too (:data:`CONFIG_RULES`): HARD's
+    ``tau`` at most 8 (the paper uses 2; each step is a product with a 4096² map),
+    ``pamr_iterations`` at most 100 (the paper's PAMR uses 10), ``attention_chunk`` between
+    2^16 and 2^30 elements (memory per block), ``pamr_size`` 16–1024, ``pamr_dilations`` at
+    most 16 dilations of 1–128 px, the grid weights at most 8 grids of side 1–128 with
+    finite weights in [0, 100], ``timestep`` 0–999, ``seed`` a 32-bit number, and fixed
+    choices for ``store_dtype`` and ``attention_kernel``. A field with no rule is refused
+    from the App (a new FASegConfig knob is settable there once it has one; a test holds
+    every field to that).
 -   ``output_dir`` under a configured root (``FASEG_OUTPUT_ROOTS`` or the plugin setting
     ``output_roots``; by default the dataset's own folder in FiftyOne's dataset
     directory); ``..``, relative paths and symlinks leading out are refused.
@@ -47,7 +57,7 @@ import math
 import os
 import re
 
-from faseg_core.config import DTYPES  # imports no torch
+from faseg_core.config import ATTENTION_KERNELS, DTYPES  # imports no torch
 
 from .constants import CLASS_SOURCES, PLUGIN_NAME
 
@@ -67,7 +77,19 @@ _NAME = re.compile(r"^(hf-hub:)?[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # parameter -> (what the form calls it, low, high)
 _NUMBERS = {
     "batch_size": ("Batch size", 1, MAX_BATCH_SIZE),
+    "tau": ("HARD's tau", 0, 8),
+    "timestep": ("Timestep", 0, 999),
+    "seed": ("Seed", 0, 2**32 - 1),
+    "attention_chunk": ("Attention chunk", 2**16, 2**30),
+    "pamr_iterations": ("PAMR iterations", 1, 100),
+    "pamr_size": ("PAMR size", 16, 1024),
 }
+# FASegConfig fields checked by the rules of this module (the others are refused from the App)
+CONFIG_RULES = ("image_size", "threshold", "batch_size", "dtype", "pamr", "flip", "vae_sample", "run_inversion",
+                "compile", "tau", "timestep", "seed", "attention_chunk", "pamr_iterations", "pamr_size",
+                "store_dtype", "attention_kernel", "pamr_dilations", "cross_weights", "self_weights")
+_CONFIG_BOOLEANS = ("flip", "vae_sample", "run_inversion", "compile")
+_CONFIG_CHOICES = {"store_dtype": ("float16", "bfloat16", "float32"), "attention_kernel": ATTENTION_KERNELS}
 # parameters naming a model to load -> (what it is, its name pattern)
 _MODELS = {
     "model_path": ("diffusion model", _HUB_ID),
@@ -169,8 +191,13 @@ def problems(params, dataset=None):
         dataset (None): the :class:`fiftyone.core.dataset.Dataset` the run writes to
             (its folder is the default ``output_dir`` root)
     """
-    params = params or {}
+    params = dict(params or {})
     found = {}
+    overrides = params.pop("overrides", None)
+    if overrides is not None and not isinstance(overrides, dict):
+        found["overrides"] = "Overrides must be a mapping of FA-Seg settings (got %s)" % _shown(overrides)
+    elif overrides:
+        params.update(overrides)  # FA-Seg settings sent inside ``overrides`` meet the same rules
 
     def given(name):
         return params.get(name) not in (None, "")
@@ -199,7 +226,8 @@ def problems(params, dataset=None):
     for name, choices in (("device", DEVICES), ("dtype", DTYPES)):
         if given(name) and params[name] not in choices:
             found[name] = "%s must be one of %s (got %s)" % (name.capitalize(), ", ".join(choices), _shown(params[name]))
-    for name in BOOLEANS:
+    found.update(_config_problems(params, given))
+    for name in BOOLEANS + _CONFIG_BOOLEANS:
         if params.get(name) is not None and not isinstance(params[name], bool):
             found[name] = "%s must be true or false (got %s)" % (name, _shown(params[name]))
     for name in _MODELS:
@@ -216,6 +244,50 @@ def check(params, dataset=None):
     found = problems(params, dataset)
     if found:
         raise ValueError("; ".join("`%s`: %s" % item for item in found.items()))
+
+
+def _config_problems(params, given):
+    """Problems of the FASegConfig fields in ``params`` that the other rules do not check."""
+    from .run.settings import fa_seg_settings
+
+    found = {}
+    for name in fa_seg_settings():
+        if not given(name):
+            continue
+        value = params[name]
+        if name not in CONFIG_RULES:
+            found[name] = "%s is not a setting of this App: set it from Python (segment_samples(..., %s=...))" % (
+                name, name)
+        elif name in _CONFIG_CHOICES and value not in _CONFIG_CHOICES[name]:
+            found[name] = "%s must be one of %s (got %s)" % (name, ", ".join(_CONFIG_CHOICES[name]), _shown(value))
+        elif name == "pamr_dilations":
+            found[name] = _sequence_problem(value, "PAMR dilations", 16, 1, 128)
+        elif name in ("cross_weights", "self_weights"):
+            found[name] = _weights_problem(value, name)
+    return found
+
+
+def _sequence_problem(value, label, most, low, high):
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= most:
+        return "%s must be a list of 1 to %d whole numbers (got %s)" % (label, most, _shown(value))
+    return next(filter(None, (_count_problem(v, label, low, high) for v in value)), None)
+
+
+def _weights_problem(value, name):
+    """Grid weights: ``{grid side: weight}`` (JSON gives the sides as strings)."""
+    if not isinstance(value, dict) or not 1 <= len(value) <= 8:
+        return "%s must map 1 to 8 grid sides to weights (got %s)" % (name, _shown(value))
+    for side, weight in value.items():
+        try:
+            side = int(side)
+        except (TypeError, ValueError):
+            return "%s: grid sides must be whole numbers (got %s)" % (name, _shown(side))
+        if not 1 <= side <= 128:
+            return "%s: grid sides must be between 1 and 128 (got %s)" % (name, side)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or not 0 <= weight <= 100:
+            return "%s: weights must be numbers between 0 and 100 (got %s)" % (name, _shown(weight))
+    return None
 
 
 def threshold_problem(value):

@@ -63,20 +63,44 @@ def refused(ds, params, name):
     (dict(classes=["x" * (limits.MAX_CLASS_CHARS + 1)]), "classes", "at most 512 characters"),
     (dict(classes=[{"$gt": ""}]), "classes", "must be text"),
     (dict(pamr="yes"), "pamr", "true or false"),
+    (dict(overrides={"threshold": float("nan")}), "threshold", "between 0 and 1"),  # sent inside overrides
 ])
 def test_run_parameters_beyond_the_limits_are_flagged_and_refused(ds, tiny_sd_dir, change, name, message):
     assert errors(form(RUN, ds, run_params(tiny_sd_dir))) == {}
     assert message in refused(ds, run_params(tiny_sd_dir, **change), name)
 
 
-@pytest.mark.parametrize("change", [dict(device="tpu:0"), dict(dtype="float64")])
-def test_parameters_the_form_does_not_show_still_block_it(ds, tiny_sd_dir, change):
-    (name, value), = change.items()
+@pytest.mark.parametrize("change, name, value", [
+    (dict(device="tpu:0"), "device", "tpu:0"),
+    (dict(dtype="float64"), "dtype", "float64"),
+    # FA-Seg's own settings a script may send, flat or inside ``overrides``
+    (dict(pamr_iterations=10**9), "pamr_iterations", "at most 100"),
+    (dict(attention_chunk=2**40), "attention_chunk", "at most 1073741824"),
+    (dict(overrides={"tau": 1000}), "tau", "at most 8"),
+    (dict(pamr_dilations=[1] * 100), "pamr_dilations", "1 to 16"),
+    (dict(self_weights={"64": 1e9}), "self_weights", "between 0 and 100"),
+    (dict(attention_kernel="cuda"), "attention_kernel", "torch, triton"),
+    (dict(overrides="tau=9"), "overrides", "mapping"),
+])
+def test_parameters_the_form_does_not_show_still_block_it(ds, tiny_sd_dir, change, name, value):
     params = run_params(tiny_sd_dir, **change)
     found = errors(form(RUN, ds, params))
     assert list(found) == ["limits_warning"] and name in found["limits_warning"], found
     messages, error = drive(RUN, ds, params)
     assert isinstance(error, ValueError) and "`%s`" % name in str(error) and value in str(error)
+
+
+def test_every_fa_seg_setting_has_a_rule_and_the_papers_values_pass():
+    from faseg_core.config import FASegConfig
+    from fiftyone_faseg.run.settings import fa_seg_settings
+
+    assert set(fa_seg_settings()) == set(limits.CONFIG_RULES)  # a new knob needs its range here
+    paper = FASegConfig()
+    values = {name: getattr(paper, name) for name in limits.CONFIG_RULES if getattr(paper, name) is not None}
+    values["dtype"] = "float16"
+    values["self_weights"] = {str(k): v for k, v in paper.self_weights.items()}  # as JSON sends them
+    assert limits.problems(values) == {}
+    assert limits.problems(dict(overrides=values)) == {}
 
 
 def test_limits_keep_what_worked():

@@ -42,11 +42,13 @@ the operators' SDK call and both command lines (:func:`add_flags`) read the part
     ``segment_samples``, ``RunSettings.from_kwargs``, :class:`fiftyone_faseg.FASegModel`
     and ``run_protocol``, a form param, a flag of ``faseg-ray`` and ``faseg-protocol``
     (scalar fields), applied by :meth:`Overrides.apply`, recorded in
-    :attr:`RunRecord.config`, compared and rerun with. Add its form widget in
-    ``operators/run.py`` for the App (and its range in ``fiftyone_faseg/limits.py`` if it
-    has one); put it in :data:`NOT_RECORDED` if it only changes how a run runs. Two edits
-    in two files; before the parts, four in three (``faseg-protocol`` had three hand-made
-    flags: a flag and its pass-through in ``protocol/cli.py``).
+    :attr:`RunRecord.config`, compared and rerun with. For the App, add its form widget in
+    ``operators/run.py`` and its range in ``fiftyone_faseg/limits.py`` (App input is
+    untrusted: until it has a rule there, the App refuses it, and a test says so); put it
+    in :data:`NOT_RECORDED` if it only changes how a run runs. Two edits in two files
+    without the App, four in three with it; before the parts, four in three without it
+    (``faseg-protocol`` had three hand-made flags: a flag and its pass-through in
+    ``protocol/cli.py``).
 -   An output option (say ``overlay: bool``, a colour overlay per sample) is a field (and
     its ``Args`` line) of :class:`fiftyone_faseg.run.parts.OutputSpec`; to record it and
     have reruns keep it, a field of the same name in :class:`RunRecord`
