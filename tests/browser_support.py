@@ -119,12 +119,19 @@ def form_input(page, label, nth=1):
     return page.locator("xpath=//p[normalize-space()=%r]/following::input[%d]" % (label, nth))
 
 
-def type_into(field, text):
-    """Replaces an input's text key by key, then leaves it, so the form sees the change."""
-    field.click()
-    field.press("Control+a")
-    field.press_sequentially(str(text), delay=20)
-    field.press("Tab")
+def type_into(field, text, attempts=3):
+    """Replaces an input's text key by key, then leaves it, so the form sees the change.
+    The form re-renders when a round trip of an earlier change returns, and a keystroke
+    typed at that moment can be lost: the text is typed again until the input holds it."""
+    text = str(text)
+    for _ in range(attempts):
+        field.click()
+        field.press("Control+a")
+        field.press_sequentially(text, delay=20)
+        field.press("Tab")
+        if field.input_value() == text:
+            return
+    raise AssertionError("the input holds %r after typing %r %d times" % (field.input_value(), text, attempts))
 
 
 def gt_dataset(folder, name, count):
