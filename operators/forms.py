@@ -6,7 +6,7 @@ Operators import these helpers from here and never from each other.
 -   **Inputs**: :func:`dropdown`, :func:`choices`, :func:`field_choice`,
     :func:`ground_truth_input`, :func:`label_field_input`, :func:`model_path_input`.
 -   **Checks** flag a property before Execute (``prop.invalid`` + ``error_message``):
-    :func:`flag` with :func:`model_path_problem`, :func:`label_field_problem`,
+    :func:`flag` with the run's checks (:mod:`fiftyone_faseg.run.checks`), and
     :func:`range_problem`, :func:`image_size_problem`; :func:`flag_limits` flags every
     parameter beyond the App's limits (:mod:`fiftyone_faseg.limits`, which the run also
     enforces when it executes).
@@ -31,7 +31,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faseg import limits
 from fiftyone_faseg.fields import error_field, ground_truth_fields, written_by_faseg
-from fiftyone_faseg.run.checks import label_field_problem, model_path_problem  # noqa: F401 (the run's own checks)
+from fiftyone_faseg.run.checks import label_field_problem  # the run's own check, shown in the form
 
 IMAGE_SIZES = limits.IMAGE_SIZES  # FASegConfig's grids scale from 512 px by powers of two
 PROGRESS_EVERY_S = 5.0  # delegated runs: at most one heartbeat per this many seconds
@@ -114,7 +114,7 @@ def label_field_input(ctx, inputs, name="label_field", default="faseg", **kwargs
 def model_path_input(ctx, inputs, default, name="model_path", **kwargs):
     """A diffusion model (Hub id or local folder), flagged when an App user may not load it
     (:func:`fiftyone_faseg.limits.model_problem`: a Hub id, or a folder under the allowed
-    roots that :func:`model_path_problem` accepts)."""
+    roots that :func:`fiftyone_faseg.run.checks.model_path_problem` accepts)."""
     prop = inputs.str(name, default=default, required=False, **kwargs)
     value = ctx.params.get(name, default)
     if not flag(prop, value and limits.model_problem(value)):

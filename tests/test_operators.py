@@ -129,7 +129,7 @@ def test_run_form_flags_each_bad_input_before_execute(ds, tiny_sd_dir, change, n
 
 
 def test_model_path_check(tmp_path, tiny_sd_dir):
-    from operators.forms import model_path_problem
+    from fiftyone_faseg.run.checks import model_path_problem  # what the model form flags
 
     partial = tmp_path / "partial"
     (partial / "unet").mkdir(parents=True)

@@ -36,15 +36,9 @@ ERROR_TARGETS = {
     MISSED: "missed",
     FALSE_ALARM: "false alarm",
 }
-PAIR_SEPARATOR = " → "
 CLASS_ATTRIBUTES = {"gt_pixels": int, "pred_pixels": int, "tp_pixels": int, "in_mean": bool}
 PAIR_ATTRIBUTES = {"gt": str, "pred": str, "pixels": int, "share": float}
 ERROR_ATTRIBUTES = {name.replace(" ", "_"): int for name in ERROR_TARGETS.values()}
-
-
-def pair_label(gt_class, pred_class):
-    """The label of a confusion pair, e.g. ``"person → dog"``."""
-    return "%s%s%s" % (gt_class, PAIR_SEPARATOR, pred_class)
 
 
 def sample_miou(conf, num_gt_classes):
