@@ -19,6 +19,11 @@ import torch.nn.functional as F
 from .config import default_cross_weights, default_self_weights
 
 EPS = 1e-8
+# From this many classes on, `propagate` multiplies as x·Aᵀ (classes as the GEMM's rows):
+# MKL then gives A·xᵀ's values bit for bit (measured for 12 to 64 classes at the 32 and 64
+# grids, 1 and 2 threads) in 0.5–0.9× the time at the 64 grid (0.79× at 20 classes). With
+# fewer classes x·Aᵀ rounds differently, so A·xᵀ stays.
+ROW_PRODUCT_CLASSES = 12
 
 
 def upsample_nearest(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -85,8 +90,12 @@ def propagate(self_map: torch.Tensor, maps: torch.Tensor, tau: int = 2) -> torch
     for step in range(tau):
         if step:
             x = sum_pool(upsample_bicubic(x, size), r)  # Nᵀ B
-        y = affinity @ x.flatten(-2).transpose(-1, -2)  # [..., r², K]
-        x = y.transpose(-1, -2).unflatten(-1, (r, r))  # [..., K, r, r]
+        flat = x.flatten(-2)  # [..., K, r²]
+        if flat.shape[-2] >= ROW_PRODUCT_CLASSES:
+            flat = flat @ affinity.transpose(-1, -2)
+        else:
+            flat = (affinity @ flat.transpose(-1, -2)).transpose(-1, -2)
+        x = flat.unflatten(-1, (r, r))  # [..., K, r, r]
     return upsample_bicubic(x, size)
 
 

@@ -117,3 +117,17 @@ def test_oracle_planted_regions_come_back():
         inter = ((pred == k) & (labels == k)).sum().item()
         union = ((pred == k) | (labels == k)).sum().item()
         assert inter / union >= 0.9, (k, inter / union)
+
+
+@pytest.mark.parametrize("k", [hard.ROW_PRODUCT_CLASSES, 20, 40])
+@pytest.mark.parametrize("r", [32, 64])
+def test_row_products_give_the_column_products_values_bit_for_bit(k, r):
+    # from ROW_PRODUCT_CLASSES classes on, propagate multiplies x·Aᵀ for speed: the values
+    # must be those of A·xᵀ (the reference's order), or the parity with earlier outputs is lost
+    g = torch.Generator().manual_seed(k + r)
+    affinity = torch.softmax(4 * torch.randn(2, r * r, r * r, generator=g), dim=-1)  # [2, r², r²]
+    maps = torch.rand(2, k, r, r, generator=g)
+    x = hard.sum_pool(maps, r)
+    for _ in range(2):  # tau = 2 at the output grid: A·(A·x)
+        x = (affinity @ x.flatten(-2).transpose(-1, -2)).transpose(-1, -2).unflatten(-1, (r, r))
+    assert torch.equal(hard.propagate(affinity, maps, tau=2), x)
