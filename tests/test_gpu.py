@@ -2,11 +2,13 @@
 ``pytest -m gpu`` on a lent GPU): the same model gives the CPU's labels on the card, batch
 for batch, and the Triton recording kernels give the torch path's sums."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
-from faseg_core import FASeg
+from faseg_core import FASeg, hard, readout
 from faseg_core.attention import SELF, AttentionRecorder
 from test_pipeline import photo
 
@@ -59,3 +61,27 @@ def test_half_precision_runs_on_the_card(tiny_sd_dir, tiny_config, cuda_faseg):
     for a, b in zip(half, full):
         assert a.classes == b.classes and a.label_map.shape == b.label_map.shape
         assert a.scores.shape == b.scores.shape and np.isfinite(a.scores).all()
+
+
+def test_recording_and_readout_never_wait_for_the_card(cuda_faseg, tiny_config, monkeypatch):
+    # issue 20: from the UNet's recorded layers to the label maps a pass stays on the card;
+    # its one wait is the copy of the results to the host (`readout.to_host`, not checked).
+    # CUDA's sync debug mode raises on any synchronizing call inside the checked functions.
+    def checked(fn):
+        @functools.wraps(fn)  # diffusers passes a processor only the keywords its signature names
+        def run(*args, **kwargs):
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+        return run
+
+    monkeypatch.setattr(AttentionRecorder, "__call__", checked(AttentionRecorder.__call__))
+    for name in ("refine", "label_maps"):
+        monkeypatch.setattr(readout, name, checked(getattr(readout, name)))
+    monkeypatch.setattr(hard, "unflip_average", checked(hard.unflip_average))
+    images = [photo(seed=s) for s in range(3)]
+    results = cuda_faseg(images, CLASSES, config=tiny_config.replace(batch_size=3))
+    assert [r.classes for r in results] == CLASSES
