@@ -71,7 +71,8 @@ class FASegConfig:
         compile (`bool`, defaults to `False`): compile the VAE encoder and the UNet's
             convolution blocks with `torch.compile` (on CUDA in "reduce-overhead" mode, i.e.
             CUDA graphs) for lower batch-1 latency at fixed shapes. Compilation happens on the
-            first call and again for each new batch shape, in place on the model's modules.
+            first call, in place on the model's modules, and for the UNet's blocks again for
+            each new batch shape (the VAE encodes one image pair at a time: one shape).
             The recorded attention layers stay eager. Not measured on a GPU yet: leave it off
             unless `benchmarks.bench_gpu` shows a win on your card.
     """

@@ -1,4 +1,4 @@
-"""The GPU-first pipeline's plumbing on the CPU: images read ahead, the compile switch."""
+"""The GPU-first pipeline's plumbing on the CPU: images read ahead, the VAE image by image, the compile switch."""
 
 import numpy as np
 import pytest
@@ -51,3 +51,27 @@ def test_compile_switch_compiles_the_attention_free_blocks_once(tiny_sd_dir, tin
     assert seg._compiled and all(m._compiled_call_impl is not None for m in resnets)
     assert seg.vae.encoder._compiled_call_impl is not None
     assert np.array_equal(plain.label_map, compiled.label_map) and np.array_equal(plain.scores, compiled.scores)
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_the_vae_encodes_one_image_with_its_mirror_at_a_time(tiny_faseg, tiny_config, monkeypatch, flip):
+    # the VAE's activations are a pass's largest buffers: they must not grow with the batch
+    cfg = tiny_config.replace(batch_size=4, flip=flip)
+    images = [Image.fromarray(photo(40 + 9 * i, 60, i)) for i in range(4)]
+    whole = tiny_faseg.encode_images(images, cfg)
+    shapes = []
+    encode = tiny_faseg.vae.encode
+
+    def recorded(pixels, *args, **kwargs):
+        shapes.append(tuple(pixels.shape))
+        return encode(pixels, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_faseg.vae, "encode", recorded)
+    latents = tiny_faseg.encode_images(images, cfg)
+    side = cfg.image_size
+    assert shapes == [(2 if flip else 1, 3, side, side)] * 4
+    assert torch.equal(latents, whole)
+    # image by image, the views of image i are rows 2i, 2i + 1 (mirror second), as a batch of one gives them
+    views = 2 if flip else 1
+    for i, image in enumerate(images):
+        assert torch.equal(latents[views * i : views * (i + 1)], tiny_faseg.encode_images([image], cfg))
