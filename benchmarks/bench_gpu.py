@@ -20,7 +20,8 @@ Every number is measured side by side in the same process, medians of `--repeats
   fp16 dense).
 
 Models are built with `faseg_core.testing.build_components` (random weights, no downloads).
-The JSON goes to `benchmarks/out/gpu.json` (`--out`).
+The JSON goes to `benchmarks/out/gpu.json` (`gpu_cpu.json`, `gpu_smoke.json` for the CPU settings;
+`--out DIR` for another folder).
 """
 
 from __future__ import annotations
