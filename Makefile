@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export FIFTYONE_DO_NOT_TRACK ?= true
 export FIFTYONE_DATABASE_VALIDATION ?= false
 
-.PHONY: install test demo bench browser clean
+.PHONY: install test demo bench browser clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ demo: install
 
 bench: install
 	$(PY) -m benchmarks.run_all
+
+# What a lent GPU machine lacks, as Python 3.12 wheels under .whl/ (see benchmarks/gpu_session.sh)
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 \
+		importlib_metadata==10.2.0 lazy-importer==0.1.0
 
 clean:
 	rm -rf $(VENV) benchmarks/out .pytest_cache

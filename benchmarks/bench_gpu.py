@@ -216,7 +216,9 @@ def flops_per_pair(seg: FASeg, cfg: FASegConfig) -> float:
 
 
 # ---------------------------------------------------------------------------- main
-def measure(name: str, repeats: int, peak_tflops: float, threads: int | None) -> dict:
+def measure(name: str, repeats: int, peak_tflops: float, threads: int | None, save=None) -> dict:
+    """Every variant of setting `name`; `save(results)` after each one, so that a run stopped
+    at a device's time limit keeps what it measured (the compiled variant comes last)."""
     shape, image_size, n_images, batches, class_counts, dtype = SETTINGS[name]
     if threads:
         torch.set_num_threads(threads)
@@ -245,6 +247,8 @@ def measure(name: str, repeats: int, peak_tflops: float, threads: int | None) ->
         results["runs"].append(row)
         print(f"  batch {batch}, {k} classes{', compiled' if compiled else ''}: ours {row['s_per_image']:.4f} "
               f"s/image, bare {bare_per_image:.4f}, recording {row['recording_ratio']:.2f}x", flush=True)
+        if save is not None:
+            save(results)
     results["markdown"] = report(results)
     return results
 
@@ -284,8 +288,10 @@ def main(argv=None) -> dict:
     name = "smoke" if args.smoke else "cpu" if args.cpu or not torch.cuda.is_available() else "gpu"
     repeats = args.repeats or (1 if name == "smoke" else 3)
     threads = args.threads or (1 if name == "cpu" else None)
-    results = measure(name, repeats, args.peak_tflops, threads)
-    common.write_json(NAME if name == "gpu" else f"{NAME}_{name}", results, args.out)
+    file_name = NAME if name == "gpu" else f"{NAME}_{name}"
+    results = measure(name, repeats, args.peak_tflops, threads,
+                      save=lambda partial: common.write_json(file_name, partial, args.out))
+    common.write_json(file_name, results, args.out)
     return results
 
 
