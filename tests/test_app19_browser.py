@@ -169,9 +169,10 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
 
             # the threshold slider to 0.8 (5 steps of 0.05 from the run's 0.55), then Apply
             rail = page.locator(".MuiSlider-root", has=page.locator("input[type=range][min='0.05']"))  # the panel's
-            rail.scroll_into_view_if_needed()
-            box = rail.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * (0.8 - 0.05) / 0.9, box["y"] + box["height"] / 2)
+            # a locator's click waits for the element to be attached and stable (the panel may
+            # render it again as its data arrives), scrolls to it and clicks at this offset
+            width, height = rail.evaluate("e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height]")
+            rail.click(position={"x": width * (0.8 - 0.05) / 0.9, "y": height / 2})
             page.get_by_text(re.compile(r"At threshold 0\.80")).wait_for(timeout=30000)
             page.get_by_role("button", name=re.compile("Apply this threshold")).click()
 
