@@ -21,7 +21,7 @@ from .config import default_cross_weights, default_self_weights
 EPS = 1e-8
 # From this many classes on, `propagate` multiplies as x·Aᵀ (classes as the GEMM's rows):
 # MKL then gives A·xᵀ's values bit for bit (measured for 12 to 64 classes at the 32 and 64
-# grids, 1 and 2 threads) in 0.5–0.9× the time at the 64 grid (0.79× at 20 classes). With
+# grids, 1 and 2 threads) in 0.5–1.0× the time at the 64 grid (0.79× at 20 classes). With
 # fewer classes x·Aᵀ rounds differently, so A·xᵀ stays.
 ROW_PRODUCT_CLASSES = 12
 
