@@ -85,3 +85,22 @@ def test_recording_and_readout_never_wait_for_the_card(cuda_faseg, tiny_config, 
     images = [photo(seed=s) for s in range(3)]
     results = cuda_faseg(images, CLASSES, config=tiny_config.replace(batch_size=3))
     assert [r.classes for r in results] == CLASSES
+
+
+def test_label_read_out_on_the_card_equals_the_numpy_path_bit_for_bit():
+    # issue 20: the same scores give the same label maps wherever they are read out (a GPU run,
+    # a re-threshold on the host): separate float32 multiplies and adds in one order, the
+    # first class winning ties, PIL's nearest resize
+    from faseg_core.labels import labels_from_scores
+    from test_core_readout import SIZES, prompt
+
+    rng = np.random.default_rng(0)
+    for start in range(0, len(SIZES), 12):
+        sizes = SIZES[start : start + 12]
+        counts = [1 + (i * 5) % 7 for i in range(len(sizes))]
+        scores = rng.random((len(sizes), max(counts), 16, 16), dtype=np.float32)
+        scores[:, -1] = scores[:, 0]  # ties: the first class must win on both
+        plan = readout.plan([[prompt([[1 + i] for i in range(k)])] for k in counts], sizes, 77, torch.device("cuda"))
+        labels = readout.label_maps(torch.from_numpy(scores).cuda(), plan, 0.55, 128)
+        for (label_map, _), (width, height), k, s in zip(readout.to_host(labels, None, plan), sizes, counts, scores):
+            assert np.array_equal(label_map, labels_from_scores(s[:k], 0.55, 128, width, height)), (width, height, k)
