@@ -22,15 +22,16 @@ def torch_head_sum(query, key, scale, heads):
     return probs.unflatten(0, (-1, heads)).sum(1) * (query.shape[1] / heads)
 
 
-def check_head_sums(n, d, store_dtype):
+def check_head_sums(n, d, store_dtype, input_dtype=torch.float32):
     """Key and query blocks cut at `n` (not a multiple of the tile), head widths padded to a
-    power of two: written, then added, `(N / H) Σ_h softmax` as torch computes it."""
+    power of two: written, then added, `(N / H) Σ_h softmax` as torch computes it (in float32
+    from the same, possibly half-precision, queries and keys)."""
     from faseg_core import triton_attention
 
     g = torch.Generator().manual_seed(0)
     batch, heads = 2, 3
-    query, key = (torch.randn(batch * heads, n, d, generator=g) for _ in range(2))
-    expected = torch_head_sum(query, key, d**-0.5, heads)
+    query, key = (torch.randn(batch * heads, n, d, generator=g).to(input_dtype) for _ in range(2))
+    expected = torch_head_sum(query.float(), key.float(), d**-0.5, heads)
     store = torch.full((batch, n, n), float("nan"), dtype=store_dtype)
     triton_attention.record_head_sum(query, key, d**-0.5, heads, store, accumulate=False)
     tol = {"rtol": 1e-5, "atol": 1e-6 * n} if store_dtype == torch.float32 else {"rtol": 1e-3, "atol": 1e-3}
@@ -73,6 +74,8 @@ CHECKS = {
     "head_sums_f32": lambda: check_head_sums(100, 40, torch.float32),
     "head_sums_narrow": lambda: check_head_sums(64, 4, torch.float32),
     "head_sums_f16_store": lambda: check_head_sums(81, 16, torch.float16),
+    # a half-precision model (fp16 on CUDA by default): fp16 queries and keys, SD's 40-wide heads
+    "head_sums_f16_inputs": lambda: check_head_sums(81, 40, torch.float16, torch.float16),
     "recorder": check_recorder,
 }
 
