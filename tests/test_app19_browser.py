@@ -125,6 +125,20 @@ def _heatmap(page):
     }""", timeout=30000).json_value()
 
 
+def _open_evaluation(page, key):
+    """Open evaluation `key` from the Model Evaluation panel's list. A click that comes before
+    the panel listens (a cold App server, once in a CI run) leaves the list in place: again."""
+    listing = page.get_by_text(re.compile(r"^\d+ Model Evaluations?$"))
+    for _ in range(3):
+        page.get_by_text(key, exact=True).first.click(timeout=60000)
+        try:
+            listing.wait_for(state="detached", timeout=20000)  # the list gave way to the evaluation
+            return
+        except sync_api.TimeoutError:
+            continue
+    raise AssertionError(f"the Model Evaluation panel did not open {key!r}")
+
+
 def test_model_evaluation_panel_opens_a_confusion_cells_samples(scored, app_server, tmp_path):
     ds = scored
     results = ds.load_evaluation_results("ev")
@@ -133,7 +147,7 @@ def test_model_evaluation_panel_opens_a_confusion_cells_samples(scored, app_serv
         try:
             _goto(page, app_server, ds)
             _new_panel(page, "model_evaluation_panel_builtin")
-            page.get_by_text("ev", exact=True).first.click(timeout=60000)
+            _open_evaluation(page, "ev")
 
             # its summary shows the mIoU in percent, as every FA-Seg view does
             page.wait_for_function("() => /mIoU \\(%\\)\\s+[\\d.]+/.test(document.body.innerText)", timeout=60000)
