@@ -208,8 +208,8 @@ def test_chart_after_apply_threshold_and_reevaluate_is_class_iou(scored, app_ser
             page.get_by_text("Stale: the prediction changed").wait_for(state="detached", timeout=SLOW)
             for _ in range(240):  # the evaluation stored again (the warning also goes while the panel reloads)
                 ds.reload()
-                # the key is absent while the run is redone: the old record goes once every check
-                # passed, the new one is registered when every sample is evaluated
+                # the key may be absent for a moment: the old record goes when the new run is
+                # complete, just before the new one is registered
                 if "ev" in ds.list_evaluations() and ds.get_evaluation_info("ev").timestamp != stamp:
                     break
                 page.wait_for_timeout(500)

@@ -406,3 +406,65 @@ def test_panel_loads_and_renders(known):
     assert summary["confusions"][0] == {"gt": "dog", "pred": "background", "pixels": 2}
     assert summary["counts"] == {"evaluated": 1, "no_prediction": 0, "no_ground_truth": 0, "unreadable": 0}
     assert ffe.list_faseg_evaluations(known) == ["ev"]
+
+
+def _outputs_of(ds, key):
+    return {n: ds.values(n) for n in ds.get_field_schema() if n.startswith(key + "_")}
+
+
+def test_a_failed_rerun_leaves_the_stored_evaluation_as_it_was(tmp_path, monkeypatch):
+    import fiftyone_faseg.evaluation.method as method
+
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([_sample(tmp_path, "a", GT, PRED), _sample(tmp_path, "b", GT, GT), _sample(tmp_path, "c", GT, PRED)])
+        ds.mask_targets = {"ground_truth": GT_TARGETS, "faseg": PRED_TARGETS}
+        ds.save()
+        first = ffe.evaluate_faseg(ds, "faseg", eval_key="ev")
+        stored = _outputs_of(ds, "ev")
+        assert {"ev_miou", "ev_classes", "ev_errors"} <= set(stored)
+
+        # the prediction changes, and the re-run dies on the second sample (an interruption)
+        ds.set_values("faseg", [fol.Segmentation(mask=GT)] * 3)
+        real, calls = method._sample_values, []
+
+        def dies(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(method, "_sample_values", dies)
+        with pytest.raises(KeyboardInterrupt):
+            ffe.reevaluate_faseg(ds, "ev")
+        ds.reload()
+        assert ds.list_evaluations() == ["ev"] and ds.has_saved_view("ev_worst")
+        np.testing.assert_array_equal(ds.load_evaluation_results("ev").confusion, first.confusion)
+        assert _outputs_of(ds, "ev") == stored  # every per-sample output as the first run wrote it
+        assert not [n for n in ds.get_field_schema() if n.startswith("ev__next")]
+        assert "ev__next_errors" not in ds.mask_targets
+
+        # a run that completes replaces it whole
+        monkeypatch.setattr(method, "_sample_values", real)
+        again = ffe.reevaluate_faseg(ds, "ev")
+        # (the prediction's value 2 is "zebra": dog is missed, background and cat are exact)
+        assert again.miou == pytest.approx(2 / 3) and ds.values("ev_miou") == pytest.approx([200 / 3] * 3)
+        assert ds.get_field("ev_miou").info["faseg_eval"] == {"eval_key": "ev"}
+        assert "ev_errors" in ds.mask_targets and not [n for n in ds.get_field_schema() if "__next" in n]
+        assert ds.has_saved_view("ev_worst") and "ev_miou" in ds.list_indexes()
+    finally:
+        ds.delete()
+
+
+def test_outputs_left_by_a_killed_rerun_are_taken_over_by_the_next(known):
+    ffe.evaluate_faseg(known, "faseg", eval_key="ev")
+    # what a re-run killed before its end leaves: fields of the working key, marked as its own
+    known.add_sample_field("ev__next_miou", fo.FloatField, info={"faseg_eval": {"eval_key": "ev__next"}})
+    known.set_values("ev__next_miou", [1.0])
+    ffe.reevaluate_faseg(known, "ev")
+    assert not known.has_sample_field("ev__next_miou") and known.count("ev_miou") == 1
+    # but a user's own field of that name is never written into
+    known.add_sample_field("ev__next_recall", fo.FloatField)
+    with pytest.raises(ValueError, match="ev__next_recall"):
+        ffe.reevaluate_faseg(known, "ev")
+    assert known.values("ev__next_recall") == [None] and known.list_evaluations() == ["ev"]

@@ -52,8 +52,10 @@ def evaluate_faseg(
     created only if its name is free or already this evaluation's; ``delete_evaluation``
     and ``rename_evaluation`` delete or rename only what the evaluation recorded as its
     own (see :mod:`fiftyone_faseg.evaluation.outputs`). The run is registered only once
-    every sample is evaluated: if it fails, the key is left as it was not (an existing
-    run of the key is replaced once every check passed).
+    every sample is evaluated. An existing run of the key stays, record and outputs,
+    until the new one is complete (the new one writes under ``<eval_key>__next_*`` names
+    meanwhile, then takes the key's): if the new one fails or is interrupted, the old
+    one is still there.
 
     Ground truth and predictions may be 2-D integer masks, palette PNGs (read as their
     indices), or RGB masks when the field's ``mask_targets`` are RGB hex strings (as

@@ -161,23 +161,35 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         record = RunRecord.read(dataset, config.pred_field)
         config.pred_revision = record.revision if record is not None else None
 
+        # A run already stored under the key stays, record and outputs, until this one is
+        # complete: this one writes under a working key's names, then takes the key's
+        written = eval_key  # the key whose names this run's outputs have
+        replacing = eval_key is not None and eval_key in dataset.list_evaluations()
+        if replacing:
+            written = outputs.working_key(dataset, eval_key)
+            outputs.check_free(dataset, written, outputs.field_names(written, config),
+                               reads=(config.pred_field, config.gt_field), view=None)
         if eval_key is not None:
-            if eval_key in dataset.list_evaluations():
-                self.delete_run(samples, eval_key)  # replaced: its record and outputs go first
-            outputs.declare_fields(dataset, eval_key, config)
+            outputs.declare_fields(dataset, written, config)
         try:
-            results = self._evaluate(samples, eval_key, matching, rgb, ignore_index, progress)
+            results = self._evaluate(samples, eval_key, written, matching, rgb, ignore_index, progress)
+            if replacing:
+                self.delete_run(samples, eval_key)  # the old record and outputs, now that the new ones exist
+                outputs.take_names(dataset, written, eval_key, config)
+                written = eval_key
             if eval_key is not None:
                 outputs.finish_fields(samples, eval_key, config, worst_k=config.worst_k)
                 super().register_run(samples, eval_key, overwrite=False, cleanup=False)
                 set_error_colors(dataset, eval_key)  # the App draws the overlay in four colours
         except BaseException:
             if eval_key is not None:
-                outputs.delete_outputs(dataset, eval_key, config)  # what this run wrote, nothing else
+                outputs.delete_outputs(dataset, written, config)  # what this run wrote, nothing else
             raise
         return results
 
-    def _evaluate(self, samples, eval_key, matching, rgb, ignore_index, progress):
+    def _evaluate(self, samples, eval_key, fields_key, matching, rgb, ignore_index, progress):
+        """The evaluation of ``samples``, whose per-sample outputs are written under the
+        names of ``fields_key`` (the key itself, or the working key of a run that replaces it)."""
         config = self.config
         pred_field, gt_field = config.pred_field, config.gt_field
         labels = list(matching["classes"]) + [UNNAMED]
@@ -189,7 +201,7 @@ class FASegEvaluation(fous.SegmentationEvaluation):
         names = matching["name_index"]
         cand_field = candidates_field(pred_field)
         cand_field = cand_field if samples.has_field(cand_field) else None
-        fields = outputs.field_names(eval_key, config) if eval_key is not None else {}
+        fields = outputs.field_names(fields_key, config) if fields_key is not None else {}
 
         confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
         recall = CandidateRecall(num_classes, num_gt_classes)

@@ -274,6 +274,39 @@ def rename_outputs(samples, eval_key, new_eval_key, config):
     record(config, {r: pairs.get(n, n) for r, n in mine["fields"].items()}, view, indexes)
 
 
+def working_key(dataset, eval_key):
+    """The key whose names a run replacing evaluation ``eval_key`` writes under until it is
+    complete (:func:`take_names`); refused if another evaluation is registered under it."""
+    key = "%s__next" % eval_key
+    if key in dataset.list_evaluations():
+        raise ValueError(
+            "evaluation '%s' cannot be run again while an evaluation '%s' exists: the new run "
+            "writes under that name until it replaces the old one. Rename or delete '%s'"
+            % (eval_key, key, key)
+        )
+    return key
+
+
+def take_names(dataset, work_key, eval_key, config):
+    """Gives the fields and overlay mask_targets a run wrote under ``work_key`` the names of
+    ``eval_key`` (free by then: the run they replace was deleted)."""
+    old, new = field_names(work_key, config), field_names(eval_key, config)
+    pairs = {old[r]: new[r] for r in old if is_owned(dataset, work_key, old[r], config)}
+    taken = sorted(n for n in pairs.values() if dataset.has_field(n))
+    if taken:
+        raise ValueError("evaluation '%s' cannot take the names %s: fields of those names exist and "
+                         "are not its own" % (eval_key, taken))
+    if pairs:
+        dataset.rename_sample_fields(pairs)
+        dataset.reload()  # renamed field objects keep their old path until reloaded
+    info = {INFO_KEY: {"eval_key": eval_key}}
+    for name in pairs.values():
+        _mark(dataset, name, info)
+    if "errors" in old:
+        delete_targets(dataset, old["errors"])
+        set_targets(dataset, new["errors"], ERROR_TARGETS)
+
+
 def _mark(dataset, name, info):
     field = dataset.get_field(name)
     field.info = {**(field.info or {}), **info}
