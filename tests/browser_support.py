@@ -134,6 +134,21 @@ def type_into(field, text, attempts=3):
     raise AssertionError("the input holds %r after typing %r %d times" % (field.input_value(), text, attempts))
 
 
+def settle(page, typed, quiet_ms=800, rounds=5):
+    """After a form is filled, each ``(input, text)`` of ``typed`` holds its text through a
+    quiet moment: the form can re-render with the params of an earlier keystroke's round trip
+    after the input held the whole text (a CI run once sent "do" for "dog"), so an input that
+    lost its text is typed again, until none does."""
+    for _ in range(rounds):
+        page.wait_for_timeout(quiet_ms)
+        lost = [(field, text) for field, text in typed if field.input_value() != str(text)]
+        if not lost:
+            return
+        for field, text in lost:
+            type_into(field, text)
+    raise AssertionError("the form keeps losing typed text: %r" % [(f.input_value(), t) for f, t in typed])
+
+
 def gt_dataset(folder, name, count):
     """``count`` 128×96 images, each with one coloured box and its ground truth mask
     (cat or dog, alternately), shown with FA-Seg's field in the grid."""

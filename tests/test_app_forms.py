@@ -22,8 +22,8 @@ SLOW = 180000  # ms: the App server imports torch and loads the model on the fir
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make browser)")
 from browser_support import (  # noqa: E402
-    CHROMIUM, app_server as _server, browser_page, form_input, gt_dataset, open_operator, select_samples, type_into,
-    wait_for_grid,
+    CHROMIUM, app_server as _server, browser_page, form_input, gt_dataset, open_operator, select_samples, settle,
+    type_into, wait_for_grid,
 )
 
 if CHROMIUM is None:
@@ -71,10 +71,11 @@ def test_run_faseg_form_segments_only_the_selected_samples(app, app_dataset, tin
         page.get_by_role("button", name="Add classes").click()
         type_into(form_input(page, "Classes"), "cat")
         page.get_by_role("button", name="Add classes").click()
-        type_into(form_input(page, "Classes", 2), "dog")
-        type_into(form_input(page, "Diffusion model"), str(tiny_sd_dir))
-        type_into(form_input(page, "Background threshold"), "0.3")
-        type_into(form_input(page, "Image size"), "128")
+        typed = [(form_input(page, "Classes", 2), "dog"), (form_input(page, "Diffusion model"), str(tiny_sd_dir)),
+                 (form_input(page, "Background threshold"), "0.3"), (form_input(page, "Image size"), "128")]
+        for field, text in typed:
+            type_into(field, text)
+        settle(page, [(form_input(page, "Classes"), "cat"), *typed])
         page.get_by_text("Store score maps", exact=True).click()
         assert "start a worker with fiftyone delegated launch" in page.locator("body").inner_text()
         execute_enabled(page)
