@@ -316,6 +316,9 @@ class FASegPanel(foo.Panel):
         threshold = ctx.panel.get_state("threshold")
         if threshold is None or not curve.get("scores_field"):
             return
+        # the threshold the preview shows (the curve's nearest): the slider writes its raw
+        # position into the same state (0.797 where the preview said 0.80)
+        threshold, _ = ffe.preview_miou(curve, threshold)
         # the whole field: a field's masks all come from one threshold; once it is written,
         # the panel reads the evaluation again (stale at once, without a reload)
         ctx.prompt(operator_uri("rethreshold_faseg"),

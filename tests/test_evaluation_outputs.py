@@ -468,3 +468,21 @@ def test_outputs_left_by_a_killed_rerun_are_taken_over_by_the_next(known):
     with pytest.raises(ValueError, match="ev__next_recall"):
         ffe.reevaluate_faseg(known, "ev")
     assert known.values("ev__next_recall") == [None] and known.list_evaluations() == ["ev"]
+
+
+def test_apply_uses_the_threshold_the_preview_shows(known):
+    # the panel's slider writes its raw position (0.797) into the state the preview snaps to
+    # the curve (0.80, what the panel shows): Apply re-thresholds at what was shown
+    from fiftyone.operators.executor import ExecutionContext, Executor
+
+    panel = foo.get_operator(operator_uri("faseg_panel"))
+    thresholds = [round(0.05 * i, 2) for i in range(1, 20)]
+    curve = {"thresholds": thresholds, "miou": [0.5] * 19, "threshold": 0.55, "scores_field": "faseg_scores"}
+    for raw, shown in ((0.797, 0.8), (0.8, 0.8), (0.05, 0.05), (0.93, 0.95)):
+        executor = Executor()
+        state = {"curve": curve, "threshold": raw}
+        ctx = ExecutionContext(request_params=dict(dataset_name=known.name, panel_id="p1",
+                                                   params={"panel_id": "p1", "panel_state": state}), executor=executor)
+        panel.apply_threshold(ctx)
+        (request,) = executor._requests
+        assert request.params["params"]["threshold"] == shown, raw
