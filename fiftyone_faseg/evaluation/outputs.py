@@ -252,20 +252,12 @@ def rename_outputs(samples, eval_key, new_eval_key, config):
         record(config, fields, mine["worst_view"], mine["indexes"])
         return
 
-    pairs = {fields[r]: new_fields[r] for r in fields}
-    if pairs:
-        dataset.rename_sample_fields(pairs)
-        dataset.reload()  # renamed field objects keep their old path until reloaded
-    for name in pairs.values():
-        _mark(dataset, name, info)
+    pairs = _move_fields(dataset, fields, new_fields, new_eval_key)
     indexes = []
     for name in mine["indexes"]:
         if name in pairs and name in dataset.list_indexes():
             dataset.drop_index(name)
             indexes.append(dataset.create_index(pairs[name]))
-    if "errors" in fields:
-        delete_targets(dataset, fields["errors"])
-        set_targets(dataset, new_fields["errors"], ERROR_TARGETS)
     view = None
     if mine["worst_view"] and dataset.has_saved_view(mine["worst_view"]) and "miou" in new_fields:
         dataset.delete_saved_view(mine["worst_view"])
@@ -290,21 +282,29 @@ def working_key(dataset, eval_key):
 def take_names(dataset, work_key, eval_key, config):
     """Gives the fields and overlay mask_targets a run wrote under ``work_key`` the names of
     ``eval_key`` (free by then: the run they replace was deleted)."""
-    old, new = field_names(work_key, config), field_names(eval_key, config)
-    pairs = {old[r]: new[r] for r in old if is_owned(dataset, work_key, old[r], config)}
-    taken = sorted(n for n in pairs.values() if dataset.has_field(n))
+    fields = {r: n for r, n in field_names(work_key, config).items() if is_owned(dataset, work_key, n, config)}
+    new_fields = field_names(eval_key, config)
+    taken = sorted(new_fields[r] for r in fields if dataset.has_field(new_fields[r]))
     if taken:
         raise ValueError("evaluation '%s' cannot take the names %s: fields of those names exist and "
                          "are not its own" % (eval_key, taken))
+    _move_fields(dataset, fields, new_fields, eval_key)
+
+
+def _move_fields(dataset, fields, new_fields, new_eval_key):
+    """Renames the ``{role: name}`` ``fields`` to ``new_fields``' names, marks them as
+    ``new_eval_key``'s and moves the error overlay's mask_targets: ``{old: new}`` names."""
+    pairs = {fields[r]: new_fields[r] for r in fields}
     if pairs:
         dataset.rename_sample_fields(pairs)
         dataset.reload()  # renamed field objects keep their old path until reloaded
-    info = {INFO_KEY: {"eval_key": eval_key}}
+    info = {INFO_KEY: {"eval_key": new_eval_key}}
     for name in pairs.values():
         _mark(dataset, name, info)
-    if "errors" in old:
-        delete_targets(dataset, old["errors"])
-        set_targets(dataset, new["errors"], ERROR_TARGETS)
+    if "errors" in fields:
+        delete_targets(dataset, fields["errors"])
+        set_targets(dataset, new_fields["errors"], ERROR_TARGETS)
+    return pairs
 
 
 def _mark(dataset, name, info):
